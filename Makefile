@@ -1,0 +1,37 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each installs what it needs
+# on a fresh Debian machine with Python 3.11: a .venv with the project, and Debian's prometheus.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast prometheus clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "modelrollout needs Python >= 3.11 (found $$($(PYTHON) --version 2>&1))"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); \
+	  else echo "python3 -m venv failed: install Debian's python3-venv (sudo apt-get install python3-venv)"; exit 1; fi; }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+# Prometheus comes from Debian: installed when missing and we are root, otherwise a one-line instruction.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null; \
+	  else echo "prometheus not found: install Debian's package (sudo apt-get install prometheus) and run make again"; exit 1; fi; }
+
+demo: $(STAMP) prometheus
+	$(BIN)/modelrollout demo
+
+test: $(STAMP) prometheus
+	$(BIN)/python -m pytest
+
+# Unit tests only: seconds, no services.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+clean:
+	rm -rf $(VENV) .modelrollout .pytest_cache
