@@ -1,0 +1,507 @@
+"""The rollout state machine: status + observations + now -> new status + actions.
+
+Pure and deterministic: no I/O and no clock of its own, so the local runner and the Kubernetes
+operator drive the very same decisions, and every transition is unit-tested with plain values.
+
+    Idle -> Shadow -> Canary(step 0..n-1) -> Promoting -> Succeeded
+                  \\-------------+-------> RollingBack -> RolledBack | Aborted
+    Paused: entered from Shadow/Canary by `pause`, left by `resume` (or promote/abort)
+
+The engine is level-triggered. Actions describe the desired state (the routing to apply, the
+registry write to make) and are repeated on every tick until an observation shows them done:
+`Promoting` re-issues the promotion until the registry's stable alias points at the candidate,
+`RollingBack` re-issues the rollback mark until the version carries it. A controller killed at any
+point therefore restarts into the same phase and simply carries out the same idempotent actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from canary.analysis import CheckResult
+from canary.durations import format_duration, parse_duration
+from canary.spec import (
+    Condition,
+    MetricStatus,
+    ModelRolloutSpec,
+    Phase,
+    RollbackKind,
+    RolloutStatus,
+    Transition,
+    Weights,
+)
+
+# MLflow tag values (`modelrollout.status`) the engine reads back to know a write-back landed.
+PROMOTED = "promoted"
+ROLLED_BACK = "rolled_back"
+ABORTED = "aborted"
+# Not a tag: the controller reports this when the version no longer exists, so nothing is left to mark.
+DELETED = "deleted"
+HISTORY_LIMIT = 200
+
+ACTIVE = (Phase.SHADOW, Phase.CANARY)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class RegistryView:
+    """What the registry says this tick (translated by the controller from registry/)."""
+
+    model_exists: bool
+    stable_version: str | None
+    candidate_version: str | None
+    # `modelrollout.status` tags the controller read, by version (only those it was asked for).
+    outcomes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CandidateHealth:
+    ready: bool
+    failure: str | None = None
+
+
+CommandKind = Literal["promote", "abort", "pause", "resume", "retry"]
+
+
+@dataclass(frozen=True)
+class Command:
+    kind: CommandKind
+    full: bool = False  # promote: straight to Promoting instead of one step
+
+
+@dataclass(frozen=True)
+class Observation:
+    registry: RegistryView | None = None  # None: the registry could not be read this tick
+    registry_error: str | None = None
+    candidate: CandidateHealth | None = None
+    checks: Sequence[CheckResult] | None = None  # set only on ticks where analysis ran
+    commands: Sequence[Command] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass(frozen=True)
+class ApplyRouting:
+    stable_version: str | None
+    candidate_version: str | None = None
+    candidate_role: Literal["shadow", "canary"] | None = None
+    candidate_weight: int = 0
+    shadow_percent: int = 0
+
+
+@dataclass(frozen=True)
+class PromoteInRegistry:
+    version: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class MarkInRegistry:
+    version: str
+    outcome: Literal["rolled_back", "aborted"]
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+Action = ApplyRouting | PromoteInRegistry | MarkInRegistry | RecordEvent
+
+
+@dataclass(frozen=True)
+class StepResult:
+    status: RolloutStatus
+    actions: list[Action]
+
+
+# ---------------------------------------------------------------------------------------------
+# Time windows the controller asks about
+
+
+def window_seconds(spec: ModelRolloutSpec, status: RolloutStatus) -> float:
+    """Length of the current analysis window: the shadow's duration, or the canary interval."""
+    if status.phase is Phase.SHADOW:
+        return parse_duration(spec.shadow.duration)
+    return parse_duration(spec.canary.interval)
+
+
+def analysis_due(spec: ModelRolloutSpec, status: RolloutStatus, now: datetime) -> bool:
+    """True when the controller should query metrics and pass the results in `Observation.checks`."""
+    if status.phase not in ACTIVE or status.window_started_at is None:
+        return False
+    return now >= status.window_started_at + timedelta(seconds=window_seconds(spec, status))
+
+
+def candidate_role(status: RolloutStatus) -> Literal["shadow", "canary"]:
+    phase = status.paused_from if status.phase is Phase.PAUSED else status.phase
+    return "shadow" if phase is Phase.SHADOW else "canary"
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+
+
+class _Step:
+    """One tick's working state: a private copy of the status and the actions gathered so far."""
+
+    def __init__(self, spec: ModelRolloutSpec, status: RolloutStatus, obs: Observation, now: datetime):
+        self.spec = spec
+        self.s = status.model_copy(deep=True)
+        self.obs = obs
+        self.now = now
+        self.actions: list[Action] = []
+        self.deadline = timedelta(seconds=parse_duration(spec.progress_deadline))
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.actions.append(RecordEvent(type_, reason, message))
+
+    def transition(self, to: Phase, reason: str) -> None:
+        s = self.s
+        s.history.append(
+            Transition(time=self.now, from_phase=s.phase, to=to, version=s.candidate_version, reason=reason)
+        )
+        del s.history[:-HISTORY_LIMIT]
+        s.phase = to
+        s.phase_started_at = self.now
+        s.message = reason
+
+    def condition(self, type_: str, ok: bool | None, reason: str, message: str = "") -> None:
+        status = "Unknown" if ok is None else ("True" if ok else "False")
+        for existing in self.s.conditions:
+            if existing.type == type_:
+                if existing.status != status:
+                    existing.last_transition_time = self.now
+                existing.status, existing.reason, existing.message = status, reason, message
+                return
+        self.s.conditions.append(
+            Condition(type=type_, status=status, reason=reason, message=message, last_transition_time=self.now)
+        )
+
+    def set_weights(self) -> None:
+        s, steps = self.s, self.spec.canary.steps
+        if s.phase is Phase.SHADOW:
+            s.weights = Weights(stable=100, candidate=0, shadow=self.spec.shadow.percent)
+        elif s.phase is Phase.CANARY and s.step is not None:
+            s.weights = Weights(stable=100 - steps[s.step], candidate=steps[s.step], shadow=0)
+        elif s.phase is Phase.PROMOTING:
+            s.weights = Weights(stable=0, candidate=100, shadow=0)
+        elif s.phase is not Phase.PAUSED:
+            s.weights = Weights()
+
+    def routing(self) -> ApplyRouting | None:
+        s = self.s
+        if s.phase in (Phase.SHADOW, Phase.CANARY, Phase.PROMOTING, Phase.PAUSED) and s.candidate_version:
+            role = candidate_role(s)
+            return ApplyRouting(
+                stable_version=s.stable_version,
+                candidate_version=s.candidate_version,
+                candidate_role=role,
+                candidate_weight=s.weights.candidate if role == "canary" else 0,
+                shadow_percent=s.weights.shadow if role == "shadow" else 0,
+            )
+        if s.stable_version is None:
+            return None
+        return ApplyRouting(stable_version=s.stable_version)
+
+    # -- entering phases ------------------------------------------------------------------------
+
+    def enter_step(self, phase: Phase, step: int | None, reason: str) -> None:
+        self.transition(phase, reason)
+        self.s.step = step
+        self.s.step_started_at = self.now
+        self.s.window_started_at = None  # set once the candidate is ready
+        self.set_weights()
+
+    def start(self, version: str, reason: str) -> None:
+        s = self.s
+        s.candidate_version = version
+        s.observed_candidate_version = version
+        s.rollback_kind = None
+        s.paused_from = None
+        s.checks = []
+        if self.spec.shadow.enabled:
+            self.enter_step(Phase.SHADOW, None, reason)
+        else:
+            self.enter_step(Phase.CANARY, 0, reason)
+        self.event("Normal", "RolloutStarted", f"v{version}: {reason}; stable is v{s.stable_version}")
+
+    def advance(self, reason: str) -> None:
+        s, steps = self.s, self.spec.canary.steps
+        if s.phase is Phase.SHADOW:
+            self.enter_step(Phase.CANARY, 0, reason)
+        elif s.step is not None and s.step + 1 < len(steps):
+            self.enter_step(Phase.CANARY, s.step + 1, reason)
+        else:
+            self.begin_promotion(reason)
+            return
+        self.event("Normal", "StepAdvanced", f"v{s.candidate_version}: {reason}; now {self.describe_position()}")
+
+    def begin_promotion(self, reason: str) -> None:
+        self.transition(Phase.PROMOTING, reason)
+        self.s.step = None
+        self.set_weights()
+        self.event("Normal", "Promoting", f"v{self.s.candidate_version}: {reason}")
+
+    def begin_rollback(self, kind: RollbackKind, reason: str) -> None:
+        self.s.rollback_kind = kind
+        self.transition(Phase.ROLLING_BACK, reason)
+        self.s.step = None
+        self.s.paused_from = None
+        self.set_weights()
+        self.event("Warning", "RollingBack", f"v{self.s.candidate_version}: {reason}")
+
+    def describe_position(self) -> str:
+        s = self.s
+        if s.phase is Phase.SHADOW:
+            return f"shadow ({self.spec.shadow.percent}% mirrored)"
+        if s.phase is Phase.CANARY and s.step is not None:
+            return f"canary step {s.step + 1}/{len(self.spec.canary.steps)} ({self.spec.canary.steps[s.step]}%)"
+        return s.phase.value
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def command(self, cmd: Command) -> None:
+        s = self.s
+        phase = s.phase
+        if cmd.kind == "pause" and phase in ACTIVE:
+            s.paused_from = phase
+            self.transition(Phase.PAUSED, "paused by user")
+            self.event("Normal", "Paused", f"v{s.candidate_version} paused at {self.describe_position()}")
+        elif cmd.kind == "resume" and phase is Phase.PAUSED and s.paused_from is not None:
+            self.transition(s.paused_from, "resumed by user")
+            s.paused_from = None
+            s.step_started_at = self.now
+            if s.window_started_at is not None:
+                s.window_started_at = self.now
+            self.set_weights()
+        elif cmd.kind == "promote" and (phase in ACTIVE or phase is Phase.PAUSED):
+            if phase is Phase.PAUSED:
+                self.transition(s.paused_from or Phase.CANARY, "resumed by promote")
+                s.paused_from = None
+            if cmd.full:
+                self.begin_promotion("promoted by user (full)")
+            else:
+                self.advance("step promoted by user")
+        elif cmd.kind == "abort" and (phase in ACTIVE or phase is Phase.PAUSED):
+            self.begin_rollback("abort", "aborted by user")
+        elif cmd.kind == "retry" and phase in (Phase.ROLLED_BACK, Phase.ABORTED) and s.candidate_version:
+            if s.stable_version is None:
+                self.event("Warning", "CommandIgnored", "retry: no stable version to compare against")
+                return
+            self.start(s.candidate_version, "retried by user")
+        else:
+            self.event("Warning", "CommandIgnored", f"{cmd.kind}: not possible in phase {phase.value}")
+
+    # -- phases ---------------------------------------------------------------------------------
+
+    def at_rest(self) -> None:
+        """Idle, Succeeded, RolledBack, Aborted: serve the stable, start on a new candidate."""
+        s, reg, model = self.s, self.obs.registry, self.spec.model
+        if reg is None:
+            return
+        if not reg.model_exists:
+            s.message = f"registered model {model.name!r} not found in MLflow"
+            return
+        if reg.stable_version is not None and reg.stable_version != s.stable_version:
+            # Nothing is rolling out: the registry's stable alias is the truth (set by hand or first seen).
+            s.previous_stable_version = s.stable_version
+            s.stable_version = reg.stable_version
+        candidate = reg.candidate_version
+        if candidate is None:
+            # Forget the alias target, so setting the alias on the same version again restarts it.
+            s.observed_candidate_version = None
+            return
+        if candidate == s.observed_candidate_version:
+            return
+        if candidate == s.stable_version:
+            s.observed_candidate_version = candidate
+            return
+        if s.stable_version is None:
+            s.message = (
+                f"waiting for a stable version: alias {model.stable_alias!r} of {model.name!r} is not set, "
+                f"so v{candidate} has nothing to be compared with"
+            )
+            return
+        earlier = reg.outcomes.get(candidate)
+        if s.candidate_version is None and earlier in (ROLLED_BACK, ABORTED):
+            # Fresh state but the registry remembers: do not roll out a failed version again.
+            s.observed_candidate_version = candidate
+            s.candidate_version = candidate
+            s.message = f"v{candidate} was {earlier.replace('_', ' ')} before; move the alias again or retry"
+            self.event("Warning", "CandidateSkipped", s.message)
+            return
+        self.start(candidate, f"alias {model.candidate_alias!r} moved to v{candidate}")
+
+    def superseded(self) -> bool:
+        reg, s, alias = self.obs.registry, self.s, self.spec.model.candidate_alias
+        if reg is None or reg.candidate_version == s.observed_candidate_version:
+            return False
+        if reg.candidate_version is None:
+            self.begin_rollback("superseded", f"alias {alias!r} was removed from v{s.candidate_version}")
+        else:
+            self.begin_rollback("superseded", f"superseded: alias {alias!r} moved to v{reg.candidate_version}")
+        return True
+
+    def candidate_failed(self) -> bool:
+        health = self.obs.candidate
+        if health is not None and health.failure:
+            self.condition("CandidateReady", False, "CandidateFailed", health.failure)
+            self.begin_rollback("failure", f"candidate failed: {health.failure}")
+            return True
+        return False
+
+    def active(self) -> None:
+        s = self.s
+        if self.superseded() or self.candidate_failed():
+            return
+        health = self.obs.candidate
+        if s.window_started_at is None:
+            if health is not None and health.ready:
+                self.condition("CandidateReady", True, "Ready")
+                s.window_started_at = self.now
+            elif self.deadline_passed():
+                self.begin_rollback(
+                    "failure", f"candidate not ready within progressDeadline ({self.spec.progress_deadline})"
+                )
+                return
+            else:
+                self.condition("CandidateReady", False, "Starting", f"waiting for v{s.candidate_version} to be ready")
+                return
+        if self.obs.checks is not None:
+            self.judge(self.obs.checks)
+            if s.phase not in ACTIVE:
+                return
+        if self.deadline_passed():
+            last = "; ".join(f"{c.name}: {c.verdict} ({c.message})" for c in s.checks) or "no analysis result"
+            self.begin_rollback(
+                "failure",
+                f"no progress within progressDeadline ({self.spec.progress_deadline}) at {self.describe_position()}: {last}",
+            )
+
+    def deadline_passed(self) -> bool:
+        started = self.s.step_started_at or self.now
+        return self.now - started > self.deadline
+
+    def judge(self, results: Sequence[CheckResult]) -> None:
+        s = self.s
+        previous = {c.name: c for c in s.checks}
+        checks, breached = [], []
+        for result in results:
+            spec_check = next((c for c in self.spec.analysis.metrics if c.name == result.name), None)
+            failures = previous[result.name].failures if result.name in previous else 0
+            if result.verdict == "fail":
+                failures += 1
+            elif result.verdict == "pass" and spec_check is not None and spec_check.consecutive:
+                failures = 0
+            limit = spec_check.failure_limit if spec_check is not None else 0
+            checks.append(
+                MetricStatus(
+                    name=result.name,
+                    verdict=result.verdict,
+                    candidate=result.candidate,
+                    baseline=result.baseline,
+                    samples=result.samples,
+                    threshold=result.threshold,
+                    failures=failures,
+                    message=result.message,
+                    checked_at=self.now,
+                )
+            )
+            if failures > limit:
+                breached.append(f"{result.name} {result.message} (failed {failures}x, failureLimit {limit})")
+        # Keep the other phase's checks (e.g. shadow agreement) visible alongside this phase's.
+        ran = {c.name for c in checks}
+        s.checks = [c for c in s.checks if c.name not in ran] + checks
+        s.window_started_at = self.now
+        verdicts = [r.verdict for r in results]
+        self.condition(
+            "AnalysisPassing",
+            all(v == "pass" for v in verdicts),
+            "Passing" if all(v == "pass" for v in verdicts) else "NotPassing",
+            "; ".join(f"{r.name}: {r.verdict}" for r in results if r.verdict != "pass"),
+        )
+        if breached:
+            self.begin_rollback("failure", "; ".join(breached))
+        elif all(v == "pass" for v in verdicts):
+            self.advance(f"all {len(verdicts)} checks passed" if verdicts else "window elapsed (no checks)")
+        else:
+            errors = [r for r in results if r.verdict == "error"]
+            if errors:
+                self.event("Warning", "AnalysisError", "; ".join(f"{r.name}: {r.message}" for r in errors))
+
+    def promoting(self) -> None:
+        s, reg = self.s, self.obs.registry
+        if reg is not None and reg.stable_version == s.candidate_version:
+            s.previous_stable_version = s.stable_version
+            s.stable_version = s.candidate_version
+            self.transition(Phase.SUCCEEDED, f"v{s.candidate_version} promoted: alias {self.spec.model.stable_alias!r} moved")
+            self.set_weights()
+            self.event("Normal", "Promoted", f"v{s.candidate_version} is the stable version")
+            return
+        self.actions.append(PromoteInRegistry(version=s.candidate_version or "", summary=self.summary()))
+
+    def rolling_back(self) -> None:
+        s, reg = self.s, self.obs.registry
+        outcome = ABORTED if s.rollback_kind == "abort" else ROLLED_BACK
+        if reg is not None and s.candidate_version and reg.outcomes.get(s.candidate_version) in (outcome, DELETED):
+            final = Phase.ABORTED if outcome == ABORTED else Phase.ROLLED_BACK
+            reason = s.message
+            self.transition(final, reason)
+            self.set_weights()
+            self.event("Warning", final.value, f"v{s.candidate_version}: {reason}")
+            return
+        self.actions.append(MarkInRegistry(version=s.candidate_version or "", outcome=outcome, reason=s.message))
+
+    def summary(self) -> str:
+        started = next(
+            (t.time for t in reversed(self.s.history) if t.from_phase.terminal and t.version == self.s.candidate_version),
+            None,
+        )
+        took = f" in {format_duration((self.now - started).total_seconds())}" if started else ""
+        checks = ", ".join(f"{c.name}={c.candidate:.4g}" for c in self.s.checks if c.candidate is not None)
+        return f"promoted over v{self.s.stable_version}{took}" + (f"; last checks: {checks}" if checks else "")
+
+    def run(self) -> StepResult:
+        if self.obs.registry is None and self.obs.registry_error:
+            self.condition("RegistryAvailable", False, "Unreachable", self.obs.registry_error)
+        elif self.obs.registry is not None:
+            self.condition("RegistryAvailable", True, "Reachable")
+        for cmd in self.obs.commands:
+            self.command(cmd)
+        phase = self.s.phase
+        if phase.terminal:
+            self.at_rest()
+        elif phase in ACTIVE:
+            self.active()
+        elif phase is Phase.PAUSED:
+            self.superseded() or self.candidate_failed()
+        # Promoting and RollingBack are handled after a transition into them in this same tick too,
+        # so their first write-back is not delayed a tick.
+        if self.s.phase is Phase.PROMOTING:
+            self.promoting()
+        elif self.s.phase is Phase.ROLLING_BACK:
+            self.rolling_back()
+        routing = self.routing()
+        if routing is not None:
+            self.actions.insert(0, routing)
+        return StepResult(self.s, self.actions)
+
+
+def step(spec: ModelRolloutSpec, status: RolloutStatus, obs: Observation, now: datetime) -> StepResult:
+    """Decide one tick. Never mutates `status`; the caller persists the returned status *before*
+    carrying out the returned actions, all of which are safe to repeat."""
+    return _Step(spec, status, obs, now).run()

@@ -1,0 +1,378 @@
+"""The ModelRollout document: what the user asks for (spec) and what the controller records (status).
+
+One model serves every platform: locally it is a YAML file, on Kubernetes it is the CRD that is
+generated from these classes. Field names are camelCase on the wire (aliases) and snake_case in
+Python. Every model forbids unknown fields, so a typo is an error that names the field instead of
+a setting silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from canary import templates
+from canary.durations import DURATION_PATTERN, parse_duration
+
+API_VERSION = "modelrollout.io/v1alpha1"
+KIND = "ModelRollout"
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[
+    str, AfterValidator(_check_duration), Field(json_schema_extra={"pattern": DURATION_PATTERN})
+]
+
+
+def relative_ratio(value: str | float) -> float:
+    """`"10%"` -> 0.1, `0.1` -> 0.1. Raises ValueError with the accepted forms."""
+    if isinstance(value, bool):
+        raise ValueError("expected a percentage such as '10%' or a ratio such as 0.1")
+    if isinstance(value, (int, float)):
+        ratio = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)
+        if match:
+            ratio = float(match.group(1)) / 100
+        else:
+            try:
+                ratio = float(value)
+            except ValueError:
+                raise ValueError(
+                    f"invalid relative threshold {value!r}: write a percentage such as '10%' or a ratio such as 0.1"
+                ) from None
+    if ratio < 0:
+        raise ValueError(f"relative threshold {value!r} must not be negative")
+    return ratio
+
+
+def _check_relative(value: str | float) -> str | float:
+    relative_ratio(value)
+    return value
+
+
+Relative = Annotated[str | float, AfterValidator(_check_relative)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ObjectMeta(BaseModel):
+    # Kubernetes adds many fields to metadata (uid, resourceVersion, …); keep them, check the name.
+    model_config = ConfigDict(extra="allow")
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+            raise ValueError(
+                f"invalid name {value!r}: use at most 63 lower-case letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+
+class ModelRef(_Model):
+    name: str = Field(min_length=1, description="Registered model name in MLflow")
+    candidate_alias: str = Field("challenger", min_length=1)
+    stable_alias: str = Field("champion", min_length=1)
+    candidate_stage: str | None = Field(
+        None, description="Legacy stage workflow: the latest version in this stage is the candidate"
+    )
+
+    @model_validator(mode="after")
+    def _aliases_differ(self) -> ModelRef:
+        for alias in (self.candidate_alias, self.stable_alias):
+            if alias == "latest" or re.fullmatch(r"v\d+", alias):
+                raise ValueError(f"alias {alias!r} is reserved by MLflow ('latest' and 'v<digits>')")
+        if self.candidate_alias == self.stable_alias:
+            raise ValueError(f"candidateAlias and stableAlias are both {self.stable_alias!r}; they must differ")
+        return self
+
+
+class ShadowSpec(_Model):
+    enabled: bool = True
+    duration: Duration = "5m"
+    percent: int = Field(100, ge=1, le=100, description="Share of live requests mirrored to the shadow")
+
+
+class CanarySpec(_Model):
+    steps: list[int] = Field(default_factory=lambda: [10, 25, 50], min_length=1, max_length=20)
+    interval: Duration = "1m"
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[int]) -> list[int]:
+        for i, weight in enumerate(steps):
+            if not 1 <= weight <= 100:
+                raise ValueError(f"step {i} is {weight}%: each step must be between 1 and 100")
+            if i and weight <= steps[i - 1]:
+                raise ValueError(f"steps must increase: step {i} ({weight}%) is not above step {i - 1} ({steps[i - 1]}%)")
+        return steps
+
+
+NoData = Literal["fail", "inconclusive", "pass"]
+PhaseName = Literal["shadow", "canary"]
+
+
+class MetricCheck(_Model):
+    name: str = Field(min_length=1, max_length=63)
+    template: str | None = None
+    query: str | None = Field(None, description="PromQL with {{ variables }}, rendered per version")
+    samples_query: str | None = Field(None, description="PromQL counting the observations behind `query`")
+    max: float | None = None
+    min: float | None = None
+    max_increase: Relative | None = None
+    max_decrease: Relative | None = None
+    failure_limit: int = Field(0, ge=0, description="Failed checks tolerated; one more rolls back")
+    consecutive: bool = Field(False, description="Count only consecutive failures: a pass resets the count")
+    no_data: NoData = "inconclusive"
+    min_samples: int = Field(10, ge=0)
+    phases: list[PhaseName] | None = Field(None, description="Phases the check runs in; default from the template")
+
+    @model_validator(mode="after")
+    def _shape(self) -> MetricCheck:
+        if (self.template is None) == (self.query is None):
+            raise ValueError(f"metric {self.name!r}: give exactly one of 'template' or 'query'")
+        if all(t is None for t in (self.max, self.min, self.max_increase, self.max_decrease)):
+            raise ValueError(f"metric {self.name!r}: give at least one threshold (max, min, maxIncrease, maxDecrease)")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"metric {self.name!r}: min ({self.min}) is above max ({self.max})")
+        for text in (self.query, self.samples_query):
+            if text is not None:
+                unknown = sorted(set(re.findall(r"{{\s*(\w+)\s*}}", text)) - set(templates.TEMPLATE_VARIABLES))
+                if unknown:
+                    raise ValueError(
+                        f"metric {self.name!r}: unknown variable(s) {', '.join(unknown)} in query; "
+                        f"known: {', '.join(templates.TEMPLATE_VARIABLES)}"
+                    )
+        return self
+
+    @property
+    def uses_baseline(self) -> bool:
+        return self.max_increase is not None or self.max_decrease is not None
+
+
+class AnalysisSpec(_Model):
+    provider: str = Field("local", description="Which builtin template set the metrics' `template` names")
+    metrics: list[MetricCheck] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> AnalysisSpec:
+        if self.provider not in templates.PROVIDERS:
+            raise ValueError(f"unknown provider {self.provider!r}; known: {', '.join(sorted(templates.PROVIDERS))}")
+        seen: set[str] = set()
+        for check in self.metrics:
+            if check.name in seen:
+                raise ValueError(f"metric name {check.name!r} appears twice")
+            seen.add(check.name)
+            if check.template is not None:
+                try:
+                    template = templates.lookup(self.provider, check.template)
+                except KeyError as err:
+                    raise ValueError(f"metric {check.name!r}: {err.args[0]}") from None
+                if check.uses_baseline and not template.has_baseline:
+                    raise ValueError(
+                        f"metric {check.name!r}: template {check.template!r} has no baseline value, "
+                        "so maxIncrease/maxDecrease cannot apply; use max/min"
+                    )
+        return self
+
+    def template_for(self, check: MetricCheck) -> templates.Template:
+        """The query set of a check: its template, or its own query as an ad-hoc template."""
+        if check.template is not None:
+            return templates.lookup(self.provider, check.template)
+        return templates.Template(query=check.query or "", description="custom query", samples=check.samples_query)
+
+    def phases_for(self, check: MetricCheck) -> tuple[str, ...]:
+        if check.phases is not None:
+            return tuple(check.phases)
+        return self.template_for(check).phases
+
+
+class ModelRolloutSpec(_Model):
+    model: ModelRef
+    shadow: ShadowSpec = Field(default_factory=ShadowSpec)
+    canary: CanarySpec = Field(default_factory=CanarySpec)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    progress_deadline: Duration = Field(
+        "10m", description="Longest a rollout may stay on one step (or wait for readiness) before it rolls back"
+    )
+
+    @model_validator(mode="after")
+    def _deadline_fits(self) -> ModelRolloutSpec:
+        deadline = parse_duration(self.progress_deadline)
+        windows = [("canary.interval", self.canary.interval)]
+        if self.shadow.enabled:
+            windows.append(("shadow.duration", self.shadow.duration))
+        for field, value in windows:
+            if parse_duration(value) >= deadline:
+                raise ValueError(
+                    f"progressDeadline ({self.progress_deadline}) must be longer than {field} ({value}), "
+                    "or no step could ever finish"
+                )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Status
+
+
+class Phase(str, Enum):
+    IDLE = "Idle"
+    SHADOW = "Shadow"
+    CANARY = "Canary"
+    PROMOTING = "Promoting"
+    SUCCEEDED = "Succeeded"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    PAUSED = "Paused"
+    ABORTED = "Aborted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.IDLE, Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED)
+
+
+Verdict = Literal["pass", "fail", "inconclusive", "error"]
+
+
+class MetricStatus(_Model):
+    name: str
+    verdict: Verdict
+    candidate: float | None = None
+    baseline: float | None = None
+    samples: float | None = None
+    threshold: str = ""
+    failures: int = 0
+    message: str = ""
+    checked_at: datetime | None = None
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+
+
+class Transition(_Model):
+    time: datetime
+    from_phase: Phase = Field(alias="from")
+    to: Phase
+    version: str | None = None
+    reason: str = ""
+
+
+class Weights(_Model):
+    stable: int = 100
+    candidate: int = 0
+    shadow: int = Field(0, description="Share of requests mirrored to the shadow, percent")
+
+
+RollbackKind = Literal["failure", "abort", "superseded"]
+
+
+class RolloutStatus(_Model):
+    phase: Phase = Phase.IDLE
+    stable_version: str | None = None
+    candidate_version: str | None = None
+    # The candidate-alias target last acted upon: a rollout starts when the alias points elsewhere.
+    observed_candidate_version: str | None = None
+    previous_stable_version: str | None = None
+    step: int | None = None
+    weights: Weights = Field(default_factory=Weights)
+    phase_started_at: datetime | None = None
+    step_started_at: datetime | None = None
+    # Start of the current analysis window; unset until the candidate is ready.
+    window_started_at: datetime | None = None
+    paused_from: Phase | None = None
+    rollback_kind: RollbackKind | None = None
+    message: str = ""
+    # Id of the last user command carried out, so a command is never applied twice after a restart.
+    last_command_id: str | None = None
+    checks: list[MetricStatus] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    history: list[Transition] = Field(default_factory=list)
+
+
+class ModelRollout(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    api_version: Literal["modelrollout.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    kind: Literal["ModelRollout"] = KIND
+    metadata: ObjectMeta
+    spec: ModelRolloutSpec
+    status: RolloutStatus | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+class SpecError(ValueError):
+    """A rollout document that cannot be used; the message names the document, field and problem."""
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(p) for p in problem["loc"]) or "(document)"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif problem["type"] == "literal_error":
+            message = f"{message} (got {problem.get('input')!r})"
+        lines.append(f"{source}: {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_rollout(document: Any, source: str = "rollout") -> ModelRollout:
+    if not isinstance(document, dict):
+        raise SpecError(f"{source}: expected a mapping with apiVersion, kind, metadata and spec, got {type(document).__name__}")
+    try:
+        return ModelRollout.model_validate(document)
+    except ValidationError as err:
+        raise SpecError(_describe(err, source)) from None
+
+
+def load_rollouts(text: str, source: str = "rollout.yaml") -> list[ModelRollout]:
+    """Every ModelRollout in a (multi-document) YAML text; names must be unique."""
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError(f"{source}:{where}: malformed YAML: {problem}") from None
+    if not documents:
+        raise SpecError(f"{source}: no ModelRollout document found")
+    rollouts = [parse_rollout(d, f"{source}[{i}]" if len(documents) > 1 else source) for i, d in enumerate(documents)]
+    names = [r.metadata.name for r in rollouts]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SpecError(f"{source}: rollout name(s) used twice: {', '.join(duplicates)}")
+    return rollouts
