@@ -19,41 +19,30 @@ holds the port.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from controller.local.ports import port_in_use
+from controller.local.service_process import (
+    LOG_TAIL_LINES,
+    ServerRecord,
+    ServiceLauncher,
+    ServiceProcess,
+    proc_stat_fields,
+)
 
 PIDFILE_NAME = "mlflow.pid"
 LOG_NAME = "mlflow.log"
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
-LOG_TAIL_LINES = 20
 _POLL_INTERVAL_S = 0.25
 
 
 class MlflowServerError(RuntimeError):
     """The MLflow server could not be started or stopped; the message says why."""
-
-
-@dataclass(frozen=True)
-class ServerRecord:
-    """What the pid file says about a server started by some (possibly other) process."""
-
-    pid: int
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
 
 def mlflow_executable() -> Path:
@@ -65,12 +54,19 @@ def mlflow_executable() -> Path:
     return Path(sys.executable).parent / "mlflow"
 
 
-def _parse_pidfile(data_dir: Path) -> ServerRecord | None:
-    try:
-        raw = json.loads((Path(data_dir) / PIDFILE_NAME).read_text())
-        return ServerRecord(pid=int(raw["pid"]), host=str(raw["host"]), port=int(raw["port"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def _service(data_dir: Path) -> ServiceProcess:
+    """The server of `data_dir`: recognised, signalled and waited for as a process group."""
+    data_dir = Path(data_dir)
+    return ServiceProcess(
+        name="mlflow server",
+        error=MlflowServerError,
+        pidfile=data_dir / PIDFILE_NAME,
+        log_path=data_dir / LOG_NAME,
+        is_own=_mlflow_group_alive,
+        is_alive=_group_alive,
+        send_signal=os.killpg,
+        ready_poll_s=_POLL_INTERVAL_S,
+    )
 
 
 def read_pidfile(data_dir: Path) -> ServerRecord | None:
@@ -80,8 +76,7 @@ def read_pidfile(data_dir: Path) -> ServerRecord | None:
     as None: a stale file must never make `up` refuse to start or `down` kill a stranger. A
     server whose top process died but whose uvicorn worker still holds the port counts as live.
     """
-    record = _parse_pidfile(data_dir)
-    return record if record is not None and _mlflow_group_alive(record.pid) else None
+    return _service(data_dir).recorded()
 
 
 def stop_from_pidfile(data_dir: Path, timeout: float = 10.0) -> bool:
@@ -89,11 +84,7 @@ def stop_from_pidfile(data_dir: Path, timeout: float = 10.0) -> bool:
 
     Works from any process (it signals the server's process group), and removes the pid file.
     """
-    record = read_pidfile(data_dir)
-    if record is not None:
-        _terminate_group(record.pid, timeout, child=None)
-    (Path(data_dir) / PIDFILE_NAME).unlink(missing_ok=True)
-    return record is not None
+    return _service(data_dir).stop_recorded(timeout)
 
 
 def _group_members(pgid: int) -> list[Path] | None:
@@ -105,12 +96,8 @@ def _group_members(pgid: int) -> list[Path] | None:
     for proc in proc_root.iterdir():
         if not proc.name.isdigit():
             continue
-        try:
-            # After the parenthesised command name (which may hold spaces): state, ppid, pgrp.
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+        fields = proc_stat_fields(proc)  # state, ppid, pgrp, ...
+        if fields is not None and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             members.append(proc)
     return members
 
@@ -153,56 +140,8 @@ def _mlflow_group_alive(pgid: int) -> bool:
     return False
 
 
-def _terminate_group(pgid: int, timeout: float, child: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM the group, wait up to `timeout`, then SIGKILL what is left; reap our own child."""
-    for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait_s
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            if child is not None:
-                child.poll()  # reap as we go, so a dead child does not linger as a zombie
-            time.sleep(0.1)
-        if not _group_alive(pgid):
-            break
-    if child is not None:
-        try:
-            child.wait(timeout=5.0)
-        except subprocess.TimeoutExpired as exc:
-            raise MlflowServerError(f"mlflow server pid {pgid} did not exit after SIGKILL") from exc
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR as uvicorn sets it: only a live listener, not a TIME_WAIT leftover, blocks.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _health_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1.0) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
-
-
 @dataclass
-class MlflowServer:
+class MlflowServer(ServiceLauncher):
     """One `mlflow server` whose state lives in `data_dir`, listening on `host:port`."""
 
     data_dir: Path
@@ -212,18 +151,6 @@ class MlflowServer:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / LOG_NAME
-
-    @property
-    def pidfile_path(self) -> Path:
-        return self.data_dir / PIDFILE_NAME
 
     @property
     def backend_store_uri(self) -> str:
@@ -261,66 +188,23 @@ class MlflowServer:
         executable = mlflow_executable()
         if not executable.exists():
             raise MlflowServerError(f"mlflow executable not found at {executable}")
-        if _port_in_use(self.host, self.port):
+        if port_in_use(self.host, self.port):
             raise MlflowServerError(
                 f"cannot start mlflow server: port {self.port} on {self.host} is already in use"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.artifacts_destination.mkdir(exist_ok=True)
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1"}
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self.data_dir,  # whatever the server writes relative to cwd stays in data_dir
-                start_new_session=True,
-            )
-        self._write_pidfile(self._process.pid)
-        try:
-            self._wait_healthy(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        self._process = self._service_process().start(
+            self.command(),
+            host=self.host,
+            port=self.port,
+            cwd=self.data_dir,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1"},
+            ready_url=f"{self.url}/health",
+            exited_before=f"before answering {self.url}/health",
+            not_ready=f"did not answer {self.url}/health",
+            timeout=timeout,
+        )
 
-    def _wait_healthy(self, timeout: float) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                raise MlflowServerError(
-                    f"mlflow server exited with code {code} before answering {self.url}/health; "
-                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            if _health_ok(self.url):
-                return
-            if time.monotonic() >= deadline:
-                raise MlflowServerError(
-                    f"mlflow server did not answer {self.url}/health within {timeout:g} s; "
-                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            time.sleep(_POLL_INTERVAL_S)
-
-    def _write_pidfile(self, pid: int) -> None:
-        # Written atomically so a concurrent `down` never reads half a file.
-        tmp = self.pidfile_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": pid, "host": self.host, "port": self.port}))
-        tmp.replace(self.pidfile_path)
-
-    def is_running(self) -> bool:
-        if self._process is not None:
-            return self._process.poll() is None
-        record = read_pidfile(self.data_dir)
-        return record is not None and record.port == self.port
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server (ours, or the one the pid file records) and remove the pid file."""
-        if self._process is not None:
-            _terminate_group(self._process.pid, timeout, child=self._process)
-            self._process = None
-            self.pidfile_path.unlink(missing_ok=True)
-        else:
-            stop_from_pidfile(self.data_dir, timeout)
+    def _service_process(self) -> ServiceProcess:
+        return _service(self.data_dir)

@@ -37,12 +37,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +46,13 @@ from pathlib import Path
 import yaml
 
 from canary.durations import parse_duration
+from controller.local.service_process import (
+    LOG_TAIL_LINES,
+    ServerRecord,
+    ServiceLauncher,
+    ServiceProcess,
+    process_running,
+)
 
 BINARY = "prometheus"
 CONFIG_NAME = "prometheus.yml"
@@ -61,8 +64,6 @@ JOB_NAME = "modelrollout"
 DEFAULT_SCRAPE_INTERVAL = "1s"
 # Local rollouts last minutes; a day of history is plenty and keeps the data dir small.
 DEFAULT_RETENTION = "1d"
-LOG_TAIL_LINES = 20
-_POLL_INTERVAL_S = 0.1
 
 # A target file's name becomes part of a path: keep it to one harmless path component.
 _TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -72,19 +73,6 @@ _HOST_PORT = re.compile(r"[^\s/:]+:\d{1,5}")
 
 class PrometheusServerError(RuntimeError):
     """Prometheus could not be started or stopped, or a target is invalid; the message says why."""
-
-
-@dataclass(frozen=True)
-class ServerRecord:
-    """What the pid file says about a Prometheus started by some (possibly other) process."""
-
-    pid: int
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
 
 def prometheus_binary() -> str:
@@ -180,90 +168,46 @@ def remove_targets(data_dir: Path, name: str) -> bool:
     return existed
 
 
+def _service(data_dir: Path) -> ServiceProcess:
+    """The Prometheus of `data_dir`: one process, which flushes its head block on SIGTERM."""
+    data_dir = Path(data_dir)
+    return ServiceProcess(
+        name="prometheus",
+        error=PrometheusServerError,
+        pidfile=data_dir / PIDFILE_NAME,
+        log_path=data_dir / LOG_NAME,
+        is_own=lambda pid: _is_live_prometheus(pid, data_dir),
+        is_alive=process_running,
+        send_signal=os.kill,
+    )
+
+
 def read_pidfile(data_dir: Path) -> ServerRecord | None:
     """The live Prometheus recorded in `data_dir`, or None when there is none or it has died.
 
     A pid file left by a crashed server, or whose pid now belongs to another program, reads as
     None: a stale file must never make `up` refuse to start or `down` kill a stranger.
     """
-    try:
-        raw = json.loads((Path(data_dir) / PIDFILE_NAME).read_text())
-        record = ServerRecord(pid=int(raw["pid"]), host=str(raw["host"]), port=int(raw["port"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return record if _is_live_prometheus(record.pid, Path(data_dir)) else None
+    return _service(data_dir).recorded()
 
 
 def stop_from_pidfile(data_dir: Path, timeout: float = 10.0) -> bool:
     """Stop the Prometheus recorded in `data_dir` from any process; True if one was running."""
-    record = read_pidfile(data_dir)
-    if record is not None:
-        _terminate(record.pid, timeout, child=None)
-    (Path(data_dir) / PIDFILE_NAME).unlink(missing_ok=True)
-    return record is not None
+    return _service(data_dir).stop_recorded(timeout)
 
 
 def _is_live_prometheus(pid: int, data_dir: Path) -> bool:
     """True when `pid` runs (not a zombie) with the config file of `data_dir`."""
-    proc = Path("/proc") / str(pid)
     try:
-        cmdline = (proc / "cmdline").read_bytes()
-        # The state field follows the parenthesised command name, which may hold spaces.
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    config = str((Path(data_dir) / CONFIG_NAME).absolute()).encode()
-    return state not in ("Z", "X") and config in cmdline
-
-
-def _terminate(pid: int, timeout: float, child: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM (Prometheus flushes the head block and exits), then SIGKILL after `timeout`."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if child is not None:
-                if child.poll() is not None:  # reaps our own child
-                    return
-            elif not _pid_running(pid):
-                return
-            time.sleep(_POLL_INTERVAL_S)
-    if child is not None:
-        try:
-            child.wait(timeout=5.0)
-        except subprocess.TimeoutExpired as exc:
-            raise PrometheusServerError(f"prometheus pid {pid} did not exit after SIGKILL") from exc
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=1.0) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
+        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes()
     except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+        return False
+    config = str((data_dir / CONFIG_NAME).absolute()).encode()
+    return config in cmdline and process_running(pid)
 
 
 @dataclass
-class PrometheusServer:
+class PrometheusServer(ServiceLauncher):
     """One Prometheus whose config, targets and TSDB live in `data_dir`, on 127.0.0.1:`port`."""
 
     data_dir: Path
@@ -278,24 +222,12 @@ class PrometheusServer:
         _prometheus_duration(self.scrape_interval)  # reject a bad interval before anything runs
 
     @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
     def config_path(self) -> Path:
         return self.data_dir / CONFIG_NAME
 
     @property
     def targets_dir(self) -> Path:
         return self.data_dir / TARGETS_DIR
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / LOG_NAME
-
-    @property
-    def pidfile_path(self) -> Path:
-        return self.data_dir / PIDFILE_NAME
 
     def command(self, binary: str) -> list[str]:
         return [
@@ -331,59 +263,17 @@ class PrometheusServer:
         binary = prometheus_binary()
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_config(self.data_dir, self.scrape_interval))
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                self.command(binary),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
-                # Its own session: a Ctrl-C in the terminal of `local up` must not stop it.
-                start_new_session=True,
-            )
-        self._write_pidfile(self._process.pid)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        self._process = self._service_process().start(
+            self.command(binary),
+            host=self.host,
+            port=self.port,
+            cwd=self.data_dir,
+            env=None,
+            ready_url=f"{self.url}/-/ready",
+            exited_before=f"before it was ready on {self.url}",
+            not_ready=f"was not ready on {self.url}/-/ready",
+            timeout=timeout,
+        )
 
-    def _wait_ready(self, timeout: float) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                raise PrometheusServerError(
-                    f"prometheus exited with code {code} before it was ready on {self.url}; "
-                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            if _ready(self.url):
-                return
-            if time.monotonic() >= deadline:
-                raise PrometheusServerError(
-                    f"prometheus was not ready on {self.url}/-/ready within {timeout:g} s; "
-                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            time.sleep(_POLL_INTERVAL_S)
-
-    def _write_pidfile(self, pid: int) -> None:
-        # Atomic, so a concurrent `down` never reads half a file.
-        tmp = self.pidfile_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": pid, "host": self.host, "port": self.port}))
-        tmp.replace(self.pidfile_path)
-
-    def is_running(self) -> bool:
-        if self._process is not None:
-            return self._process.poll() is None
-        record = read_pidfile(self.data_dir)
-        return record is not None and record.port == self.port
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop Prometheus (ours, or the one the pid file records) and remove the pid file."""
-        if self._process is not None:
-            _terminate(self._process.pid, timeout, child=self._process)
-            self._process = None
-            self.pidfile_path.unlink(missing_ok=True)
-        else:
-            stop_from_pidfile(self.data_dir, timeout)
+    def _service_process(self) -> ServiceProcess:
+        return _service(self.data_dir)

@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -39,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from controller.local.ports import LOOPBACK, free_port, port_in_use
 
 log = logging.getLogger(__name__)
 
@@ -398,22 +399,14 @@ class Supervisor:
         # hand-edited record), not promised to another recorded process.
         if port < 1024 or port > 65535 or port in self._reserved_ports(exclude):
             return False
-        with socket.socket() as sock:
-            # As the servers themselves bind: connections of a dead predecessor lingering in
-            # TIME_WAIT must not push a restarted router off the port its clients know.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-        return True
+        # Probed as the servers themselves bind: connections of a dead predecessor lingering in
+        # TIME_WAIT must not push a restarted router off the port its clients know.
+        return not port_in_use(LOOPBACK, port)
 
     def _free_port(self, exclude: str) -> int:
         reserved = self._reserved_ports(exclude)
         for _ in range(100):
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = int(sock.getsockname()[1])
+            port = free_port()
             if port not in reserved:
                 return port
         raise RuntimeError("no free port on 127.0.0.1 after 100 attempts")
