@@ -1,0 +1,152 @@
+"""Mirroring live requests to a shadow version, off the client's path.
+
+The router enqueues a copy of a request once the client's answer is ready; a few worker tasks
+send the copies to the shadow with their own HTTP client and timeout, so a shadow that is slow,
+hangs or fails can never delay or fail a client. The queue is bounded: when the shadow cannot
+keep up, new copies are dropped (and counted) instead of piling up in memory.
+
+Each shadow answer is compared with the stable's answer to the same request, instance by
+instance. A shadow that failed, timed out, or answered something that cannot be matched
+instance by instance agrees on none of the instances: a version that cannot answer the live
+traffic must not look like one that agrees with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from controller.local.feedback import PredictionLog
+from controller.local.predictions import DEFAULT_TOLERANCE, Protocol, Tolerance, count_agreements, instances_from_body
+from controller.local.router_metrics import SHADOW, RouterMetrics
+
+log = logging.getLogger("modelrollout.router.mirror")
+
+# Request and response headers that describe the body and travel with it to and from a model
+# server; KServe's V2 binary extension needs the length of the JSON part.
+PASSED_HEADERS = ("content-type", "inference-header-content-length")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model server answering for one version."""
+
+    version: str
+    url: str
+
+
+@dataclass(frozen=True)
+class MirrorJob:
+    model: str
+    protocol: Protocol
+    body: bytes
+    headers: dict[str, str]  # the client's PASSED_HEADERS
+    request_id: str
+    shadow: Target
+    # The stable's per-instance predictions, or None when it gave none to compare with.
+    stable_instances: list[Any] | None
+
+
+class Mirror:
+    """A bounded queue of copies and the workers that send them to the shadow."""
+
+    def __init__(
+        self,
+        *,
+        metrics: RouterMetrics,
+        predictions: PredictionLog,
+        still_shadow: Callable[[Target], bool],
+        queue_size: int = 1000,
+        workers: int = 4,
+        timeout_seconds: float = 5.0,
+        tolerance: Tolerance = DEFAULT_TOLERANCE,
+    ) -> None:
+        if queue_size < 1 or workers < 1 or timeout_seconds <= 0:
+            raise ValueError("queue_size and workers must be >= 1, timeout_seconds > 0")
+        self._metrics = metrics
+        self._predictions = predictions
+        self._still_shadow = still_shadow
+        self._queue: asyncio.Queue[MirrorJob] = asyncio.Queue(maxsize=queue_size)
+        self._workers = workers
+        self._timeout = timeout_seconds
+        self._tolerance = tolerance
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+        metrics.track_queue_depth(self._queue.qsize)
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def offer(self, job: MirrorJob) -> bool:
+        """Enqueue a copy without waiting; a full queue drops it (counted). Never blocks."""
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._metrics.observe_dropped(job.model)
+            return False
+        return True
+
+    async def start(self) -> None:
+        # Its own client and connection pool: copies waiting on a hung shadow must not hold
+        # connections that client requests need.
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 2.0)),
+            limits=httpx.Limits(max_connections=self._workers, max_keepalive_connections=self._workers),
+        )
+        self._tasks = [asyncio.create_task(self._work(), name=f"mirror-{i}") for i in range(self._workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                await self._send(job)
+            except Exception:  # a worker must survive anything one copy does
+                log.exception("mirroring request %s to version %s failed", job.request_id, job.shadow.version)
+            finally:
+                self._queue.task_done()
+
+    async def _send(self, job: MirrorJob) -> None:
+        if not self._still_shadow(job.shadow):
+            # The shadow was replaced, promoted or removed while the copy waited.
+            self._metrics.observe_dropped(job.model)
+            return
+        assert self._client is not None
+        headers = {**job.headers, "x-request-id": job.request_id}
+        started = time.perf_counter()
+        instances: list[Any] | None = None
+        try:
+            response = await self._client.post(
+                job.shadow.url + job.protocol.path(job.model), content=job.body, headers=headers
+            )
+            failed = response.status_code >= 500
+            if 200 <= response.status_code < 300:
+                instances = instances_from_body(job.protocol, response.content)
+        except httpx.HTTPError as exc:
+            failed = True
+            log.debug("shadow %s: %s: %s", job.shadow.version, type(exc).__name__, exc)
+        self._metrics.observe_request(job.model, job.shadow.version, SHADOW, time.perf_counter() - started, failed)
+        if job.stable_instances is not None:
+            agreed = count_agreements(job.stable_instances, instances, self._tolerance)
+            self._metrics.observe_comparison(job.model, job.shadow.version, len(job.stable_instances), agreed)
+        if instances is not None:
+            score = self._predictions.record(job.request_id, job.model, job.shadow.version, SHADOW, instances)
+            if score is not None:
+                self._metrics.observe_feedback(score.model, score.version, score.role, score.total, score.correct)

@@ -1,0 +1,493 @@
+"""The router of one rollout on the local platform: what an Istio VirtualService does on a cluster.
+
+Run as ``python -m controller.local.router --rollout NAME --port P [--host 127.0.0.1]``.
+
+Clients send KServe V1/V2 requests here instead of to a model server. The controller tells the
+router where the versions are with ``PUT /admin/routing`` (re-sent every tick: applying the same
+routing again changes nothing and resets nothing). Until then every client request gets 503.
+
+- role ``canary``: ``candidateWeight``% of requests are served by the candidate, the rest by the
+  stable (see controller/local/traffic.py for how the share is dealt).
+- role ``shadow``: every request is served by the stable; ``shadowPercent``% of them are copied
+  to the shadow after the client's answer is ready (controller/local/mirror.py), and the
+  shadow's predictions are compared with the stable's.
+
+Every answer's predictions are remembered by request id for ``POST /feedback``
+(controller/local/feedback.py). ``GET /metrics`` exports what canary/templates.py queries
+(controller/local/router_metrics.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from controller.local.feedback import FeedbackConflict, FeedbackRequest, PredictionLog, UnknownRequests
+from controller.local.mirror import PASSED_HEADERS, Mirror, MirrorJob, Target
+from controller.local.predictions import Protocol, Tolerance, instances_from_body
+from controller.local.router_metrics import CANARY, EXPOSITION_CONTENT_TYPE, SHADOW, STABLE, RouterMetrics
+from controller.local.traffic import ShareDeck
+
+log = logging.getLogger("modelrollout.router")
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+# --- the routing the controller sends -----------------------------------------------------------
+
+
+class _Model(BaseModel):
+    # camelCase on the wire, snake_case in Python, unknown fields are errors (as in canary/spec.py).
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class Upstream(_Model):
+    """A model server for one version."""
+
+    version: str = Field(min_length=1, max_length=64)
+    url: str = Field(description="base URL of the model server, e.g. http://127.0.0.1:8081")
+
+    @field_validator("url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s) base URL such as http://127.0.0.1:8081, got {value!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"expected a base URL without path, query or fragment, got {value!r}")
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+class Routing(_Model):
+    """Where a rollout's traffic goes; ``PUT /admin/routing`` body."""
+
+    model: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    stable: Upstream
+    candidate: Upstream | None = None
+    candidate_role: Literal["shadow", "canary"] | None = None
+    candidate_weight: int = Field(0, ge=0, le=100, description="percent of client requests the canary serves")
+    shadow_percent: int = Field(0, ge=0, le=100, description="percent of client requests mirrored to the shadow")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Routing:
+        if self.candidate is None:
+            if self.candidate_role is not None or self.candidate_weight or self.shadow_percent:
+                raise ValueError("candidateRole, candidateWeight and shadowPercent need a candidate")
+            return self
+        if self.candidate_role is None:
+            raise ValueError("candidateRole is required with a candidate: 'shadow' or 'canary'")
+        if self.candidate.version == self.stable.version:
+            raise ValueError(f"candidate.version must differ from stable.version (both {self.stable.version!r})")
+        if self.candidate_role == SHADOW and self.candidate_weight:
+            raise ValueError("candidateWeight is only for candidateRole 'canary': a shadow serves no client")
+        if self.candidate_role == CANARY and self.shadow_percent:
+            raise ValueError("shadowPercent is only for candidateRole 'shadow'")
+        return self
+
+    def label_sets(self) -> list[tuple[str, str]]:
+        """(version, role) of every version this routing sends requests to."""
+        sets = [(self.stable.version, STABLE)]
+        if self.candidate is not None and self.candidate_role is not None:
+            sets.append((self.candidate.version, self.candidate_role))
+        return sets
+
+
+# --- settings and state ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    rollout: str
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    upstream_timeout_seconds: float = 10.0
+    shadow_timeout_seconds: float = 5.0
+    mirror_queue_size: int = 1000
+    mirror_workers: int = 4
+    feedback_max_entries: int = 50_000
+    feedback_ttl_seconds: float = 3600.0
+    rel_tolerance: float = 1e-6
+    abs_tolerance: float = 1e-9
+
+
+@dataclass
+class _Applied:
+    """A routing and the decks that deal its shares; replaced whole when the routing changes."""
+
+    routing: Routing
+    canary_deck: ShareDeck
+    shadow_deck: ShareDeck
+
+    def choose(self) -> tuple[Target, str]:
+        r = self.routing
+        if r.candidate is not None and r.candidate_role == CANARY and self.canary_deck.take():
+            return Target(r.candidate.version, r.candidate.url), CANARY
+        return Target(r.stable.version, r.stable.url), STABLE
+
+    def shadow_for_this_request(self) -> Target | None:
+        r = self.routing
+        if r.candidate is not None and r.candidate_role == SHADOW and self.shadow_deck.take():
+            return Target(r.candidate.version, r.candidate.url)
+        return None
+
+
+class RouterState:
+    """Everything one router process holds; shared by the endpoints on one event loop."""
+
+    def __init__(self, settings: RouterSettings) -> None:
+        self.settings = settings
+        self.tolerance = Tolerance(rel=settings.rel_tolerance, abs=settings.abs_tolerance)
+        self.metrics = RouterMetrics(settings.rollout)
+        self.predictions = PredictionLog(
+            max_entries=settings.feedback_max_entries,
+            ttl_seconds=settings.feedback_ttl_seconds,
+            tolerance=self.tolerance,
+        )
+        self.applied: _Applied | None = None
+        self.mirror = Mirror(
+            metrics=self.metrics,
+            predictions=self.predictions,
+            still_shadow=self.is_current_shadow,
+            queue_size=settings.mirror_queue_size,
+            workers=settings.mirror_workers,
+            timeout_seconds=settings.shadow_timeout_seconds,
+            tolerance=self.tolerance,
+        )
+        self.client: httpx.AsyncClient | None = None
+
+    def apply(self, routing: Routing) -> bool:
+        """Make ``routing`` current; False (and nothing touched) when it already is."""
+        current = self.applied
+        if current is not None and current.routing == routing:
+            return False
+        # Keep a deck whose share did not change, so a partly dealt deck still evens out.
+        canary = shadow = None
+        if current is not None:
+            if current.canary_deck.percent == routing.candidate_weight:
+                canary = current.canary_deck
+            if current.shadow_deck.percent == routing.shadow_percent:
+                shadow = current.shadow_deck
+        for version, role in routing.label_sets():
+            self.metrics.prepare(routing.model, version, role)
+        self.applied = _Applied(
+            routing=routing,
+            canary_deck=canary if canary is not None else ShareDeck(routing.candidate_weight),
+            shadow_deck=shadow if shadow is not None else ShareDeck(routing.shadow_percent),
+        )
+        log.info("routing applied: %s", routing.model_dump_json(by_alias=True))
+        return True
+
+    def is_current_shadow(self, target: Target) -> bool:
+        r = self.applied.routing if self.applied else None
+        return (
+            r is not None
+            and r.candidate_role == SHADOW
+            and r.candidate is not None
+            and (r.candidate.version, r.candidate.url) == (target.version, target.url)
+        )
+
+
+# --- HTTP plumbing ----------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message}, headers=headers)
+
+
+class BodySizeLimit:
+    """Refuse bodies over ``max_bytes`` with 413 on every endpoint, before any handler runs.
+
+    The body is read here (the router needs all of it anyway, to forward and to mirror) and
+    replayed to the app, so a chunked upload without Content-Length is bounded too.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                await _error(400, "Content-Length is not an integer")(scope, receive, send)
+                return
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _error(413, f"request body larger than {self.max_bytes} bytes")(scope, receive, send)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems: list[str] = []
+    fields: list[str] = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        problems.append(f"{name}: {msg}")
+        fields.append(name)
+    return JSONResponse(
+        status_code=422,
+        content={"error": f"invalid body for {request.url.path}: " + "; ".join(problems[:10]), "fields": fields},
+    )
+
+
+# --- the app -------------------------------------------------------------------------------------------
+
+
+def create_app(settings: RouterSettings) -> FastAPI:
+    """The router's ASGI app; its lifespan owns the HTTP clients and the mirror workers."""
+    state = RouterState(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                settings.upstream_timeout_seconds, connect=min(settings.upstream_timeout_seconds, 2.0)
+            ),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        await state.mirror.start()
+        try:
+            yield
+        finally:
+            await state.mirror.stop()
+            await state.client.aclose()
+
+    app = FastAPI(title=f"modelrollout router {settings.rollout}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.router = state
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "rollout": settings.rollout, "routing": state.applied is not None}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.exposition(), media_type=EXPOSITION_CONTENT_TYPE)
+
+    @app.put("/admin/routing")
+    async def put_routing(routing: Routing) -> dict[str, Any]:
+        changed = state.apply(routing)
+        return {"changed": changed, "routing": routing.model_dump(by_alias=True, mode="json")}
+
+    @app.get("/admin/routing", response_model=None)
+    async def get_routing() -> dict[str, Any] | JSONResponse:
+        if state.applied is None:
+            return _error(404, f"rollout {settings.rollout!r}: no routing configured")
+        return state.applied.routing.model_dump(by_alias=True, mode="json")
+
+    @app.post("/feedback", response_model=None)
+    async def feedback(body: FeedbackRequest) -> dict[str, Any] | JSONResponse:
+        try:
+            results = state.predictions.apply(body.items)
+        except UnknownRequests as exc:
+            return _error(404, str(exc))
+        except FeedbackConflict as exc:
+            return _error(exc.status, str(exc))
+        scored = []
+        for request_id, scores in results:
+            for s in scores:
+                state.metrics.observe_feedback(s.model, s.version, s.role, s.total, s.correct)
+            scored.append(
+                {
+                    "requestId": request_id,
+                    "versions": [
+                        {"version": s.version, "role": s.role, "total": s.total, "correct": s.correct} for s in scores
+                    ],
+                }
+            )
+        return {"scored": scored}
+
+    @app.post("/v1/models/{model}:predict")
+    async def v1_predict(model: str, request: Request) -> Response:
+        return await _forward(state, request, model, Protocol.V1)
+
+    @app.post("/v2/models/{model}/infer")
+    async def v2_infer(model: str, request: Request) -> Response:
+        return await _forward(state, request, model, Protocol.V2)
+
+    return app
+
+
+async def _forward(state: RouterState, request: Request, model: str, protocol: Protocol) -> Response:
+    """Serve one client request from the chosen version; mirror a copy when a shadow is set."""
+    rollout = state.settings.rollout
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    if not _REQUEST_ID.fullmatch(request_id):
+        return _error(400, "x-request-id must be 1 to 200 visible ASCII characters")
+    applied = state.applied
+    if applied is None:
+        return _error(503, f"rollout {rollout!r}: no routing configured", {"x-request-id": request_id})
+    routing = applied.routing
+    if model != routing.model:
+        return _error(
+            404,
+            f"model {model!r} is not served by rollout {rollout!r} (it serves {routing.model!r})",
+            {"x-request-id": request_id},
+        )
+    target, role = applied.choose()
+    headers = {"x-request-id": request_id, "x-model-version": target.version, "x-model-role": role}
+    body = await request.body()
+    # Only what describes the body travels: V2's binary extension needs its JSON-length header.
+    passed = {name: request.headers[name] for name in PASSED_HEADERS if name in request.headers}
+    upstream_headers = {"x-request-id": request_id, **passed}
+    state.predictions.start(request_id)
+    assert state.client is not None
+    started = time.perf_counter()
+    response: Response
+    stable_instances = None
+    try:
+        upstream = await state.client.post(target.url + protocol.path(model), content=body, headers=upstream_headers)
+    except httpx.TimeoutException as exc:
+        response = _error(
+            504, f"version {target.version} ({role}) at {target.url} timed out: {type(exc).__name__}", headers
+        )
+    except httpx.HTTPError as exc:
+        response = _error(
+            502, f"version {target.version} ({role}) at {target.url} unreachable: {type(exc).__name__}: {exc}", headers
+        )
+    else:
+        response = Response(
+            content=upstream.content,
+            status_code=upstream.status_code,
+            headers={**{n: upstream.headers[n] for n in PASSED_HEADERS if n in upstream.headers}, **headers},
+        )
+        if 200 <= upstream.status_code < 300:
+            instances = instances_from_body(protocol, upstream.content)
+            if instances is not None:
+                state.predictions.record(request_id, model, target.version, role, instances)
+                stable_instances = instances if role == STABLE else None
+    elapsed = time.perf_counter() - started
+    state.metrics.observe_request(model, target.version, role, elapsed, failed=response.status_code >= 500)
+    if role == STABLE:
+        shadow = applied.shadow_for_this_request()
+        if shadow is not None:
+            state.mirror.offer(
+                MirrorJob(
+                    model=model,
+                    protocol=protocol,
+                    body=body,
+                    headers=passed,
+                    request_id=request_id,
+                    shadow=shadow,
+                    stable_instances=stable_instances,
+                )
+            )
+    return response
+
+
+# --- the process -------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    defaults = RouterSettings(rollout="")
+    p = argparse.ArgumentParser(prog="python -m controller.local.router", description="The router of one rollout.")
+    p.add_argument("--rollout", required=True, help="rollout name (the 'rollout' label of every metric)")
+    p.add_argument("--port", required=True, type=int)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    p.add_argument("--upstream-timeout", type=float, default=defaults.upstream_timeout_seconds, help="seconds")
+    p.add_argument("--shadow-timeout", type=float, default=defaults.shadow_timeout_seconds, help="seconds")
+    p.add_argument("--mirror-queue-size", type=int, default=defaults.mirror_queue_size)
+    p.add_argument("--mirror-workers", type=int, default=defaults.mirror_workers)
+    p.add_argument("--feedback-max-entries", type=int, default=defaults.feedback_max_entries)
+    p.add_argument("--feedback-ttl", type=float, default=defaults.feedback_ttl_seconds, help="seconds")
+    p.add_argument("--rel-tolerance", type=float, default=defaults.rel_tolerance)
+    p.add_argument("--abs-tolerance", type=float, default=defaults.abs_tolerance)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = p.parse_args(argv)
+    for name in ("max_body_bytes", "mirror_queue_size", "mirror_workers", "feedback_max_entries"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("upstream_timeout", "shadow_timeout", "feedback_ttl"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = RouterSettings(
+        rollout=args.rollout,
+        max_body_bytes=args.max_body_bytes,
+        upstream_timeout_seconds=args.upstream_timeout,
+        shadow_timeout_seconds=args.shadow_timeout,
+        mirror_queue_size=args.mirror_queue_size,
+        mirror_workers=args.mirror_workers,
+        feedback_max_entries=args.feedback_max_entries,
+        feedback_ttl_seconds=args.feedback_ttl,
+        rel_tolerance=args.rel_tolerance,
+        abs_tolerance=args.abs_tolerance,
+    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # httpx logs every upstream call at INFO: one line per client request and per mirrored copy.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

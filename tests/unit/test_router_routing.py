@@ -1,0 +1,103 @@
+"""The routing document the controller sends, and how the router applies it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from controller.local.mirror import Target
+from controller.local.router import RouterSettings, RouterState, Routing, Upstream
+
+
+def doc(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model": "iris",
+        "stable": {"version": "1", "url": "http://127.0.0.1:8001"},
+        "candidate": {"version": "2", "url": "http://127.0.0.1:8002/"},
+        "candidateRole": "canary",
+        "candidateWeight": 10,
+    }
+    base.update(changes)
+    return base
+
+
+def test_camel_case_on_the_wire() -> None:
+    routing = Routing.model_validate(doc())
+    assert routing.candidate_weight == 10 and routing.shadow_percent == 0
+    assert routing.candidate == Upstream(version="2", url="http://127.0.0.1:8002")  # trailing slash dropped
+    assert routing.model_dump(by_alias=True)["candidateRole"] == "canary"
+    assert routing.label_sets() == [("1", "stable"), ("2", "canary")]
+
+
+def test_what_the_local_platform_sends_is_accepted() -> None:
+    Routing.model_validate(
+        {"model": "iris", "stable": {"version": "3", "url": "http://127.0.0.1:1"}, "candidate": None}
+    )
+    Routing.model_validate(doc(candidateRole="shadow", candidateWeight=0, shadowPercent=100))
+    Routing.model_validate(doc(candidateWeight=0, shadowPercent=0))
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"candidateWeight": 101}, "candidateWeight"),
+        ({"shadowPercent": 5}, "shadowPercent is only for candidateRole 'shadow'"),
+        ({"candidateRole": "shadow"}, "candidateWeight is only for candidateRole 'canary'"),
+        ({"candidateRole": None}, "candidateRole is required"),
+        ({"candidateRole": "blue"}, "candidateRole"),
+        ({"candidate": None}, "need a candidate"),
+        ({"candidate": {"version": "1", "url": "http://127.0.0.1:8002"}}, "must differ from stable.version"),
+        ({"stable": {"version": "1", "url": "127.0.0.1:8001"}}, "http(s) base URL"),
+        ({"stable": {"version": "1", "url": "http://127.0.0.1:99999"}}, "bad port"),
+        ({"stable": {"version": "1", "url": "http://127.0.0.1:1/x?y"}}, "without path"),
+        ({"model": "a/b"}, "model"),
+        ({"model": ""}, "model"),
+        ({"candidate_weight": 10}, "candidate_weight"),  # both spellings at once: one is an unknown field
+        ({"stable": {"version": "1", "url": "http://127.0.0.1:1", "port": 1}}, "port"),
+    ],
+)
+def test_bad_routing_names_the_field(changes: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Routing.model_validate(doc(**changes))
+    assert needle in str(raised.value)
+
+
+def test_applying_the_same_routing_again_is_a_no_op() -> None:
+    state = RouterState(RouterSettings(rollout="r"))
+    routing = Routing.model_validate(doc(candidateWeight=30))
+    assert state.apply(routing) is True
+    applied = state.applied
+    assert applied is not None
+    picks = [applied.choose()[1] for _ in range(4)]  # a partly dealt deck
+    assert state.apply(Routing.model_validate(doc(candidateWeight=30))) is False
+    assert state.applied is applied
+    picks += [applied.choose()[1] for _ in range(6)]
+    assert picks.count("canary") == 3  # the deck went on where it was
+
+
+def test_a_changed_share_deals_a_new_deck_and_keeps_the_other() -> None:
+    state = RouterState(RouterSettings(rollout="r"))
+    state.apply(Routing.model_validate(doc(candidateWeight=30)))
+    first = state.applied
+    assert first is not None
+    state.apply(Routing.model_validate(doc(candidateWeight=50)))
+    second = state.applied
+    assert second is not None and second is not first
+    assert second.canary_deck is not first.canary_deck
+    assert second.shadow_deck is first.shadow_deck
+
+
+def test_shadow_routing_mirrors_and_serves_stable() -> None:
+    state = RouterState(RouterSettings(rollout="r"))
+    state.apply(Routing.model_validate(doc(candidateRole="shadow", candidateWeight=0, shadowPercent=50)))
+    applied = state.applied
+    assert applied is not None
+    assert {applied.choose()[1] for _ in range(10)} == {"stable"}
+    mirrored = [applied.shadow_for_this_request() for _ in range(10)]
+    assert sum(m is not None for m in mirrored) == 5
+    target = Target("2", "http://127.0.0.1:8002")
+    assert state.is_current_shadow(target)
+    state.apply(Routing.model_validate(doc()))  # the shadow became a canary
+    assert not state.is_current_shadow(target)
