@@ -1,0 +1,266 @@
+"""`modelrollout`: the command line of the local platform (and, later, of the operator).
+
+Every error a user can cause or meet — a bad rollout file, services not started, an unknown
+rollout name, MLflow or Prometheus unreachable — ends in one line on stderr naming the cause and
+a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from canary.durations import parse_duration
+from canary.engine import CommandKind
+from canary.spec import SpecError, load_rollouts
+from controller.local.home import LocalHome, Services, ServicesNotRunning
+from controller.local.mlflow_server import MlflowServerError
+from controller.local.prometheus_server import PrometheusServerError
+from controller.local.state import StateError, StateStore
+from controller.status_view import render_status
+
+console = Console(soft_wrap=True)  # long lines (paths, reasons) stay whole: greppable, copyable
+errors = Console(stderr=True, soft_wrap=True)
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Progressive delivery for MLflow models.")
+local_app = typer.Typer(no_args_is_help=True, help="The local platform: MLflow, Prometheus, model servers, routers.")
+app.add_typer(local_app, name="local")
+
+HomeOption = Annotated[
+    Optional[Path], typer.Option("--home", help="State folder of the local platform [default: ./.modelrollout]")
+]
+FileOption = Annotated[Path, typer.Option("-f", "--file", help="YAML file with one or more ModelRollout documents")]
+
+# Errors that are the user's or the environment's, not bugs: one line, exit 2.
+EXPECTED = (SpecError, ServicesNotRunning, StateError, MlflowServerError, PrometheusServerError, FileNotFoundError)
+
+
+class UsageError(Exception):
+    """A command used wrongly (unknown rollout, bad option value)."""
+
+
+def one_line_errors(func: Callable) -> Callable:
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (*EXPECTED, UsageError) as err:
+            text = str(err) if not isinstance(err, FileNotFoundError) else f"{err.filename}: file not found"
+            for line in text.splitlines() or [type(err).__name__]:
+                errors.print(f"[red]error:[/red] {line}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=errors, show_path=False, markup=False)],
+        force=True,
+    )
+    for noisy in ("urllib3", "httpx", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _read_rollouts(file: Path):
+    return load_rollouts(file.read_text(encoding="utf-8"), str(file))
+
+
+# ---------------------------------------------------------------------------------------------
+# local up / down / run
+
+
+@local_app.command("up")
+@one_line_errors
+def local_up(
+    home: HomeOption = None,
+    mlflow_port: Annotated[int, typer.Option(help="0 picks a free port")] = 0,
+    prometheus_port: Annotated[int, typer.Option(help="0 picks a free port")] = 0,
+    scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval")] = "1s",
+) -> None:
+    """Start MLflow (sqlite, local artifacts) and Prometheus; does nothing for what already runs."""
+    where = LocalHome.resolve(home)
+    with console.status("starting MLflow and Prometheus…"):
+        services, started = where.up(mlflow_port, prometheus_port, scrape_interval)
+    state = "started" if started else "already running"
+    console.print(f"local services {state} in {where.root}")
+    console.print(f"  MLflow      {services.mlflow}")
+    console.print(f"  Prometheus  {services.prometheus}")
+    console.print(f"  export MLFLOW_TRACKING_URI={services.mlflow}")
+
+
+@local_app.command("down")
+@one_line_errors
+def local_down(home: HomeOption = None) -> None:
+    """Stop MLflow, Prometheus and every model server and router started here."""
+    stopped = LocalHome.resolve(home).down()
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@local_app.command("run")
+@one_line_errors
+def local_run(
+    file: FileOption,
+    home: HomeOption = None,
+    tick: Annotated[str, typer.Option(help="Time between two reconciles")] = "1s",
+    once: Annotated[bool, typer.Option(help="Reconcile once and exit")] = False,
+    mlflow_uri: Annotated[Optional[str], typer.Option(help="Use this MLflow instead of `local up`'s")] = None,
+    prometheus_url: Annotated[Optional[str], typer.Option(help="Use this Prometheus instead of `local up`'s")] = None,
+    verbose: bool = False,
+) -> None:
+    """Run the controller loop for the rollouts in FILE until interrupted."""
+    from controller.local.runner import LocalRunner  # imports mlflow: keep the other commands fast
+
+    _logging(verbose)
+    try:
+        tick_seconds = parse_duration(tick)
+    except ValueError as err:
+        raise UsageError(f"--tick: {err}") from None
+    rollouts = _read_rollouts(file)
+    where = LocalHome.resolve(home)
+    services = None
+    if mlflow_uri or prometheus_url:
+        known = where.services() if not (mlflow_uri and prometheus_url) else None
+        services = Services(
+            mlflow=mlflow_uri or known.mlflow,  # type: ignore[union-attr]
+            prometheus=prometheus_url or known.prometheus,  # type: ignore[union-attr]
+        )
+    runner = LocalRunner(rollouts, where, services)
+    problems = runner.preflight()
+    if problems:
+        raise UsageError("\n".join(str(p) for p in problems))
+    if once:
+        runner.tick()
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    names = ", ".join(r.metadata.name for r in rollouts)
+    logging.getLogger("modelrollout").info("watching %s (tick %s); Ctrl-C stops the loop, serving continues", names, tick)
+    runner.run(stop, tick_seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# status and user commands
+
+
+@app.command()
+@one_line_errors
+def status(
+    name: Annotated[Optional[str], typer.Argument(help="Rollout name; all when omitted")] = None,
+    home: HomeOption = None,
+    events: Annotated[int, typer.Option(help="How many recent events to show")] = 5,
+) -> None:
+    """Phase, step, weights, last verdicts and history of local rollouts."""
+    where = LocalHome.resolve(home)
+    store = StateStore(where.state_dir)
+    names = [_known(store, name)] if name else store.names()
+    if not names:
+        console.print(f"no rollouts in {where.state_dir} yet: start one with `modelrollout local run -f FILE`")
+        return
+    from controller.local.platform import LocalPlatform
+
+    platform = LocalPlatform(where.platform_dir, tracking_uri="")
+    for rollout in names:
+        endpoint = platform.endpoint(rollout)
+        console.print(render_status(rollout, store.load(rollout), store.events(rollout, events), endpoint))
+
+
+def _known(store: StateStore, name: str) -> str:
+    known = store.names()
+    if name not in known:
+        listing = ", ".join(known) if known else "none yet"
+        raise UsageError(f"no rollout named {name!r} in {store.root} (known: {listing})")
+    return name
+
+
+def _send(kind: CommandKind, name: str, home: Path | None, full: bool = False) -> None:
+    store = StateStore(LocalHome.resolve(home).state_dir)
+    _known(store, name)
+    store.add_command(name, kind, full)
+    console.print(f"{kind}{' --full' if full else ''} sent to {name}; `modelrollout status {name}` shows the effect")
+
+
+NameArg = Annotated[str, typer.Argument(help="Rollout name")]
+
+
+@app.command()
+@one_line_errors
+def promote(
+    name: NameArg,
+    full: Annotated[bool, typer.Option("--full", help="Skip all remaining steps")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Advance one step now (or, with --full, promote at once) without waiting for analysis."""
+    _send("promote", name, home, full)
+
+
+@app.command()
+@one_line_errors
+def abort(name: NameArg, home: HomeOption = None) -> None:
+    """Roll the candidate back now; the rollout ends Aborted."""
+    _send("abort", name, home)
+
+
+@app.command()
+@one_line_errors
+def pause(name: NameArg, home: HomeOption = None) -> None:
+    """Hold the current step: weights stay, no analysis, no deadline."""
+    _send("pause", name, home)
+
+
+@app.command()
+@one_line_errors
+def resume(name: NameArg, home: HomeOption = None) -> None:
+    """Continue a paused rollout from its step."""
+    _send("resume", name, home)
+
+
+@app.command()
+@one_line_errors
+def retry(name: NameArg, home: HomeOption = None) -> None:
+    """Roll out a rolled-back or aborted candidate again from the start."""
+    _send("retry", name, home)
+
+
+@app.command()
+@one_line_errors
+def lint(file: FileOption) -> None:
+    """Check a rollout file without running it."""
+    rollouts = _read_rollouts(file)
+    for rollout in rollouts:
+        console.print(f"{file}: {rollout.metadata.name}: ok ({len(rollout.spec.analysis.metrics)} checks)")
+
+
+@app.command()
+@one_line_errors
+def demo(
+    home: Annotated[Optional[Path], typer.Option("--home", help="State folder [default: a fresh temporary one]")] = None,
+    keep: Annotated[bool, typer.Option(help="Leave the services running at the end")] = False,
+) -> None:
+    """The main job end to end: one promotion and two automatic rollbacks, with real parts."""
+    from controller.demo import run_demo
+
+    _logging()
+    ok = run_demo(console, home, keep)
+    raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:  # pragma: no cover - console script
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,159 @@
+"""`modelrollout local run`: the controller loop of the local platform.
+
+Every tick: one registry poll shared by all rollouts (backed off while MLflow is unreachable),
+then one `reconcile` per rollout. All state is in the status files, so the loop itself holds
+nothing worth losing: kill it at any point and start it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from canary.analysis import AnalysisContext
+from canary.metrics import MetricsError, PrometheusProvider, render
+from canary.spec import ModelRollout, RolloutStatus
+from controller.local.home import LocalHome, Services
+from controller.local.platform import LocalPlatform
+from controller.local.state import StateStore
+from controller.reconcile import Ports, reconcile, watched_model
+from registry.connection import connect
+from registry.errors import RegistryUnavailable
+from registry.watcher import RegistryWatcher, Snapshot
+
+log = logging.getLogger("modelrollout")
+
+
+class Backoff:
+    """Exponential back-off for the registry poll: 1 s, 2 s, 4 s … capped, reset on success."""
+
+    def __init__(self, first: float = 1.0, cap: float = 30.0):
+        self.first, self.cap = first, cap
+        self.failures = 0
+        self.next_try = 0.0
+
+    def ready(self, clock: float) -> bool:
+        return clock >= self.next_try
+
+    def failed(self, clock: float) -> None:
+        self.next_try = clock + min(self.cap, self.first * 2**self.failures)
+        self.failures += 1
+
+    def succeeded(self) -> None:
+        self.failures, self.next_try = 0, 0.0
+
+
+@dataclass
+class PreflightProblem:
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class LocalRunner:
+    def __init__(self, rollouts: Sequence[ModelRollout], home: LocalHome, services: Services | None = None):
+        services = services or home.services()
+        self.rollouts = list(rollouts)
+        self.home = home
+        self.client = connect(services.mlflow, timeout_s=5, max_retries=0)
+        self.watcher = RegistryWatcher(self.client, [watched_model(r) for r in self.rollouts])
+        self.platform = LocalPlatform(home.platform_dir, services.mlflow, prometheus_targets_dir=home.targets_dir)
+        self.metrics = PrometheusProvider(services.prometheus)
+        self.store = StateStore(home.state_dir)
+        self.ports = Ports(
+            client=self.client,
+            platform=self.platform,
+            metrics=self.metrics,
+            save_status=self.store.save,
+            record_event=self.store.record_event,
+        )
+        self.backoff = Backoff()
+        self.last_error: str | None = None
+
+    def preflight(self) -> list[PreflightProblem]:
+        """What would make every tick fail: unreadable status, unreachable services, rejected PromQL."""
+        problems = []
+        for rollout in self.rollouts:
+            try:
+                self.store.load(rollout.metadata.name)
+            except ValueError as err:
+                problems.append(PreflightProblem(rollout.metadata.name, str(err)))
+        try:
+            self.watcher.poll()
+        except RegistryUnavailable as err:
+            problems.append(PreflightProblem("mlflow", str(err)))
+        for rollout in self.rollouts:
+            spec = rollout.spec
+            ctx = AnalysisContext(
+                rollout=rollout.metadata.name,
+                namespace=rollout.metadata.namespace,
+                model=spec.model.name,
+                stable_version="0",
+                candidate_version="0",
+                candidate_role="canary",
+                window_seconds=60,
+            )
+            for check in spec.analysis.metrics:
+                template = spec.analysis.template_for(check)
+                for query in filter(None, (template.query, template.samples)):
+                    try:
+                        self.metrics.check_query(render(query, ctx.variables("0", "stable")))
+                    except MetricsError as err:
+                        problems.append(PreflightProblem(f"{rollout.metadata.name}: metric {check.name!r}", str(err)))
+                        break
+        return problems
+
+    def poll(self, clock: float) -> Snapshot | None:
+        if not self.backoff.ready(clock):
+            return None
+        try:
+            snapshot = self.watcher.poll()
+        except RegistryUnavailable as err:
+            self.backoff.failed(clock)
+            if str(err) != self.last_error:
+                log.warning("registry unavailable, backing off: %s", err)
+            self.last_error = str(err)
+            return None
+        if self.last_error:
+            log.info("registry reachable again")
+        self.backoff.succeeded()
+        self.last_error = None
+        return snapshot
+
+    def tick(self, now: datetime | None = None) -> dict[str, RolloutStatus]:
+        now = now or datetime.now(timezone.utc)
+        snapshot = self.poll(time.monotonic())
+        statuses = {}
+        for rollout in self.rollouts:
+            name = rollout.metadata.name
+            status = self.store.load(name)
+            pending = self.store.pending_commands(name, status.last_command_id)
+            statuses[name] = reconcile(
+                rollout,
+                status,
+                snapshot,
+                None if snapshot is not None else self.last_error or "registry poll backed off",
+                [(p.id, p.command) for p in pending],
+                self.ports,
+                now,
+            )
+            if pending:
+                self.store.drop_commands(name, pending[-1].id)
+        return statuses
+
+    def run(self, stop: threading.Event, tick_seconds: float = 1.0, on_tick: Callable[[dict], None] | None = None) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                statuses = self.tick()
+                if on_tick is not None:
+                    on_tick(statuses)
+            except Exception:  # noqa: BLE001 - a bad tick must not end the controller
+                log.exception("tick failed; retrying")
+            stop.wait(max(0.0, tick_seconds - (time.monotonic() - started)))

@@ -1,0 +1,198 @@
+"""One reconcile of one rollout: observe -> engine.step -> persist -> act.
+
+Both runtimes call this: the local runner (`controller/local/runner.py`) and, later, the
+Kubernetes operator. It is also the only place that translates between the packages the import
+rule keeps apart: registry snapshots become the engine's `RegistryView`, the engine's actions
+become registry writes and platform routing.
+
+Order matters for restart safety: the new status is saved *before* any action runs, and every
+action is idempotent, so a process killed anywhere in between repeats the same actions on restart.
+An action that fails (MLflow down, router restarting) is logged and simply re-issued by the
+engine on the next tick, because the engine is level-triggered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import mlflow
+
+from canary.analysis import AnalysisContext, analyse
+from canary.engine import (
+    ACTIVE,
+    Action,
+    ApplyRouting,
+    DELETED,
+    CandidateHealth,
+    Command,
+    MarkInRegistry,
+    Observation,
+    PromoteInRegistry,
+    RecordEvent,
+    RegistryView,
+    analysis_due,
+    candidate_role,
+    step,
+    window_seconds,
+)
+from canary.metrics import MetricsProvider
+from canary.spec import ModelRollout, Phase, RolloutStatus
+from controller.platform import Platform, Routing
+from registry import writeback
+from registry.artifacts import resolve_artifact_uri
+from registry.errors import RegistryError, VersionNotFound
+from registry.watcher import Snapshot, WatchedModel
+
+log = logging.getLogger("modelrollout")
+
+
+def watched_model(rollout: ModelRollout) -> WatchedModel:
+    model = rollout.spec.model
+    return WatchedModel(
+        name=model.name,
+        candidate_alias=model.candidate_alias,
+        stable_alias=model.stable_alias,
+        candidate_stage=model.candidate_stage,
+    )
+
+
+@dataclass
+class Ports:
+    """The outside world of a reconcile, one small interface each."""
+
+    client: mlflow.MlflowClient
+    platform: Platform
+    metrics: MetricsProvider
+    save_status: Callable[[str, RolloutStatus], None]
+    record_event: Callable[[str, RecordEvent], None]
+    # Artifact URIs of (model, version): versions are immutable, so resolve each once.
+    artifact_uris: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def registry_view(
+    rollout: ModelRollout, status: RolloutStatus, snapshot: Snapshot | None, client: mlflow.MlflowClient
+) -> RegistryView | None:
+    """The engine's view of the registry, with the outcome tags this tick's decision needs."""
+    if snapshot is None:
+        return None
+    watched = watched_model(rollout)
+    state = snapshot.get(watched.name)
+    candidate = snapshot.candidate(watched)
+    wanted = []
+    if status.phase is Phase.ROLLING_BACK and status.candidate_version:
+        wanted.append(status.candidate_version)  # has the rollback mark landed?
+    if status.candidate_version is None and candidate:
+        wanted.append(candidate)  # fresh state: was this version rolled back before?
+    outcomes = {}
+    for version in wanted:
+        try:
+            found = writeback.outcome(client, watched.name, version)
+        except VersionNotFound:
+            found = DELETED  # nothing left to mark
+        if found is not None:
+            outcomes[version] = found
+    return RegistryView(
+        model_exists=bool(state and state.exists),
+        stable_version=snapshot.stable(watched),
+        candidate_version=candidate,
+        outcomes=outcomes,
+    )
+
+
+def _artifact_uri(ports: Ports, model: str, version: str) -> str:
+    key = (model, version)
+    if key not in ports.artifact_uris:
+        ports.artifact_uris[key] = resolve_artifact_uri(ports.client, model, version)
+    return ports.artifact_uris[key]
+
+
+def _candidate_health(rollout: ModelRollout, status: RolloutStatus, ports: Ports) -> CandidateHealth | None:
+    if status.candidate_version is None or status.phase not in (*ACTIVE, Phase.PAUSED):
+        return None
+    try:
+        _artifact_uri(ports, rollout.spec.model.name, status.candidate_version)
+    except VersionNotFound as err:  # e.g. the version was deleted after the alias was read
+        return CandidateHealth(ready=False, failure=str(err))
+    except RegistryError:
+        return None  # unknown this tick; the registry condition says why
+    health = ports.platform.health(rollout.metadata.name, status.candidate_version)
+    return CandidateHealth(ready=health.ready, failure=health.failure)
+
+
+def _analysis(rollout: ModelRollout, status: RolloutStatus, metrics: MetricsProvider, now: datetime):
+    spec = rollout.spec
+    if not analysis_due(spec, status, now):
+        return None
+    ctx = AnalysisContext(
+        rollout=rollout.metadata.name,
+        namespace=rollout.metadata.namespace,
+        model=spec.model.name,
+        stable_version=status.stable_version or "",
+        candidate_version=status.candidate_version or "",
+        candidate_role=candidate_role(status),
+        window_seconds=window_seconds(spec, status),
+    )
+    return analyse(spec, ctx, metrics)
+
+
+def reconcile(
+    rollout: ModelRollout,
+    status: RolloutStatus,
+    snapshot: Snapshot | None,
+    snapshot_error: str | None,
+    commands: Sequence[tuple[str, Command]],
+    ports: Ports,
+    now: datetime,
+) -> RolloutStatus:
+    """Advance one rollout by one tick and return the status that was persisted."""
+    name = rollout.metadata.name
+    try:
+        view = registry_view(rollout, status, snapshot, ports.client)
+        registry_error = snapshot_error
+    except RegistryError as err:
+        view, registry_error = None, str(err)
+    observation = Observation(
+        registry=view,
+        registry_error=registry_error,
+        candidate=_candidate_health(rollout, status, ports),
+        checks=_analysis(rollout, status, ports.metrics, now),
+        commands=[command for _, command in commands],
+    )
+    result = step(rollout.spec, status, observation, now)
+    new_status = result.status
+    if commands:
+        new_status.last_command_id = commands[-1][0]
+    ports.save_status(name, new_status)
+    for action in result.actions:
+        try:
+            carry_out(rollout, action, ports)
+        except Exception as err:  # noqa: BLE001 - any failure is retried next tick; log it once
+            log.warning("%s: %s failed, will retry: %s", name, type(action).__name__, err)
+    return new_status
+
+
+def carry_out(rollout: ModelRollout, action: Action, ports: Ports) -> None:
+    name, model = rollout.metadata.name, rollout.spec.model
+    if isinstance(action, ApplyRouting):
+        versions = [v for v in (action.stable_version, action.candidate_version) if v]
+        uris = {version: _artifact_uri(ports, model.name, version) for version in versions}
+        routing = Routing(
+            model=model.name,
+            stable_version=action.stable_version,
+            candidate_version=action.candidate_version,
+            candidate_role=action.candidate_role,
+            candidate_weight=action.candidate_weight,
+            shadow_percent=action.shadow_percent,
+        )
+        ports.platform.apply(name, routing, uris)
+    elif isinstance(action, PromoteInRegistry):
+        writeback.promote(ports.client, model.name, action.version, model.stable_alias, action.summary)
+    elif isinstance(action, MarkInRegistry):
+        writeback.mark(ports.client, model.name, action.version, action.outcome, action.reason)
+    elif isinstance(action, RecordEvent):
+        ports.record_event(name, action)
+        level = logging.WARNING if action.type == "Warning" else logging.INFO
+        log.log(level, "%s: %s: %s", name, action.reason, action.message)

@@ -1,0 +1,200 @@
+"""The CLI answers bad input and broken surroundings with one line naming the cause, exit 2,
+and leaves rollout state as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from canary.spec import Phase, RolloutStatus
+from controller.cli import app
+from controller.local.state import StateStore
+from tests.fixtures.prometheus import free_port
+
+runner = CliRunner()
+
+ROLLOUT = {
+    "apiVersion": "modelrollout.io/v1alpha1",
+    "kind": "ModelRollout",
+    "metadata": {"name": "cli"},
+    "spec": {
+        "model": {"name": "cli-model"},
+        "analysis": {"metrics": [{"name": "p95", "template": "latency_p95", "maxIncrease": "50%"}]},
+    },
+}
+
+
+def write(tmp_path: Path, doc) -> Path:
+    path = tmp_path / "rollout.yaml"
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+    return path
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *fragments: str) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_lint_accepts_a_good_file(tmp_path):
+    result = run("lint", "-f", write(tmp_path, ROLLOUT))
+    assert result.exit_code == 0 and "cli: ok (1 checks)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        ("spec: [1, 2\n", ["malformed YAML"]),
+        ("", ["no ModelRollout document"]),
+        ({**ROLLOUT, "spec": {**ROLLOUT["spec"], "canary": {"steps": [50, 10]}}}, ["spec.canary.steps", "must increase"]),
+        (
+            {**ROLLOUT, "spec": {**ROLLOUT["spec"], "analysis": {"metrics": [{"name": "x", "template": "nope", "max": 1}]}}},
+            ["unknown template 'nope'"],
+        ),
+    ],
+)
+def test_lint_rejects_bad_files(tmp_path, content, fragments):
+    one_line_error(run("lint", "-f", write(tmp_path, content)), *fragments)
+
+
+def test_missing_file(tmp_path):
+    one_line_error(run("lint", "-f", tmp_path / "absent.yaml"), "absent.yaml: file not found")
+
+
+def test_run_without_services_says_how_to_start_them(tmp_path):
+    one_line_error(run("local", "run", "-f", write(tmp_path, ROLLOUT), "--home", tmp_path / "home"), "modelrollout local up")
+
+
+def test_bad_tick(tmp_path):
+    one_line_error(run("local", "run", "-f", write(tmp_path, ROLLOUT), "--tick", "fast"), "--tick: invalid duration 'fast'")
+
+
+def test_commands_name_unknown_rollouts(tmp_path):
+    home = tmp_path / "home"
+    StateStore(home / "state").save("known", RolloutStatus())
+    for verb in ("promote", "abort", "pause", "resume", "retry"):
+        one_line_error(run(verb, "typo", "--home", home), "no rollout named 'typo'", "known: known")
+    assert not (home / "state" / "typo.commands").exists()
+
+
+def test_commands_are_queued_for_the_runner(tmp_path):
+    home = tmp_path / "home"
+    store = StateStore(home / "state")
+    store.save("r", RolloutStatus())
+    assert run("promote", "r", "--full", "--home", home).exit_code == 0
+    assert run("pause", "r", "--home", home).exit_code == 0
+    pending = store.pending_commands("r", None)
+    assert [(p.command.kind, p.command.full) for p in pending] == [("promote", True), ("pause", False)]
+
+
+def test_status_shows_phase_checks_and_history(tmp_path):
+    home = tmp_path / "home"
+    status = RolloutStatus.model_validate(
+        {
+            "phase": "Canary", "step": 1, "stableVersion": "1", "candidateVersion": "2",
+            "weights": {"stable": 50, "candidate": 50},
+            "checks": [{"name": "p95", "verdict": "fail", "candidate": 0.3, "baseline": 0.1, "threshold": "<= stable +50%", "failures": 1}],
+            "history": [{"time": "2026-01-01T00:00:00Z", "from": "Idle", "to": "Shadow", "version": "2", "reason": "alias moved"}],
+        }
+    )  # fmt: skip
+    StateStore(home / "state").save("r", status)
+    result = run("status", "r", "--home", home)
+    assert result.exit_code == 0
+    out = " ".join(result.stdout.split())
+    for fragment in ("Canary step 2 (50%)", "stable v1", "candidate v2", "p95 fail 0.3 0.1", "Idle Shadow v2 alias moved"):
+        assert fragment in out, out
+
+
+def test_status_without_rollouts(tmp_path):
+    result = run("status", "--home", tmp_path / "empty")
+    assert result.exit_code == 0 and "no rollouts" in result.stdout
+
+
+def _seed_status(home: Path) -> bytes:
+    store = StateStore(home / "state")
+    store.save("cli", RolloutStatus(phase=Phase.CANARY, step=0, candidate_version="2", stable_version="1"))
+    return (home / "state" / "cli.status.json").read_bytes()
+
+
+def test_unreachable_mlflow_is_named_and_state_untouched(tmp_path, prometheus_server):
+    home = tmp_path / "home"
+    before = _seed_status(home)
+    port = free_port()
+    line = one_line_error(
+        run("local", "run", "-f", write(tmp_path, ROLLOUT), "--home", home, "--once",
+            "--mlflow-uri", f"http://127.0.0.1:{port}", "--prometheus-url", prometheus_server.url),
+    )  # fmt: skip
+    assert line.startswith("error: mlflow:") and f"127.0.0.1:{port}" in line
+    assert (home / "state" / "cli.status.json").read_bytes() == before
+
+
+def test_unreachable_prometheus_is_named(tmp_path, mlflow_server):
+    home = tmp_path / "home"
+    before = _seed_status(home)
+    port = free_port()
+    one_line_error(
+        run("local", "run", "-f", write(tmp_path, ROLLOUT), "--home", home, "--once",
+            "--mlflow-uri", mlflow_server.url, "--prometheus-url", f"http://127.0.0.1:{port}"),
+        "metric 'p95'", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    assert (home / "state" / "cli.status.json").read_bytes() == before
+
+
+def test_promql_prometheus_rejects_is_named_before_anything_runs(tmp_path, mlflow_server, prometheus_server):
+    home = tmp_path / "home"
+    before = _seed_status(home)
+    doc = {**ROLLOUT, "spec": {**ROLLOUT["spec"], "analysis": {"metrics": [
+        {"name": "broken", "query": 'rate(x{rollout="{{ rollout }}"}[{{ interval }}]', "max": 1}]}}}  # fmt: skip
+    one_line_error(
+        run("local", "run", "-f", write(tmp_path, doc), "--home", home, "--once",
+            "--mlflow-uri", mlflow_server.url, "--prometheus-url", prometheus_server.url),
+        "metric 'broken'", "parse error",
+    )  # fmt: skip
+    assert (home / "state" / "cli.status.json").read_bytes() == before
+
+
+def test_unreadable_status_file_is_named(tmp_path, mlflow_server, prometheus_server):
+    home = tmp_path / "home"
+    (home / "state").mkdir(parents=True)
+    (home / "state" / "cli.status.json").write_text("{not json")
+    one_line_error(
+        run("local", "run", "-f", write(tmp_path, ROLLOUT), "--home", home, "--once",
+            "--mlflow-uri", mlflow_server.url, "--prometheus-url", prometheus_server.url),
+        "cli.status.json", "unreadable status",
+    )  # fmt: skip
+    assert (home / "state" / "cli.status.json").read_text() == "{not json"  # kept for the user to inspect
+
+
+def test_local_up_is_idempotent_and_down_stops_everything(tmp_path):
+    home = tmp_path / "home"
+    first = run("local", "up", "--home", home)
+    try:
+        assert first.exit_code == 0, first.stderr
+        assert "started" in first.stdout and "MLflow      http://127.0.0.1:" in first.stdout
+        second = run("local", "up", "--home", home)
+        assert second.exit_code == 0 and "already running" in second.stdout
+        assert [l for l in first.stdout.splitlines() if "http" in l] == [l for l in second.stdout.splitlines() if "http" in l]
+    finally:
+        down = run("local", "down", "--home", home)
+    assert down.exit_code == 0 and "prometheus" in down.stdout and "mlflow" in down.stdout
+    one_line_error(run("local", "run", "-f", write(tmp_path, ROLLOUT), "--home", home), "modelrollout local up")
+
+
+def test_kubectl_plugin_lints_with_the_same_rules(tmp_path):
+    from controller.kubectl import app as kubectl_app
+
+    good = runner.invoke(kubectl_app, ["lint", "-f", str(write(tmp_path, ROLLOUT))])
+    assert good.exit_code == 0 and "cli: ok" in good.stdout
+    bad = runner.invoke(kubectl_app, ["lint", "-f", str(write(tmp_path, "spec: [1"))])
+    one_line_error(bad, "malformed YAML")
