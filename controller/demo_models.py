@@ -1,0 +1,92 @@
+"""The four model versions of `modelrollout demo`, trained on scikit-learn's bundled iris data.
+
+v1 the champion; v2 a good challenger; v3 the same predictions answered slowly (a model whose
+inference got expensive); v4 fast but trained on shuffled labels (a broken training run). Small
+on purpose: the demo shows the rollout, not the modelling.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+from mlflow.models import infer_signature
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+
+class SlowModel(mlflow.pyfunc.PythonModel):
+    """A classifier that takes `delay` seconds per call before answering."""
+
+    def __init__(self, estimator, delay: float):
+        self.estimator = estimator
+        self.delay = delay
+
+    # np.ndarray: a hint MLflow accepts without adding validation of its own (the signature does that).
+    def predict(self, context, model_input: np.ndarray, params=None):
+        time.sleep(self.delay)
+        return self.estimator.predict(np.asarray(model_input, dtype=float))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+def iris() -> Dataset:
+    x, y = load_iris(return_X_y=True)
+    train_x, test_x, train_y, test_y = train_test_split(x, y, test_size=0.4, random_state=7, stratify=y)
+    return Dataset(train_x, train_y, test_x, test_y)
+
+
+@dataclass(frozen=True)
+class DemoVersion:
+    label: str
+    version: str
+    expected: str  # "Succeeded" or "RolledBack"
+    expected_reason: str  # which check should decide, for the final table
+
+
+def register_versions(model_name: str, data: Dataset, slow_delay: float = 0.05) -> list[DemoVersion]:
+    """Log and register v1..v4 in the MLflow of MLFLOW_TRACKING_URI; return them in order."""
+    mlflow.set_experiment("modelrollout-demo")
+    good = LogisticRegression(max_iter=500).fit(data.train_x, data.train_y)
+    better = LogisticRegression(max_iter=500, C=2.0).fit(data.train_x, data.train_y)
+    shuffled = np.random.default_rng(3).permutation(data.train_y)
+    broken = LogisticRegression(max_iter=500).fit(data.train_x, shuffled)
+    signature = infer_signature(data.train_x, good.predict(data.train_x))
+
+    def log_sklearn(estimator, run_name: str) -> str:
+        with mlflow.start_run(run_name=run_name):
+            mlflow.log_metric("val_accuracy", float(estimator.score(data.test_x, data.test_y)))
+            info = mlflow.sklearn.log_model(
+                estimator,
+                name="model",
+                signature=signature,
+                registered_model_name=model_name,
+                serialization_format="cloudpickle",
+            )
+        return str(info.registered_model_version)
+
+    def log_slow(estimator, run_name: str) -> str:
+        with mlflow.start_run(run_name=run_name):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=SlowModel(estimator, slow_delay),
+                signature=signature,
+                registered_model_name=model_name,
+            )
+        return str(info.registered_model_version)
+
+    return [
+        DemoVersion("champion", log_sklearn(good, "v1-champion"), "Succeeded", ""),
+        DemoVersion("good challenger", log_sklearn(better, "v2-good"), "Succeeded", ""),
+        DemoVersion("slow challenger", log_slow(better, "v3-slow"), "RolledBack", "latency"),
+        DemoVersion("poor challenger", log_sklearn(broken, "v4-shuffled-labels"), "RolledBack", "quality"),
+    ]

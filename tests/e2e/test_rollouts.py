@@ -1,0 +1,136 @@
+"""The main job end to end on the local platform, with real MLflow, Prometheus, model servers,
+router and client traffic; the controller runs as `modelrollout local run` in its own process."""
+
+from __future__ import annotations
+
+import yaml
+
+from canary.spec import Phase, RolloutStatus
+from controller.demo import DEMO_ROLLOUT, serves
+from controller.local.loadgen import LabelledTraffic
+from controller.local.platform import LocalPlatform
+from controller.local.state import StateStore
+from registry.connection import connect
+from tests.fixtures.local import wait_for_status
+
+TERMINAL = (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED)
+
+
+def rollout_yaml(name: str, model: str, **spec_changes) -> str:
+    doc = yaml.safe_load(DEMO_ROLLOUT)
+    doc["metadata"]["name"] = name
+    doc["spec"]["model"]["name"] = model
+    for key, value in spec_changes.items():
+        doc["spec"][key] = value
+    return yaml.safe_dump(doc)
+
+
+def start_traffic(home, services, rollout, model, data) -> LabelledTraffic:
+    platform = LocalPlatform(home.platform_dir, services.mlflow)
+    wait_for_status(
+        StateStore(home.state_dir), rollout, lambda _: serves(platform.endpoint(rollout), data.test_x[0], model), 90, "the stable to serve"
+    )
+    return LabelledTraffic(lambda: platform.endpoint(rollout), model, data.test_x, data.test_y, rate=25).start()
+
+
+def finished(version: str):
+    return lambda s: s.candidate_version == version and s.phase in TERMINAL
+
+
+def test_promotion_then_rollbacks_on_latency_and_quality(local_home, register_demo_versions, controller, iris_data):
+    home, services = local_home
+    model, rollout = "iris-e2e", "e2e"
+    v1, v2, v3, v4 = register_demo_versions(model)
+    client = connect(services.mlflow)
+    client.set_registered_model_alias(model, "champion", v1)
+    store = StateStore(home.state_dir)
+    control = controller(rollout_yaml(rollout, model))
+    traffic = start_traffic(home, services, rollout, model, iris_data)
+    try:
+        # (a) a good candidate goes shadow -> every canary step -> promoted
+        client.set_registered_model_alias(model, "challenger", v2)
+        status = wait_for_status(store, rollout, finished(v2), 120, "v2's rollout")
+        assert status.phase is Phase.SUCCEEDED, status.message
+        path = [(t.from_phase.value, t.to.value) for t in status.history if t.version == v2]
+        assert path == [
+            ("Idle", "Shadow"), ("Shadow", "Canary"), ("Canary", "Canary"), ("Canary", "Canary"),
+            ("Canary", "Promoting"), ("Promoting", "Succeeded"),
+        ]  # fmt: skip
+        assert client.get_model_version_by_alias(model, "champion").version == v2
+        tags = client.get_model_version(model, v2).tags
+        assert tags["modelrollout.status"] == "promoted" and "promoted over v1" in tags["modelrollout.summary"]
+        assert status.stable_version == v2 and status.previous_stable_version == v1
+
+        # (b) a slow candidate is rolled back on latency, during the shadow: no client ever saw it
+        client.set_registered_model_alias(model, "challenger", v3)
+        status = wait_for_status(store, rollout, finished(v3), 120, "v3's rollout")
+        assert status.phase is Phase.ROLLED_BACK
+        assert status.message.startswith("latency-p95"), status.message
+        assert client.get_model_version(model, v3).tags["modelrollout.status"] == "rolled_back"
+        assert "latency-p95" in client.get_model_version(model, v3).tags["modelrollout.reason"]
+
+        # (c) a fast candidate with poor predictions is rolled back on quality
+        client.set_registered_model_alias(model, "challenger", v4)
+        status = wait_for_status(store, rollout, finished(v4), 120, "v4's rollout")
+        assert status.phase is Phase.ROLLED_BACK
+        assert "agreement" in status.message or "accuracy" in status.message, status.message
+        assert client.get_model_version(model, v4).tags["modelrollout.status"] == "rolled_back"
+        assert client.get_model_version_by_alias(model, "champion").version == v2  # untouched by rollbacks
+    finally:
+        stats = traffic.stop()
+    assert control.process.poll() is None, control.log_text()[-2000:]
+    # Clients never saw v3 or v4 (rolled back in the shadow) and lost no request.
+    assert set(stats.by_version) == {v1, v2}
+    assert stats.failed == 0, stats.failures
+    # The failed versions' model servers are gone; only the stable serves.
+    platform = LocalPlatform(home.platform_dir, services.mlflow)
+    assert platform.health(rollout, v2).ready
+    assert not platform.health(rollout, v3).ready and not platform.health(rollout, v4).ready
+
+
+def test_sigkill_mid_canary_resumes_at_the_same_step(local_home, register_demo_versions, controller, iris_data):
+    home, services = local_home
+    model, rollout = "iris-restart", "restart"
+    v1, v2, *_ = register_demo_versions(model)
+    client = connect(services.mlflow)
+    client.set_registered_model_alias(model, "champion", v1)
+    store = StateStore(home.state_dir)
+    text = rollout_yaml(rollout, model, shadow={"enabled": False}, canary={"steps": [20, 50, 80], "interval": "8s"})
+    first = controller(text)
+    traffic = start_traffic(home, services, rollout, model, iris_data)
+    try:
+        client.set_registered_model_alias(model, "challenger", v2)
+        at_kill = wait_for_status(
+            store, rollout, lambda s: s.phase is Phase.CANARY and s.step == 1, 90, "canary step 2"
+        )
+        first.kill()
+        on_disk = store.load(rollout)
+        assert on_disk.phase is Phase.CANARY and on_disk.step == 1
+        assert on_disk.history == at_kill.history[: len(on_disk.history)] or on_disk.history[: len(at_kill.history)] == at_kill.history
+        # Serving does not depend on the controller: clients keep being answered while it is dead.
+        answered = traffic.stats.answered
+        wait_for_status(store, rollout, lambda _: traffic.stats.answered > answered + 20, 10, "traffic while the controller is down")
+
+        controller(text)
+        steps_seen: list[int] = []
+
+        def track(s: RolloutStatus) -> None:
+            if s.phase is Phase.CANARY and s.step is not None:
+                steps_seen.append(s.step)
+
+        status = wait_for_status(store, rollout, finished(v2), 120, "the resumed rollout", on_poll=track)
+    finally:
+        stats = traffic.stop()
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert steps_seen and min(steps_seen) >= 1, steps_seen  # never went back to an earlier step
+    assert steps_seen == sorted(steps_seen)
+    history = [(t.from_phase, t.to) for t in status.history if t.version == v2]
+    assert history.count((Phase.PROMOTING, Phase.SUCCEEDED)) == 1
+    assert history.count((Phase.IDLE, Phase.CANARY)) == 1  # started once, resumed rather than restarted
+    # Events are recorded right after the status that caused them is saved: wait for it to land.
+    wait_for_status(store, rollout, lambda _: any(e["reason"] == "Promoted" for e in store.events(rollout, 200)), 10, "the Promoted event")
+    events = [e["reason"] for e in store.events(rollout, 200)]
+    assert events.count("Promoted") == 1
+    assert client.get_model_version_by_alias(model, "champion").version == v2
+    assert stats.failed == 0, stats.failures
+
