@@ -149,6 +149,30 @@ def candidate_role(status: RolloutStatus) -> Literal["shadow", "canary"]:
     return "shadow" if phase is Phase.SHADOW else "canary"
 
 
+def command_problem(kind: CommandKind, status: RolloutStatus) -> str | None:
+    """Why a user command cannot apply to a rollout in this status, or None when it can.
+
+    One rule for the engine (which ignores such a command with a Warning event) and for the CLI
+    (which refuses it up front with a non-zero exit).
+    """
+    phase = status.phase
+    if kind == "pause":
+        applies = phase in ACTIVE
+    elif kind == "resume":
+        applies = phase is Phase.PAUSED and status.paused_from is not None
+    elif kind in ("promote", "abort"):
+        applies = phase in ACTIVE or phase is Phase.PAUSED
+    else:  # retry: a rolled-back or aborted candidate, or one skipped because it failed before
+        applies = phase in (Phase.ROLLED_BACK, Phase.ABORTED) or (phase is Phase.IDLE and bool(status.candidate_version))
+        if applies and not status.candidate_version:
+            return "retry: there is no candidate to retry"
+        if applies and status.stable_version is None:
+            return "retry: no stable version to compare the candidate with"
+    if not applies:
+        return f"{kind}: not possible in phase {phase.value}"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # The step
 
@@ -162,6 +186,7 @@ class _Step:
         self.obs = obs
         self.now = now
         self.actions: list[Action] = []
+        self.commands_applied = False
         self.deadline = timedelta(seconds=parse_duration(spec.progress_deadline))
 
     # -- helpers ------------------------------------------------------------------------------
@@ -276,35 +301,35 @@ class _Step:
 
     def command(self, cmd: Command) -> None:
         s = self.s
-        phase = s.phase
-        if cmd.kind == "pause" and phase in ACTIVE:
-            s.paused_from = phase
+        problem = command_problem(cmd.kind, s)
+        if problem is not None:
+            self.event("Warning", "CommandIgnored", problem)
+            return
+        # The analysis results of this tick (if any) measured the step before the command.
+        self.commands_applied = True
+        if cmd.kind == "pause":
+            s.paused_from = s.phase
             self.transition(Phase.PAUSED, "paused by user")
             self.event("Normal", "Paused", f"v{s.candidate_version} paused at {self.describe_position()}")
-        elif cmd.kind == "resume" and phase is Phase.PAUSED and s.paused_from is not None:
-            self.transition(s.paused_from, "resumed by user")
+        elif cmd.kind == "resume":
+            self.transition(s.paused_from or Phase.CANARY, "resumed by user")
             s.paused_from = None
             s.step_started_at = self.now
             if s.window_started_at is not None:
                 s.window_started_at = self.now
             self.set_weights()
-        elif cmd.kind == "promote" and (phase in ACTIVE or phase is Phase.PAUSED):
-            if phase is Phase.PAUSED:
+        elif cmd.kind == "promote":
+            if s.phase is Phase.PAUSED:
                 self.transition(s.paused_from or Phase.CANARY, "resumed by promote")
                 s.paused_from = None
             if cmd.full:
                 self.begin_promotion("promoted by user (full)")
             else:
                 self.advance("step promoted by user")
-        elif cmd.kind == "abort" and (phase in ACTIVE or phase is Phase.PAUSED):
+        elif cmd.kind == "abort":
             self.begin_rollback("abort", "aborted by user")
-        elif cmd.kind == "retry" and phase in (Phase.ROLLED_BACK, Phase.ABORTED) and s.candidate_version:
-            if s.stable_version is None:
-                self.event("Warning", "CommandIgnored", "retry: no stable version to compare against")
-                return
-            self.start(s.candidate_version, "retried by user")
-        else:
-            self.event("Warning", "CommandIgnored", f"{cmd.kind}: not possible in phase {phase.value}")
+        elif cmd.kind == "retry":
+            self.start(s.candidate_version or "", "retried by user")
 
     # -- phases ---------------------------------------------------------------------------------
 
@@ -374,14 +399,16 @@ class _Step:
                 self.condition("CandidateReady", True, "Ready")
                 s.window_started_at = self.now
             elif self.deadline_passed():
+                # Readiness is unknown while the registry is down (no artifact to start from): say so.
+                cause = f" (registry unavailable: {self.obs.registry_error})" if self.obs.registry is None and self.obs.registry_error else ""
                 self.begin_rollback(
-                    "failure", f"candidate not ready within progressDeadline ({self.spec.progress_deadline})"
+                    "failure", f"candidate not ready within progressDeadline ({self.spec.progress_deadline}){cause}"
                 )
                 return
             else:
                 self.condition("CandidateReady", False, "Starting", f"waiting for v{s.candidate_version} to be ready")
                 return
-        if self.obs.checks is not None:
+        if self.obs.checks is not None and not self.commands_applied:
             self.judge(self.obs.checks)
             if s.phase not in ACTIVE:
                 return

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from canary.durations import parse_duration
-from canary.engine import CommandKind
+from canary.engine import CommandKind, command_problem
 from canary.spec import SpecError, load_rollouts
 from controller.local.home import LocalHome, Services, ServicesNotRunning
 from controller.local.mlflow_server import MlflowServerError
@@ -189,6 +189,10 @@ def _known(store: StateStore, name: str) -> str:
 def _send(kind: CommandKind, name: str, home: Path | None, full: bool = False) -> None:
     store = StateStore(LocalHome.resolve(home).state_dir)
     _known(store, name)
+    # The engine checks again when it applies the command: the phase may change in between.
+    problem = command_problem(kind, store.load(name))
+    if problem is not None:
+        raise UsageError(f"{name}: {problem}")
     store.add_command(name, kind, full)
     console.print(f"{kind}{' --full' if full else ''} sent to {name}; `modelrollout status {name}` shows the effect")
 

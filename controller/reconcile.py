@@ -25,7 +25,10 @@ from canary.engine import (
     ACTIVE,
     Action,
     ApplyRouting,
+    ABORTED,
     DELETED,
+    PROMOTED,
+    ROLLED_BACK,
     CandidateHealth,
     Command,
     MarkInRegistry,
@@ -47,6 +50,12 @@ from registry.errors import RegistryError, VersionNotFound
 from registry.watcher import Snapshot, WatchedModel
 
 log = logging.getLogger("modelrollout")
+
+
+# The engine's outcome words and MLflow's tag values are the same strings today; the mapping
+# keeps the two packages free to differ (DESIGN.md: controller translates).
+_ENGINE_OUTCOME = {writeback.PROMOTED: PROMOTED, writeback.ROLLED_BACK: ROLLED_BACK, writeback.ABORTED: ABORTED}
+_TAG_FOR_OUTCOME = {outcome: tag for tag, outcome in _ENGINE_OUTCOME.items()}
 
 
 def watched_model(rollout: ModelRollout) -> WatchedModel:
@@ -81,19 +90,24 @@ def registry_view(
     watched = watched_model(rollout)
     state = snapshot.get(watched.name)
     candidate = snapshot.candidate(watched)
-    wanted = []
-    if status.phase is Phase.ROLLING_BACK and status.candidate_version:
-        wanted.append(status.candidate_version)  # has the rollback mark landed?
-    if status.candidate_version is None and candidate:
-        wanted.append(candidate)  # fresh state: was this version rolled back before?
     outcomes = {}
-    for version in wanted:
+    if status.phase is Phase.ROLLING_BACK and status.candidate_version:
+        # Has *this* rollback's mark landed? A tag left by an earlier rollback of the same
+        # version carries another reason and does not count.
         try:
-            found = writeback.outcome(client, watched.name, version)
+            tag, reason = writeback.recorded(client, watched.name, status.candidate_version)
+            if tag in _ENGINE_OUTCOME and reason == writeback.truncate_tag_value(status.message):
+                outcomes[status.candidate_version] = _ENGINE_OUTCOME[tag]
         except VersionNotFound:
-            found = DELETED  # nothing left to mark
-        if found is not None:
-            outcomes[version] = found
+            outcomes[status.candidate_version] = DELETED  # nothing left to mark
+    if status.candidate_version is None and candidate and candidate != status.observed_candidate_version:
+        # Fresh state: was this version rolled back before? (then it is not rolled out again)
+        try:
+            tag = writeback.outcome(client, watched.name, candidate)
+        except VersionNotFound:
+            tag = None
+        if tag in _ENGINE_OUTCOME:
+            outcomes[candidate] = _ENGINE_OUTCOME[tag]
     return RegistryView(
         model_exists=bool(state and state.exists),
         stable_version=snapshot.stable(watched),
@@ -109,9 +123,13 @@ def _artifact_uri(ports: Ports, model: str, version: str) -> str:
     return ports.artifact_uris[key]
 
 
-def _candidate_health(rollout: ModelRollout, status: RolloutStatus, ports: Ports) -> CandidateHealth | None:
+def _candidate_health(
+    rollout: ModelRollout, status: RolloutStatus, ports: Ports, registry_up: bool
+) -> CandidateHealth | None:
     if status.candidate_version is None or status.phase not in (*ACTIVE, Phase.PAUSED):
         return None
+    if not registry_up and (rollout.spec.model.name, status.candidate_version) not in ports.artifact_uris:
+        return None  # unknown until MLflow answers; the RegistryAvailable condition says why
     try:
         _artifact_uri(ports, rollout.spec.model.name, status.candidate_version)
     except VersionNotFound as err:  # e.g. the version was deleted after the alias was read
@@ -157,7 +175,7 @@ def reconcile(
     observation = Observation(
         registry=view,
         registry_error=registry_error,
-        candidate=_candidate_health(rollout, status, ports),
+        candidate=_candidate_health(rollout, status, ports, registry_up=view is not None),
         checks=_analysis(rollout, status, ports.metrics, now),
         commands=[command for _, command in commands],
     )
@@ -167,11 +185,23 @@ def reconcile(
         new_status.last_command_id = commands[-1][0]
     ports.save_status(name, new_status)
     for action in result.actions:
+        if view is None and _needs_registry(rollout, action, ports):
+            continue  # MLflow failed this tick: the engine re-issues the action once it answers
         try:
             carry_out(rollout, action, ports)
         except Exception as err:  # noqa: BLE001 - any failure is retried next tick; log it once
             log.warning("%s: %s failed, will retry: %s", name, type(action).__name__, err)
     return new_status
+
+
+def _needs_registry(rollout: ModelRollout, action: Action, ports: Ports) -> bool:
+    """True for actions that would call MLflow (each call waiting for its timeout while it is down)."""
+    if isinstance(action, (PromoteInRegistry, MarkInRegistry)):
+        return True
+    if isinstance(action, ApplyRouting):
+        versions = (action.stable_version, action.candidate_version)
+        return any(v and (rollout.spec.model.name, v) not in ports.artifact_uris for v in versions)
+    return False
 
 
 def carry_out(rollout: ModelRollout, action: Action, ports: Ports) -> None:
@@ -191,7 +221,7 @@ def carry_out(rollout: ModelRollout, action: Action, ports: Ports) -> None:
     elif isinstance(action, PromoteInRegistry):
         writeback.promote(ports.client, model.name, action.version, model.stable_alias, action.summary)
     elif isinstance(action, MarkInRegistry):
-        writeback.mark(ports.client, model.name, action.version, action.outcome, action.reason)
+        writeback.mark(ports.client, model.name, action.version, _TAG_FOR_OUTCOME[action.outcome], action.reason)
     elif isinstance(action, RecordEvent):
         ports.record_event(name, action)
         level = logging.WARNING if action.type == "Warning" else logging.INFO

@@ -127,3 +127,12 @@ def outcome(client: mlflow.MlflowClient, name: str, version: str | int) -> str |
     version = normalise_version(name, version)
     with translated(client, name, version):
         return (client.get_model_version(name, version).tags or {}).get(STATUS_TAG)
+
+
+def recorded(client: mlflow.MlflowClient, name: str, version: str | int) -> tuple[str | None, str | None]:
+    """The recorded outcome of `version` and its reason, so a caller can tell *which* rollback
+    a `rolled_back` tag belongs to (a version may be rolled back more than once)."""
+    version = normalise_version(name, version)
+    with translated(client, name, version):
+        tags = client.get_model_version(name, version).tags or {}
+    return tags.get(STATUS_TAG), tags.get(REASON_TAG)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from controller.local import mlflow_server, prometheus_server
 from controller.local.ports import free_port
-from controller.local.state import atomic_write
+from controller.local.atomic_file import atomic_write
 
 DEFAULT_HOME = ".modelrollout"
 

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from controller.local.ports import port_in_use
 from controller.local.service_process import (
-    LOG_TAIL_LINES,
     ServerRecord,
     ServiceLauncher,
     ServiceProcess,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from controller.local.atomic_file import atomic_write
 from controller.local.supervisor import ProcessRecord, Supervisor
 from controller.platform import Routing, VersionHealth
 
@@ -261,7 +261,7 @@ class LocalPlatform:
             return None
 
     def _save_sent(self, rollout: str, sent: _Sent) -> None:
-        _write_atomically(
+        atomic_write(
             self._routing_dir / f"{rollout}.json",
             json.dumps(
                 {"router_pid": sent.router_pid, "router_create_time": sent.router_create_time, "payload": sent.payload}
@@ -288,7 +288,7 @@ class LocalPlatform:
         except FileNotFoundError:
             unchanged = False
         if not unchanged:
-            _write_atomically(path, text)  # Prometheus must never read half a file
+            atomic_write(path, text)  # Prometheus must never read half a file
         self._targets_written[rollout] = text
 
 
@@ -302,12 +302,6 @@ def _same_process(sent: _Sent, router: ProcessRecord) -> bool:
 
 def _payload_versions(payload: Mapping[str, Any]) -> set[str]:
     return {ref["version"] for ref in (payload.get("stable"), payload.get("candidate")) if ref}
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _check_rollout(rollout: str) -> None:

@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +45,8 @@ from pathlib import Path
 import yaml
 
 from canary.durations import parse_duration
+from controller.local.atomic_file import atomic_write
 from controller.local.service_process import (
-    LOG_TAIL_LINES,
     ServerRecord,
     ServiceLauncher,
     ServiceProcess,
@@ -147,14 +146,7 @@ def write_targets(
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
     text = json.dumps([{"targets": list(targets), "labels": labels}], indent=2)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text, durable=False)  # rewritten on the next apply if lost
     return path
 
 

@@ -19,10 +19,10 @@ from canary.metrics import MetricsError, PrometheusProvider, render
 from canary.spec import ModelRollout, RolloutStatus
 from controller.local.home import LocalHome, Services
 from controller.local.platform import LocalPlatform
-from controller.local.state import StateStore
+from controller.local.state import StateError, StateStore
 from controller.reconcile import Ports, reconcile, watched_model
 from registry.connection import connect
-from registry.errors import RegistryUnavailable
+from registry.errors import RegistryError
 from registry.watcher import RegistryWatcher, Snapshot
 
 log = logging.getLogger("modelrollout")
@@ -75,6 +75,7 @@ class LocalRunner:
         )
         self.backoff = Backoff()
         self.last_error: str | None = None
+        self.last_snapshot: Snapshot | None = None
 
     def preflight(self) -> list[PreflightProblem]:
         """What would make every tick fail: unreadable status, unreachable services, rejected PromQL."""
@@ -82,11 +83,11 @@ class LocalRunner:
         for rollout in self.rollouts:
             try:
                 self.store.load(rollout.metadata.name)
-            except ValueError as err:
+            except StateError as err:
                 problems.append(PreflightProblem(rollout.metadata.name, str(err)))
         try:
             self.watcher.poll()
-        except RegistryUnavailable as err:
+        except RegistryError as err:  # unreachable, or not an MLflow registry at that URL
             problems.append(PreflightProblem("mlflow", str(err)))
         for rollout in self.rollouts:
             spec = rollout.spec
@@ -110,11 +111,12 @@ class LocalRunner:
         return problems
 
     def poll(self, clock: float) -> Snapshot | None:
+        """This tick's registry snapshot, or None while MLflow fails (then polled with back-off)."""
         if not self.backoff.ready(clock):
             return None
         try:
             snapshot = self.watcher.poll()
-        except RegistryUnavailable as err:
+        except RegistryError as err:
             self.backoff.failed(clock)
             if str(err) != self.last_error:
                 log.warning("registry unavailable, backing off: %s", err)
@@ -124,6 +126,9 @@ class LocalRunner:
             log.info("registry reachable again")
         self.backoff.succeeded()
         self.last_error = None
+        for move in self.watcher.changes(self.last_snapshot, snapshot):
+            log.info("%s: %s %r: v%s -> v%s", move.model, move.via, move.alias, move.old_version or "-", move.new_version or "-")
+        self.last_snapshot = snapshot
         return snapshot
 
     def tick(self, now: datetime | None = None) -> dict[str, RolloutStatus]:
@@ -132,19 +137,23 @@ class LocalRunner:
         statuses = {}
         for rollout in self.rollouts:
             name = rollout.metadata.name
-            status = self.store.load(name)
-            pending = self.store.pending_commands(name, status.last_command_id)
-            statuses[name] = reconcile(
-                rollout,
-                status,
-                snapshot,
-                None if snapshot is not None else self.last_error or "registry poll backed off",
-                [(p.id, p.command) for p in pending],
-                self.ports,
-                now,
-            )
-            if pending:
-                self.store.drop_commands(name, pending[-1].id)
+            # One rollout's broken status file or full disk must not freeze the others.
+            try:
+                status = self.store.load(name)
+                pending = self.store.pending_commands(name, status.last_command_id)
+                statuses[name] = reconcile(
+                    rollout,
+                    status,
+                    snapshot,
+                    None if snapshot is not None else self.last_error or "registry poll backed off",
+                    [(p.id, p.command) for p in pending],
+                    self.ports,
+                    now,
+                )
+                if pending:
+                    self.store.drop_commands(name, pending[-1].id)
+            except (StateError, OSError) as err:
+                log.error("%s: skipped this tick: %s", name, err)
         return statuses
 
     def run(self, stop: threading.Event, tick_seconds: float = 1.0, on_tick: Callable[[dict], None] | None = None) -> None:

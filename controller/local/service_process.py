@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.local.atomic_file import atomic_write
+
 LOG_TAIL_LINES = 20
 _EXIT_POLL_S = 0.1
 _KILL_WAIT_S = 5.0
@@ -86,9 +88,7 @@ def read_record(pidfile: Path) -> ServerRecord | None:
 
 def write_record(pidfile: Path, record: ServerRecord) -> None:
     # Written atomically so a concurrent `down` never reads half a file.
-    tmp = pidfile.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": record.pid, "host": record.host, "port": record.port}))
-    tmp.replace(pidfile)
+    atomic_write(pidfile, json.dumps({"pid": record.pid, "host": record.host, "port": record.port}))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ saving the status and deleting the command file.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,22 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from canary.engine import Command, CommandKind, RecordEvent
+from controller.local.atomic_file import atomic_write
 from canary.spec import RolloutStatus
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class StateError(RuntimeError):
@@ -81,8 +66,12 @@ class StateStore:
     # -- commands -------------------------------------------------------------------------------
 
     def add_command(self, name: str, kind: CommandKind, full: bool = False) -> str:
-        # Nanosecond time first so ids sort in the order the commands were given.
-        command_id = f"{time.time_ns():020d}-{secrets.token_hex(3)}"
+        # Ids sort in the order commands were given: nanosecond time first, but always past the
+        # last id seen (queued or already carried out), so a clock stepped back loses nothing.
+        seen = [p.stem for p in self._commands_dir(name).glob("*.json")]
+        seen.append(self.load(name).last_command_id or "")
+        floor = int(max(seen).split("-")[0] or 0)
+        command_id = f"{max(time.time_ns(), floor + 1):020d}-{secrets.token_hex(3)}"
         body = json.dumps({"kind": kind, "full": full})
         atomic_write(self._commands_dir(name) / f"{command_id}.json", body)
         return command_id

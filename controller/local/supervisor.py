@@ -39,6 +39,7 @@ from pathlib import Path
 
 import psutil
 
+from controller.local.atomic_file import atomic_write
 from controller.local.ports import LOOPBACK, free_port, port_in_use
 
 log = logging.getLogger(__name__)
@@ -246,13 +247,7 @@ class Supervisor:
         return found
 
     def _save(self, record: ProcessRecord) -> None:
-        path = self._record_path(record.name)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(record.to_json(), fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(self._record_path(record.name), json.dumps(record.to_json(), indent=2))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

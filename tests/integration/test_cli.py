@@ -91,7 +91,7 @@ def test_commands_name_unknown_rollouts(tmp_path):
 def test_commands_are_queued_for_the_runner(tmp_path):
     home = tmp_path / "home"
     store = StateStore(home / "state")
-    store.save("r", RolloutStatus())
+    store.save("r", RolloutStatus(phase=Phase.CANARY, step=0, candidate_version="2", stable_version="1"))
     assert run("promote", "r", "--full", "--home", home).exit_code == 0
     assert run("pause", "r", "--home", home).exit_code == 0
     pending = store.pending_commands("r", None)
@@ -198,3 +198,12 @@ def test_kubectl_plugin_lints_with_the_same_rules(tmp_path):
     assert good.exit_code == 0 and "cli: ok" in good.stdout
     bad = runner.invoke(kubectl_app, ["lint", "-f", str(write(tmp_path, "spec: [1"))])
     one_line_error(bad, "malformed YAML")
+
+
+def test_commands_that_cannot_apply_are_refused(tmp_path):
+    home = tmp_path / "home"
+    store = StateStore(home / "state")
+    store.save("r", RolloutStatus(phase=Phase.SUCCEEDED, stable_version="2"))
+    one_line_error(run("resume", "r", "--home", home), "r: resume: not possible in phase Succeeded")
+    one_line_error(run("retry", "r", "--home", home), "retry: not possible in phase Succeeded")
+    assert store.pending_commands("r", None) == []

@@ -17,6 +17,7 @@ from canary.engine import (
     RecordEvent,
     RegistryView,
     analysis_due,
+    command_problem,
     step,
 )
 from canary.spec import ModelRolloutSpec, Phase, RolloutStatus
@@ -336,3 +337,46 @@ def test_status_round_trips_through_json():
     d.tick(30, checks=[failed("p95")])
     again = RolloutStatus.model_validate_json(d.status.model_dump_json(by_alias=True))
     assert again == d.status
+
+
+def test_promote_on_a_tick_with_due_analysis_moves_exactly_one_step():
+    d = to_shadow_ready()
+    d.tick(30, checks=passed("p95", "agree"))
+    d.tick(1, candidate=READY)
+    assert d.status.step == 0
+    # The runner measured the old step's window and the user asked for one step, in the same tick.
+    d.tick(20, checks=passed("p95"), commands=[Command("promote")])
+    assert d.status.phase is Phase.CANARY and d.status.step == 1
+    # Failing results of the old step are not held against the new one either.
+    d2 = to_shadow_ready()
+    d2.tick(30, checks=[failed("p95")], commands=[Command("promote")])
+    assert d2.status.phase is Phase.CANARY and d2.status.step == 0
+    assert all(c.failures == 0 for c in d2.status.checks)
+
+
+def test_retry_rolls_out_a_version_skipped_from_fresh_state():
+    d = Driver()
+    d.tick(0, registry=reg(outcomes={"2": "rolled_back"}))
+    assert d.status.phase is Phase.IDLE and d.status.candidate_version == "2"
+    d.tick(1, registry=reg(outcomes={"2": "rolled_back"}), commands=[Command("retry")])
+    assert d.status.phase is Phase.SHADOW and d.status.candidate_version == "2"
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "problem"),
+    [
+        ("pause", RolloutStatus(phase=Phase.CANARY), None),
+        ("pause", RolloutStatus(phase=Phase.IDLE), "pause: not possible in phase Idle"),
+        ("resume", RolloutStatus(phase=Phase.PAUSED, paused_from=Phase.SHADOW), None),
+        ("resume", RolloutStatus(phase=Phase.CANARY), "resume: not possible in phase Canary"),
+        ("promote", RolloutStatus(phase=Phase.PAUSED, paused_from=Phase.CANARY), None),
+        ("promote", RolloutStatus(phase=Phase.SUCCEEDED), "promote: not possible in phase Succeeded"),
+        ("abort", RolloutStatus(phase=Phase.PROMOTING), "abort: not possible in phase Promoting"),
+        ("retry", RolloutStatus(phase=Phase.ROLLED_BACK, candidate_version="2", stable_version="1"), None),
+        ("retry", RolloutStatus(phase=Phase.IDLE), "retry: not possible in phase Idle"),
+        ("retry", RolloutStatus(phase=Phase.ABORTED, candidate_version="2"), "no stable version"),
+    ],
+)
+def test_command_problem(kind, status, problem):
+    found = command_problem(kind, status)
+    assert found == problem if problem is None else problem in found

@@ -23,8 +23,8 @@ from tests.unit.test_engine import T0, make_spec
 SPEC = make_spec(
     analysis={
         "metrics": [
-            {"name": "p95", "template": "latency_p95", "maxIncrease": "50%", "failureLimit": 1},
-            {"name": "err", "template": "error_rate", "max": 0.05, "failureLimit": 0, "consecutive": True},
+            {"name": "p95", "template": "latency_p95", "maxIncrease": "50%", "failureLimit": 2},
+            {"name": "err", "template": "error_rate", "max": 0.05, "failureLimit": 1, "consecutive": True},
             {"name": "agree", "template": "shadow_agreement", "min": 0.9, "failureLimit": 2},
         ]
     }
@@ -33,7 +33,10 @@ LIMITS = {m.name: m.failure_limit for m in SPEC.analysis.metrics}
 VERSIONS = st.sampled_from(["1", "2", "3", None])
 VERDICTS = st.sampled_from(["pass", "fail", "inconclusive", "error"])
 
+HEALTHY_REGISTRY = RegistryView(model_exists=True, stable_version="1", candidate_version="2")
 registries = st.one_of(
+    st.just(HEALTHY_REGISTRY),
+    st.just(HEALTHY_REGISTRY),
     st.none(),
     st.builds(
         RegistryView,
@@ -53,14 +56,29 @@ commands = st.lists(
     st.builds(Command, kind=st.sampled_from(["promote", "abort", "pause", "resume", "retry"]), full=st.booleans()),
     max_size=2,
 )
-observations = st.builds(
+chaotic = st.builds(
     Observation,
     registry=registries,
     candidate=st.one_of(st.none(), st.builds(CandidateHealth, ready=st.booleans(), failure=st.sampled_from([None, None, "crash"]))),
     checks=checks,
     commands=commands,
 )
-ticks = st.lists(st.tuples(st.integers(min_value=0, max_value=200), observations), min_size=1, max_size=40)
+# Mostly-healthy ticks: without them random sequences rarely get past the first step, and the
+# properties about late steps and promotion would hold vacuously.
+healthy = st.builds(
+    Observation,
+    registry=st.just(HEALTHY_REGISTRY),
+    candidate=st.just(CandidateHealth(ready=True)),
+    checks=st.one_of(
+        st.none(),
+        st.lists(
+            st.builds(CheckResult, name=st.sampled_from(sorted(LIMITS)), verdict=st.sampled_from(["pass"] * 6 + ["fail", "inconclusive"])),
+            unique_by=lambda c: c.name,
+        ),
+    ),
+)
+observations = st.one_of(healthy, healthy, healthy, chaotic)
+ticks = st.lists(st.tuples(st.integers(min_value=0, max_value=60), observations), min_size=15, max_size=60)
 
 
 def run(sequence):
