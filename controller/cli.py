@@ -248,6 +248,24 @@ def lint(file: FileOption) -> None:
         console.print(f"{file}: {rollout.metadata.name}: ok ({len(rollout.spec.analysis.metrics)} checks)")
 
 
+@app.command("shadow-server")
+@one_line_errors
+def shadow_server(
+    host: Annotated[str, typer.Option(help="Listen address; 0.0.0.0 inside a cluster")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port")] = 8090,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest CloudEvent accepted")] = 1 << 20,
+    mirror_workers: Annotated[int, typer.Option(help="Concurrent replays per shadow")] = 4,
+) -> None:
+    """The shadow comparator for KServe: pairs logger CloudEvents, replays them to the shadow, compares."""
+    import uvicorn
+
+    from canary.shadow import ComparatorSettings, create_app
+
+    _logging()
+    settings = ComparatorSettings(max_body_bytes=max_body_bytes, mirror_workers=mirror_workers)
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning")
+
+
 @app.command()
 @one_line_errors
 def demo(

@@ -13,8 +13,8 @@ routing again changes nothing and resets nothing). Until then every client reque
   shadow's predictions are compared with the stable's.
 
 Every answer's predictions are remembered by request id for ``POST /feedback``
-(controller/local/feedback.py). ``GET /metrics`` exports what canary/templates.py queries
-(controller/local/router_metrics.py).
+(canary/feedback.py). ``GET /metrics`` exports what canary/templates.py queries
+(canary/serving_metrics.py).
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controller.local.feedback import FeedbackConflict, FeedbackRequest, PredictionLog, UnknownRequests
-from controller.local.mirror import PASSED_HEADERS, Mirror, MirrorJob, Target
-from controller.local.predictions import Protocol, Tolerance, instances_from_body
-from controller.local.router_metrics import CANARY, EXPOSITION_CONTENT_TYPE, SHADOW, STABLE, RouterMetrics
+from canary.feedback import FeedbackConflict, FeedbackRequest, PredictionLog, UnknownRequests
+from canary.mirror import PASSED_HEADERS, Mirror, MirrorJob, Target
+from canary.predictions import Protocol, Tolerance, instances_from_body
+from canary.serving_metrics import CANARY, EXPOSITION_CONTENT_TYPE, SHADOW, STABLE, ServingMetrics
 from controller.local.traffic import ShareDeck
 
 log = logging.getLogger("modelrollout.router")
@@ -159,7 +159,7 @@ class RouterState:
     def __init__(self, settings: RouterSettings) -> None:
         self.settings = settings
         self.tolerance = Tolerance(rel=settings.rel_tolerance, abs=settings.abs_tolerance)
-        self.metrics = RouterMetrics(settings.rollout)
+        self.metrics = ServingMetrics(settings.rollout)
         self.predictions = PredictionLog(
             max_entries=settings.feedback_max_entries,
             ttl_seconds=settings.feedback_ttl_seconds,

@@ -67,7 +67,7 @@ HOSTILE = ('7"} or vector(1) or x{a="\\', templates.CANARY)  # a version label n
 
 
 @dataclass
-class RouterMetrics:
+class ServingMetrics:
     """The router's metric families in the session exporter, for one rollout name."""
 
     rollout: str
@@ -124,7 +124,7 @@ class RouterMetrics:
 
 @dataclass(frozen=True)
 class Driven:
-    metrics: RouterMetrics
+    metrics: ServingMetrics
     prometheus_url: str
     at: float  # timestamp of a scrape that holds every final value
 
@@ -144,7 +144,7 @@ def driven(prometheus_server: PrometheusServer, metrics_exporter: MetricsExporte
         feedback=Counter("modelrollout_feedback", "labelled", LABELS, registry=registry),
         correct=Counter("modelrollout_feedback_correct", "correct", LABELS, registry=registry),
     )
-    metrics = RouterMetrics(rollout=f"iris-{uuid.uuid4().hex[:8]}", **families)
+    metrics = ServingMetrics(rollout=f"iris-{uuid.uuid4().hex[:8]}", **families)
     try:
         for version, role in (CANDIDATE, STABLE, SHADOW, IDLE, HOSTILE):
             metrics.create(version, role)

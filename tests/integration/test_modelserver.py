@@ -1,7 +1,7 @@
 """The local model server: a real KServe server process serving a real sklearn model from disk.
 
 One server is started per module (about 3-4 s: ``import kserve`` ~1.2 s, ``import mlflow.pyfunc``
-~0.6 s, loading the sklearn model ~1.5 s). The process helpers here are reused by test_router.py.
+~0.6 s, loading the sklearn model ~1.5 s). Process helpers: tests/fixtures/modelserver.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,108 +19,15 @@ import pytest
 
 from controller.local.ports import free_port
 
-REPO = Path(__file__).resolve().parents[2]
-READY_TIMEOUT = 90.0  # generous: two cores shared with the rest of the suite
-STOP_TIMEOUT = 10.0
-
-
-@dataclass
-class Process:
-    """A child process serving HTTP on 127.0.0.1, with its output in a log file."""
-
-    popen: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-    started: float
-    ready_seconds: float = 0.0
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
-
-    def wait_ready(self, path: str, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            code = self.popen.poll()
-            if code is not None:
-                raise RuntimeError(f"{self.popen.args} exited with {code} before ready:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
-                    self.ready_seconds = time.monotonic() - self.started
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.popen.args} not ready at {path} within {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=STOP_TIMEOUT)
-
-
-def spawn(module: str, args: list[str], log_dir: Path, name: str, env: dict[str, str] | None = None) -> Process:
-    port = free_port()
-    log_path = log_dir / f"{name}-{port}.log"
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", module, *args, "--port", str(port)],
-            cwd=REPO,
-            env=child_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    return Process(popen=popen, url=f"http://127.0.0.1:{port}", log_path=log_path, started=time.monotonic())
-
-
-def start_model_servers(specs: list[tuple[str, Path, str]], log_dir: Path) -> list[Process]:
-    """Start (name, model path, version) servers side by side, then wait for all to be ready."""
-    procs = [
-        spawn(
-            "controller.local.modelserver",
-            ["--name", name, "--model-uri", str(path), "--version", version],
-            log_dir,
-            f"modelserver-{name}-{version}",
-        )
-        for name, path, version in specs
-    ]
-    try:
-        for proc in procs:
-            proc.wait_ready("/v2/health/ready")
-    except BaseException:
-        for proc in procs:
-            proc.stop()
-        raise
-    return procs
-
-
-def save_sklearn(estimator: Any, path: Path) -> Path:
-    import mlflow.sklearn
-
-    mlflow.sklearn.save_model(estimator, str(path), serialization_format="cloudpickle")
-    return path
-
-
-def iris() -> tuple[Any, Any]:
-    from sklearn.datasets import load_iris
-
-    features, labels = load_iris(return_X_y=True)
-    return features, labels
-
-
-def fit_logistic() -> Any:
-    from sklearn.linear_model import LogisticRegression
-
-    features, labels = iris()
-    return LogisticRegression(max_iter=500).fit(features, labels)
+from tests.fixtures.modelserver import (
+    REPO,
+    STOP_TIMEOUT,
+    Process,
+    start_model_servers,
+    save_sklearn,
+    iris,
+    fit_logistic,
+)
 
 
 # --- fixtures -------------------------------------------------------------------------------------

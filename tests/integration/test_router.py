@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_modelserver import (
+from tests.fixtures.modelserver import (
     Process,
     fit_logistic,
     free_port,

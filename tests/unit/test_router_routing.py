@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from controller.local.mirror import Target
+from canary.mirror import Target
 from controller.local.router import RouterSettings, RouterState, Routing, Upstream
 
 

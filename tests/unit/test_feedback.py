@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from controller.local.feedback import (
+from canary.feedback import (
     FeedbackConflict,
     FeedbackItem,
     FeedbackRequest,

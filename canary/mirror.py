@@ -1,6 +1,7 @@
 """Mirroring live requests to a shadow version, off the client's path.
 
-The router enqueues a copy of a request once the client's answer is ready; a few worker tasks
+The local router (and, on KServe, the shadow comparator) enqueues a copy of a request once the
+client's answer is ready; a few worker tasks
 send the copies to the shadow with their own HTTP client and timeout, so a shadow that is slow,
 hangs or fails can never delay or fail a client. The queue is bounded: when the shadow cannot
 keep up, new copies are dropped (and counted) instead of piling up in memory.
@@ -23,11 +24,11 @@ from typing import Any
 
 import httpx
 
-from controller.local.feedback import PredictionLog
-from controller.local.predictions import DEFAULT_TOLERANCE, Protocol, Tolerance, count_agreements, instances_from_body
-from controller.local.router_metrics import SHADOW, RouterMetrics
+from canary.feedback import PredictionLog
+from canary.predictions import DEFAULT_TOLERANCE, Protocol, Tolerance, count_agreements, instances_from_body
+from canary.serving_metrics import SHADOW, ServingMetrics
 
-log = logging.getLogger("modelrollout.router.mirror")
+log = logging.getLogger("modelrollout.mirror")
 
 # Request and response headers that describe the body and travel with it to and from a model
 # server; KServe's V2 binary extension needs the length of the JSON part.
@@ -52,6 +53,9 @@ class MirrorJob:
     shadow: Target
     # The stable's per-instance predictions, or None when it gave none to compare with.
     stable_instances: list[Any] | None
+    # The model name in the shadow's URL when it differs from `model` (a KServe shadow
+    # InferenceService serves under its own name); `model` stays the metrics' label.
+    path_model: str | None = None
 
 
 class Mirror:
@@ -60,7 +64,7 @@ class Mirror:
     def __init__(
         self,
         *,
-        metrics: RouterMetrics,
+        metrics: ServingMetrics,
         predictions: PredictionLog,
         still_shadow: Callable[[Target], bool],
         queue_size: int = 1000,
@@ -134,7 +138,7 @@ class Mirror:
         instances: list[Any] | None = None
         try:
             response = await self._client.post(
-                job.shadow.url + job.protocol.path(job.model), content=job.body, headers=headers
+                job.shadow.url + job.protocol.path(job.path_model or job.model), content=job.body, headers=headers
             )
             failed = response.status_code >= 500
             if 200 <= response.status_code < 300:

@@ -1,8 +1,9 @@
-"""The Prometheus metrics a rollout's router exports on ``GET /metrics``.
+"""The Prometheus metrics of served and shadowed requests, per version and role.
 
-Names and labels are a contract: the ``local`` templates in canary/templates.py query them.
-Every router has its own CollectorRegistry, so several routers (or tests) in one process never
-share counters, and the exposition holds only these series.
+Exported by the local platform's router and (on KServe) by the shadow comparator, with the same
+names and labels: that is a contract, the templates in canary/templates.py query them. Every
+exporter has its own CollectorRegistry, so several of them (or tests) in one process never share
+counters, and the exposition holds only these series.
 """
 
 from __future__ import annotations
@@ -49,11 +50,10 @@ LATENCY_BUCKETS = (
 EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-class RouterMetrics:
-    """Counters per (model, version, role) for one rollout; the rollout label is fixed."""
+class MetricFamilies:
+    """The metric families in one registry; an exporter serving several rollouts shares one."""
 
-    def __init__(self, rollout: str) -> None:
-        self.rollout = rollout
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.requests = Counter(
@@ -111,6 +111,24 @@ class RouterMetrics:
             ("rollout",),
             registry=reg,
         )
+
+
+class ServingMetrics:
+    """Counters per (model, version, role) for one rollout; the rollout label is fixed.
+
+    Its own registry by default (the local router serves one rollout); give `families` to share
+    one exposition between rollouts (the shadow comparator serves many).
+    """
+
+    def __init__(self, rollout: str, families: MetricFamilies | None = None) -> None:
+        self.rollout = rollout
+        f = families or MetricFamilies()
+        self.families = f
+        self.registry = f.registry
+        self.requests, self.errors, self.duration = f.requests, f.errors, f.duration
+        self.comparisons, self.agreements = f.comparisons, f.agreements
+        self.feedback, self.feedback_correct = f.feedback, f.feedback_correct
+        self.mirror_dropped, self.queue_depth = f.mirror_dropped, f.queue_depth
 
     def prepare(self, model: str, version: str, role: str) -> None:
         """Create a version's series at 0, so ``increase()`` counts its very first requests."""

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from controller.local.predictions import (
+from canary.predictions import (
     Protocol,
     Tolerance,
     count_agreements,

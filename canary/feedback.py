@@ -1,7 +1,7 @@
 """Ground-truth feedback: remember what each version predicted per request, score it on labels.
 
 A client that later learns the true label of a request it sent posts it to ``POST /feedback``
-with the request's id (the ``x-request-id`` the router returned). Every version that answered
+with the request's id (the ``x-request-id`` the router or comparator returned). Every version that answered
 that request — the one that served it and the shadow that got a mirrored copy — is scored, so
 accuracy can be compared between stable, canary and shadow on the same traffic.
 
@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from controller.local.predictions import DEFAULT_TOLERANCE, Tolerance, values_agree
+from canary.predictions import DEFAULT_TOLERANCE, Tolerance, values_agree
 
 MAX_ITEMS = 10_000
 
@@ -132,6 +132,11 @@ class PredictionLog:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def __contains__(self, request_id: object) -> bool:
+        """Whether labels for this request id would be accepted now (seen and not expired)."""
+        self._expire(self._clock())
+        return request_id in self._records
 
     def _expire(self, now: float) -> None:
         while self._records:

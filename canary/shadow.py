@@ -1,0 +1,340 @@
+"""The shadow comparator: KServe has no native shadow, so this service makes one.
+
+Run as `modelrollout shadow-server`. The primary InferenceService's predictor `logger`
+(`mode: all`) posts every request and response to it as CloudEvents (binary mode: `ce-id`,
+`ce-type` = `org.kubeflow.serving.inference.request` / `.response`, `ce-inferenceservicename`,
+`ce-namespace`; the body is the payload). The comparator pairs the two halves by `ce-id`, replays
+a share of the requests to the candidate's `<name>-shadow` InferenceService, compares the
+answers instance by instance (V1 and V2, numeric tolerance), and exports the same metrics as the
+local router (canary/serving_metrics.py): requests, errors and latency of the shadow,
+agreement with the stable, and accuracy against labels sent to `POST /feedback` keyed by the
+CloudEvent id.
+
+The primary never waits on any of this: the logger is asynchronous, every event is answered
+202 at once, unpaired halves and queued copies are bounded (oldest dropped, counted), and one
+bounded mirror queue per rollout keeps a slow shadow from starving the others.
+
+The operator says which InferenceService is shadowed by whom with `PUT /admin/shadows`
+(re-sent every reconcile, idempotent) and `DELETE /admin/shadows/{namespace}/{name}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from canary.feedback import FeedbackConflict, FeedbackRequest, PredictionLog, UnknownRequests
+from canary.mirror import Mirror, MirrorJob, Target
+from canary.predictions import DEFAULT_TOLERANCE, Protocol, Tolerance, instances_from_body
+from canary.serving_metrics import EXPOSITION_CONTENT_TYPE, SHADOW, STABLE, MetricFamilies, ServingMetrics
+
+log = logging.getLogger("modelrollout.shadow")
+
+REQUEST_EVENT = "org.kubeflow.serving.inference.request"
+RESPONSE_EVENT = "org.kubeflow.serving.inference.response"
+
+
+class ShadowTarget(BaseModel):
+    """Which InferenceService is shadowed, by which version; `PUT /admin/shadows` body."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    rollout: str = Field(min_length=1, max_length=253)
+    namespace: str = Field(min_length=1, max_length=63)
+    inference_service: str = Field(min_length=1, max_length=253, description="the primary InferenceService")
+    model: str = Field(min_length=1, description="registered model name: the metrics' model label")
+    stable_version: str = Field(min_length=1)
+    candidate_version: str = Field(min_length=1)
+    shadow_url: str = Field(pattern=r"^https?://[^/\s]+/?$", description="base URL of the shadow InferenceService")
+    shadow_model: str | None = Field(None, description="model name in the shadow's URL; default <inferenceService>-shadow")
+    percent: int = Field(100, ge=1, le=100, description="share of paired requests replayed to the shadow")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.inference_service)
+
+    @property
+    def path_model(self) -> str:
+        return self.shadow_model or f"{self.inference_service}-shadow"
+
+
+@dataclass(frozen=True)
+class ComparatorSettings:
+    max_body_bytes: int = 1 << 20
+    pending_max: int = 10_000  # request/response halves waiting for their other half
+    pending_ttl_seconds: float = 30.0
+    mirror_queue_size: int = 1000
+    mirror_workers: int = 4
+    shadow_timeout_seconds: float = 5.0
+    feedback_max_entries: int = 50_000
+    feedback_ttl_seconds: float = 3600.0
+    tolerance: Tolerance = DEFAULT_TOLERANCE
+
+
+@dataclass
+class _Half:
+    created: float
+    request: bytes | None = None
+    response: bytes | None = None
+    request_time: datetime | None = None
+    response_time: datetime | None = None
+
+
+@dataclass
+class _Shadowed:
+    """One rollout's shadow: its target, metrics, mirror queue and prediction memory."""
+
+    target: ShadowTarget
+    metrics: ServingMetrics
+    mirror: Mirror
+    predictions: PredictionLog
+    dealt: int = 0  # paired requests seen, for the replayed share
+    replayed: int = 0
+
+
+@dataclass
+class _State:
+    settings: ComparatorSettings
+    families: MetricFamilies = field(default_factory=MetricFamilies)
+    shadows: dict[tuple[str, str], _Shadowed] = field(default_factory=dict)
+    pending: OrderedDict[str, _Half] = field(default_factory=OrderedDict)
+    ignored: int = 0  # events for InferenceServices nobody shadows
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _protocol_of(body: bytes) -> Protocol | None:
+    """V1 bodies carry `instances`, V2 bodies `inputs`; anything else cannot be replayed."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(payload, dict) and "instances" in payload:
+        return Protocol.V1
+    if isinstance(payload, dict) and "inputs" in payload:
+        return Protocol.V2
+    return None
+
+
+def _event_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _should_replay(shadow: _Shadowed) -> bool:
+    """Replay `percent`% of paired requests, spread evenly (Bresenham): exact over any window."""
+    shadow.dealt += 1
+    due = shadow.dealt * shadow.target.percent // 100
+    if due > shadow.replayed:
+        shadow.replayed = due
+        return True
+    return False
+
+
+def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
+    state = _State(settings or ComparatorSettings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        for shadow in list(state.shadows.values()):
+            await shadow.mirror.stop()
+
+    app = FastAPI(title="modelrollout shadow comparator", lifespan=lifespan)
+    app.state.comparator = state
+
+    async def _install(target: ShadowTarget) -> bool:
+        current = state.shadows.get(target.key)
+        if current is not None and current.target == target:
+            return False
+        if current is not None:
+            await current.mirror.stop()
+        metrics = ServingMetrics(target.rollout, state.families)
+        metrics.prepare(target.model, target.stable_version, STABLE)
+        metrics.prepare(target.model, target.candidate_version, SHADOW)
+        s = state.settings
+        predictions = PredictionLog(s.feedback_max_entries, s.feedback_ttl_seconds, s.tolerance)
+
+        def still_shadow(t: Target) -> bool:
+            live = state.shadows.get(target.key)
+            return live is not None and live.target.candidate_version == t.version and live.target.shadow_url.rstrip("/") == t.url
+
+        mirror = Mirror(
+            metrics=metrics,
+            predictions=predictions,
+            still_shadow=still_shadow,
+            queue_size=s.mirror_queue_size,
+            workers=s.mirror_workers,
+            timeout_seconds=s.shadow_timeout_seconds,
+            tolerance=s.tolerance,
+        )
+        await mirror.start()
+        state.shadows[target.key] = _Shadowed(target, metrics, mirror, predictions)
+        log.info("shadowing %s/%s: v%s mirrors v%s", target.namespace, target.inference_service, target.candidate_version, target.stable_version)
+        return True
+
+    @app.put("/admin/shadows")
+    async def put_shadow(request: Request) -> JSONResponse:
+        try:
+            target = ShadowTarget.model_validate_json(await _read_limited(request, 64 << 10))
+        except BodyTooLarge:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        except ValidationError as err:
+            fields = [".".join(str(p) for p in e["loc"]) for e in err.errors()]
+            return JSONResponse({"error": "invalid shadow target", "fields": fields, "detail": err.errors(include_url=False, include_input=False)}, status_code=422)
+        changed = await _install(target)
+        return JSONResponse({"changed": changed, "shadow": target.model_dump(by_alias=True)})
+
+    @app.get("/admin/shadows")
+    async def list_shadows() -> list[dict[str, Any]]:
+        return [s.target.model_dump(by_alias=True) for s in state.shadows.values()]
+
+    @app.delete("/admin/shadows/{namespace}/{name}")
+    async def delete_shadow(namespace: str, name: str) -> Response:
+        shadow = state.shadows.pop((namespace, name), None)
+        if shadow is not None:
+            await shadow.mirror.stop()
+        return Response(status_code=204)
+
+    @app.post("/")
+    @app.post("/events")
+    async def event(request: Request) -> JSONResponse:
+        try:
+            body = await _read_limited(request, state.settings.max_body_bytes)
+        except BodyTooLarge:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        headers = request.headers
+        event_id, kind = headers.get("ce-id"), headers.get("ce-type")
+        if not event_id or kind not in (REQUEST_EVENT, RESPONSE_EVENT):
+            return JSONResponse({"error": "expected a KServe inference CloudEvent (ce-id, ce-type)"}, status_code=400)
+        key = (headers.get("ce-namespace", ""), headers.get("ce-inferenceservicename", ""))
+        shadow = state.shadows.get(key)
+        if shadow is None:
+            state.ignored += 1
+            return JSONResponse({"accepted": False, "reason": "not shadowed"}, status_code=202)
+        _accept_half(shadow, event_id, kind, body, _event_time(headers.get("ce-time")))
+        return JSONResponse({"accepted": True}, status_code=202)
+
+    def _accept_half(shadow: _Shadowed, event_id: str, kind: str, body: bytes, at: datetime | None) -> None:
+        now = time.monotonic()
+        pending = state.pending
+        while pending:  # expire halves whose other half never came
+            oldest_id, oldest = next(iter(pending.items()))
+            if now - oldest.created < state.settings.pending_ttl_seconds:
+                break
+            pending.popitem(last=False)
+            shadow.metrics.observe_dropped(shadow.target.model)
+        half = pending.get(event_id) or _Half(created=now)
+        if kind == REQUEST_EVENT:
+            half.request, half.request_time = body, at
+        else:
+            half.response, half.response_time = body, at
+        if half.request is None or half.response is None:
+            pending[event_id] = half
+            while len(pending) > state.settings.pending_max:
+                pending.popitem(last=False)
+                shadow.metrics.observe_dropped(shadow.target.model)
+            return
+        pending.pop(event_id, None)
+        _paired(shadow, event_id, half)
+
+    def _paired(shadow: _Shadowed, event_id: str, half: _Half) -> None:
+        target = shadow.target
+        assert half.request is not None and half.response is not None
+        protocol = _protocol_of(half.request)
+        if protocol is None:
+            return  # not a predict/infer payload (e.g. explain): nothing to compare
+        stable = instances_from_body(protocol, half.response)
+        if half.request_time and half.response_time:
+            # The logger stamps both events; their gap is the primary's answer time as it saw it.
+            seconds = max(0.0, (half.response_time - half.request_time).total_seconds())
+            shadow.metrics.observe_request(target.model, target.stable_version, STABLE, seconds, False)
+        shadow.predictions.start(event_id)
+        if stable is not None:
+            score = shadow.predictions.record(event_id, target.model, target.stable_version, STABLE, stable)
+            assert score is None  # labels cannot precede the request's first record
+        if not _should_replay(shadow):
+            return
+        shadow.mirror.offer(
+            MirrorJob(
+                model=target.model,
+                protocol=protocol,
+                body=half.request,
+                headers={"content-type": "application/json"},
+                request_id=event_id,
+                shadow=Target(target.candidate_version, target.shadow_url.rstrip("/")),
+                stable_instances=stable,
+                path_model=target.path_model,
+            )
+        )
+
+    @app.post("/feedback", response_model=None)
+    async def feedback(body: FeedbackRequest) -> dict[str, Any] | JSONResponse:
+        # Each rollout remembers its own requests: route every label to the one that knows it.
+        by_shadow: dict[tuple[str, str], list] = {}
+        unknown = []
+        for item in body.items:
+            owner = next((k for k, s in state.shadows.items() if item.request_id in s.predictions), None)
+            if owner is None:
+                unknown.append(item.request_id)
+            else:
+                by_shadow.setdefault(owner, []).append(item)
+        if unknown:
+            return JSONResponse({"error": f"unknown or expired request id(s): {', '.join(unknown)}"}, status_code=404)
+        scored = []
+        # All or nothing per rollout; a batch spanning rollouts is rare and not atomic across them.
+        try:
+            for key, items in by_shadow.items():
+                shadow = state.shadows[key]
+                for request_id, scores in shadow.predictions.apply(items):
+                    for s in scores:
+                        shadow.metrics.observe_feedback(s.model, s.version, s.role, s.total, s.correct)
+                    scored.append({"requestId": request_id, "versions": [
+                        {"version": s.version, "role": s.role, "total": s.total, "correct": s.correct} for s in scores]})
+        except UnknownRequests as err:
+            return JSONResponse({"error": str(err)}, status_code=404)
+        except FeedbackConflict as err:
+            return JSONResponse({"error": str(err)}, status_code=err.status)
+        return {"scored": scored}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(state.families.registry), media_type=EXPOSITION_CONTENT_TYPE)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "shadows": len(state.shadows), "pending": len(state.pending), "ignored": state.ignored}
+
+    return app
+

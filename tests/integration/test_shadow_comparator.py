@@ -1,0 +1,180 @@
+"""The KServe shadow comparator with real model servers and real HTTP: CloudEvents in, metrics out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+
+from canary.shadow import REQUEST_EVENT, RESPONSE_EVENT, ComparatorSettings, create_app
+from tests.fixtures.modelserver import Process, fit_logistic, free_port, iris, save_sklearn, start_model_servers
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory) -> Iterator[dict[str, Process]]:
+    from sklearn.linear_model import LogisticRegression
+
+    base = tmp_path_factory.mktemp("comparator")
+    features, labels = iris()
+    good = save_sklearn(fit_logistic(), base / "good")
+    poor = save_sklearn(LogisticRegression(max_iter=500).fit(features, np.random.default_rng(3).permutation(labels)), base / "poor")
+    procs = start_model_servers([("iris", good, "1"), ("iris", good, "2"), ("iris", poor, "3")], base)
+    yield dict(zip(("stable", "same", "poor"), procs))
+    for proc in procs:
+        proc.stop()
+
+
+class Comparator:
+    def __init__(self, settings: ComparatorSettings):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Comparator:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise AssertionError("comparator did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def shadow(self, shadow_url: str, candidate: str, percent: int = 100, name: str = "iris-isvc") -> httpx.Response:
+        return httpx.put(self.url + "/admin/shadows", json={
+            "rollout": name, "namespace": "ml", "inferenceService": name, "model": "iris", "stableVersion": "1",
+            "candidateVersion": candidate, "shadowUrl": shadow_url, "shadowModel": "iris", "percent": percent})  # fmt: skip
+
+    def send(self, event_id: str, kind: str, body: Any, isvc: str = "iris-isvc", at: str | None = None) -> httpx.Response:
+        headers = {"ce-id": event_id, "ce-type": kind, "ce-specversion": "1.0", "ce-source": "http://localhost:9081/",
+                   "ce-inferenceservicename": isvc, "ce-namespace": "ml", "content-type": "application/json"}  # fmt: skip
+        if at:
+            headers["ce-time"] = at
+        return httpx.post(self.url + "/", json=body, headers=headers, timeout=5)
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        text = httpx.get(self.url + "/metrics").text
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float:
+        return sum(v for (n, lbl), v in self.metrics().items() if n == name and labels.items() <= dict(lbl).items())
+
+
+def traffic(comparator: Comparator, stable: Process, rows, prefix: str, isvc: str = "iris-isvc") -> list[str]:
+    """Play the KServe logger: for each row, the request event, the stable's real answer as the response event."""
+    ids = []
+    for i, row in enumerate(rows):
+        request = {"instances": [list(map(float, row))]}
+        answer = httpx.post(stable.url + "/v1/models/iris:predict", json=request, timeout=10).json()
+        event_id = f"{prefix}-{i}"
+        assert comparator.send(event_id, REQUEST_EVENT, request, isvc, "2026-01-01T00:00:00.000Z").status_code == 202
+        assert comparator.send(event_id, RESPONSE_EVENT, answer, isvc, "2026-01-01T00:00:00.004Z").status_code == 202
+        ids.append(event_id)
+    return ids
+
+
+def wait_for(predicate, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_identical_shadow_agrees_on_every_instance(servers):
+    features, _ = iris()
+    with Comparator(ComparatorSettings()) as c:
+        assert c.shadow(servers["same"].url, "2").json()["changed"] is True
+        assert c.shadow(servers["same"].url, "2").json()["changed"] is False  # re-sent every reconcile
+        traffic(c, servers["stable"], features[::5], "same")
+        wait_for(lambda: c.value("modelrollout_shadow_comparisons_total", version="2") == 30)
+        assert c.value("modelrollout_shadow_agreements_total", version="2") == 30
+        assert c.value("modelrollout_requests_total", version="2", role="shadow") == 30
+        assert c.value("modelrollout_request_errors_total", version="2", role="shadow") == 0
+        # The stable's answer time comes from the logger's two event times (4 ms here).
+        assert c.value("modelrollout_requests_total", version="1", role="stable") == 30
+        assert c.value("modelrollout_request_duration_seconds_sum", version="1", role="stable") == pytest.approx(0.12)
+
+
+def test_poor_shadow_disagrees_and_is_scored_on_labels(servers):
+    features, labels = iris()
+    rows, truth = features[::3], labels[::3]
+    with Comparator(ComparatorSettings()) as c:
+        c.shadow(servers["poor"].url, "3")
+        ids = traffic(c, servers["stable"], rows, "poor")
+        wait_for(lambda: c.value("modelrollout_shadow_comparisons_total", version="3") == len(rows))
+        agreement = c.value("modelrollout_shadow_agreements_total", version="3") / len(rows)
+        assert agreement < 0.6
+        answer = httpx.post(c.url + "/feedback", json={"items": [{"requestId": i, "labels": [int(y)]} for i, y in zip(ids, truth)]})
+        assert answer.status_code == 200, answer.text
+        stable_acc = c.value("modelrollout_feedback_correct_total", version="1") / c.value("modelrollout_feedback_total", version="1")
+        shadow_acc = c.value("modelrollout_feedback_correct_total", version="3") / c.value("modelrollout_feedback_total", version="3")
+        assert stable_acc > 0.9 and shadow_acc < 0.6
+        again = httpx.post(c.url + "/feedback", json={"requestId": ids[0], "labels": [0]})
+        assert again.status_code == 409  # labels counted once
+        assert httpx.post(c.url + "/feedback", json={"requestId": "never-seen", "labels": [0]}).status_code == 404
+
+
+def test_share_pairing_order_and_what_is_ignored(servers):
+    features, _ = iris()
+    with Comparator(ComparatorSettings()) as c:
+        c.shadow(servers["same"].url, "2", percent=50)
+        # Response before request still pairs.
+        request = {"instances": [list(map(float, features[0]))]}
+        answer = httpx.post(servers["stable"].url + "/v1/models/iris:predict", json=request).json()
+        c.send("late", RESPONSE_EVENT, answer)
+        c.send("late", REQUEST_EVENT, request)
+        traffic(c, servers["stable"], features[:19], "half")
+        wait_for(lambda: c.value("modelrollout_shadow_comparisons_total", version="2") == 10)
+        time.sleep(0.3)
+        assert c.value("modelrollout_shadow_comparisons_total", version="2") == 10  # exactly half of 20
+        # Events for an InferenceService nobody shadows are accepted and ignored, never an error.
+        ignored = c.send("x", REQUEST_EVENT, request, isvc="someone-else")
+        assert ignored.status_code == 202 and ignored.json() == {"accepted": False, "reason": "not shadowed"}
+        assert httpx.post(c.url + "/", json=request, headers={"ce-type": REQUEST_EVENT}).status_code == 400
+        big = httpx.post(c.url + "/", content=b"x" * (2 << 20), headers={"ce-id": "b", "ce-type": REQUEST_EVENT})
+        assert big.status_code == 413
+
+
+def test_unreachable_shadow_counts_errors_and_never_slows_the_logger(servers):
+    features, _ = iris()
+    with Comparator(ComparatorSettings(shadow_timeout_seconds=1.0)) as c:
+        c.shadow(f"http://127.0.0.1:{free_port()}", "9")
+        started = time.monotonic()
+        for i in range(20):
+            c.send(f"u{i}", REQUEST_EVENT, {"instances": [list(map(float, features[i]))]})
+            c.send(f"u{i}", RESPONSE_EVENT, {"predictions": [0]})
+        assert (time.monotonic() - started) / 40 < 0.1  # each event answered at once
+        wait_for(lambda: c.value("modelrollout_request_errors_total", version="9", role="shadow") == 20)
+        # A failed shadow agrees with nothing: it must not look like a good candidate.
+        assert c.value("modelrollout_shadow_agreements_total", version="9") == 0
+        assert c.value("modelrollout_shadow_comparisons_total", version="9") == 20
+
+
+def test_bad_targets_are_refused_with_the_fields(servers):
+    with Comparator(ComparatorSettings()) as c:
+        answer = httpx.put(c.url + "/admin/shadows", json={"rollout": "r", "namespace": "ml", "percent": 0, "shadowUrl": "ftp://x"})
+        assert answer.status_code == 422
+        fields = answer.json()["fields"]
+        assert {"inferenceService", "model", "stableVersion", "candidateVersion", "percent", "shadowUrl"} <= set(fields)
+        c.shadow(servers["same"].url, "2")
+        assert httpx.delete(c.url + "/admin/shadows/ml/iris-isvc").status_code == 204
+        assert httpx.get(c.url + "/admin/shadows").json() == []
