@@ -8,6 +8,7 @@ a setting silently ignored.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from enum import Enum
@@ -17,6 +18,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -59,8 +61,8 @@ def relative_ratio(value: str | float) -> float:
                 raise ValueError(
                     f"invalid relative threshold {value!r}: write a percentage such as '10%' or a ratio such as 0.1"
                 ) from None
-    if ratio < 0:
-        raise ValueError(f"relative threshold {value!r} must not be negative")
+    if ratio < 0 or not math.isfinite(ratio):
+        raise ValueError(f"relative threshold {value!r} must be a finite, non-negative number")
     return ratio
 
 
@@ -69,7 +71,22 @@ def _check_relative(value: str | float) -> str | float:
     return value
 
 
-Relative = Annotated[str | float, AfterValidator(_check_relative)]
+def _no_bool(value: Any) -> Any:
+    # YAML `true` must not silently become the number 1 (`cpu: true`, `maxIncrease: true`).
+    if isinstance(value, bool):
+        raise ValueError("expected a number or a string, not true/false")
+    return value
+
+
+# The schema can only state the plain forms ("10%", "0.1", a number >= 0); `relative_ratio` is the
+# authority, so the two must agree on every value the README shows.
+RELATIVE_PATTERN = r"^\s*\d+(\.\d+)?\s*%?\s*$"
+Relative = Annotated[
+    str | float,
+    BeforeValidator(_no_bool),  # before the union's coercion, which turns `true` into 1.0
+    AfterValidator(_check_relative),
+    Field(json_schema_extra={"pattern": RELATIVE_PATTERN, "minimum": 0}),
+]
 
 
 class _Model(BaseModel):
@@ -95,10 +112,15 @@ class ObjectMeta(BaseModel):
         return value
 
 
+# MLflow reserves these alias names; a schema `not` states it without a look-ahead, which the API
+# server's regular expressions (RE2) do not have.
+_NOT_RESERVED_ALIAS = {"not": {"pattern": r"^(latest|v\d+)$"}}
+
+
 class ModelRef(_Model):
     name: str = Field(min_length=1, description="Registered model name in MLflow")
-    candidate_alias: str = Field("challenger", min_length=1)
-    stable_alias: str = Field("champion", min_length=1)
+    candidate_alias: str = Field("challenger", min_length=1, json_schema_extra=_NOT_RESERVED_ALIAS)
+    stable_alias: str = Field("champion", min_length=1, json_schema_extra=_NOT_RESERVED_ALIAS)
     candidate_stage: str | None = Field(
         None, description="Legacy stage workflow: the latest version in this stage is the candidate"
     )
@@ -120,7 +142,14 @@ class ShadowSpec(_Model):
 
 
 class CanarySpec(_Model):
-    steps: list[int] = Field(default_factory=lambda: [10, 25, 50], min_length=1, max_length=20)
+    steps: list[int] = Field(
+        default_factory=lambda: [10, 25, 50],
+        min_length=1,
+        max_length=20,
+        description="Candidate traffic percent per step, strictly increasing",
+        # Bounds for the schema only: `_increasing` checks them with a message naming the step.
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 100}},
+    )
     interval: Duration = "1m"
 
     @field_validator("steps")
@@ -176,9 +205,22 @@ class MetricCheck(_Model):
         return self.max_increase is not None or self.max_decrease is not None
 
 
+def _provider_schema(schema: dict[str, Any]) -> None:
+    # Computed, so a provider added to templates.py shows up in the generated CRD (and its drift test).
+    schema["enum"] = sorted(templates.PROVIDERS)
+
+
 class AnalysisSpec(_Model):
-    provider: str = Field("local", description="Which builtin template set the metrics' `template` names")
-    metrics: list[MetricCheck] = Field(default_factory=list)
+    provider: str = Field(
+        "local",
+        description="Which builtin template set the metrics' `template` names",
+        json_schema_extra=_provider_schema,
+    )
+    metrics: list[MetricCheck] = Field(
+        default_factory=list,
+        # Kubernetes keeps metric names unique (and merges the list by name under server-side apply).
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> AnalysisSpec:
@@ -213,8 +255,110 @@ class AnalysisSpec(_Model):
         return self.template_for(check).phases
 
 
+# ---------------------------------------------------------------------------------------------
+# Target: the KServe InferenceService a rollout drives on Kubernetes
+
+
+# KServe's own rule for InferenceService names (a DNS-1035 label: it must start with a letter).
+ISVC_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# `<name>-shadow-predictor` — the Service KServe creates for the shadow InferenceService — must still
+# fit a 63-character DNS label: 63 - len("-shadow-predictor").
+ISVC_NAME_MAX = 46
+# Kubernetes object names (ServingRuntime, ServiceAccount): DNS-1123 subdomains.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Resource names: `cpu`, `memory`, `nvidia.com/gpu` (an optional DNS prefix, then a name).
+RESOURCE_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+# A non-negative Kubernetes quantity: `500m`, `2Gi`, `1.5`, `1e3`.
+QUANTITY_PATTERN = r"^(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|([eE][-+]?(\d+(\.\d*)?|\.\d+)))?$"
+
+
+def _matching(pattern: str, what: str, example: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"invalid {what} {value!r}: {example}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _check_quantity(value: str | int) -> str | int:
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"quantity {value} must not be negative")
+    elif not re.fullmatch(QUANTITY_PATTERN, value):
+        raise ValueError(f"invalid quantity {value!r}: write e.g. '500m', '2', '1.5', '512Mi' or '2Gi'")
+    return value
+
+
+# Integer or string, as Kubernetes' own resource quantities (YAML `cpu: 1` and `memory: 2Gi` both work).
+Quantity = Annotated[
+    str | int,
+    BeforeValidator(_no_bool),
+    AfterValidator(_check_quantity),
+    Field(json_schema_extra={"pattern": QUANTITY_PATTERN, "minimum": 0}),
+]
+
+
+def _check_resource_names(resources: dict[str, Any]) -> dict[str, Any]:
+    # Checked here because the CRD schema cannot constrain map keys (no `propertyNames`).
+    for name in resources:
+        if not re.fullmatch(RESOURCE_NAME_PATTERN, name):
+            raise ValueError(f"invalid resource name {name!r}: write e.g. 'cpu', 'memory' or 'nvidia.com/gpu'")
+    return resources
+
+
+ResourceMap = Annotated[dict[str, Quantity], AfterValidator(_check_resource_names)]
+
+
+class ResourceRequirements(_Model):
+    requests: ResourceMap = Field(default_factory=dict, description="Resource name -> quantity, e.g. cpu: 500m")
+    limits: ResourceMap = Field(default_factory=dict, description="Resource name -> quantity, e.g. memory: 2Gi")
+
+
+class PredictorOverrides(_Model):
+    runtime: Annotated[
+        str,
+        Field(max_length=253, json_schema_extra={"pattern": OBJECT_NAME_PATTERN}),
+        _matching(OBJECT_NAME_PATTERN, "runtime name", "the name of a ServingRuntime, e.g. 'kserve-mlserver'"),
+    ] | None = Field(None, description="ServingRuntime of the predictor, e.g. kserve-mlserver; KServe picks one if unset")
+    resources: ResourceRequirements | None = Field(None, description="Requests and limits of the predictor container")
+    service_account_name: Annotated[
+        str,
+        Field(max_length=253, json_schema_extra={"pattern": OBJECT_NAME_PATTERN}),
+        _matching(OBJECT_NAME_PATTERN, "service account name", "lower-case letters, digits, '-' and '.'"),
+    ] | None = Field(None, description="ServiceAccount the predictor runs as (e.g. one holding storage credentials)")
+
+
+class TargetSpec(_Model):
+    inference_service: Annotated[
+        str,
+        # Length first (its message is clear), then the pattern with ours.
+        Field(min_length=1, max_length=ISVC_NAME_MAX, json_schema_extra={"pattern": ISVC_NAME_PATTERN}),
+        _matching(
+            ISVC_NAME_PATTERN,
+            "InferenceService name",
+            "use lower-case letters, digits and '-', starting with a letter and ending with a letter or digit",
+        ),
+    ] = Field(
+        description="Name of the InferenceService in the rollout's namespace; its shadow is <name>-shadow",
+    )
+    deployment_mode: Literal["Knative", "Standard"] = Field(
+        "Knative",
+        description="KServe deployment mode: Knative (canaryTrafficPercent on the predictor) or "
+        "Standard (a spec.canary entry, KServe >= 0.20)",
+    )
+    predictor: PredictorOverrides | None = Field(None, description="Settings for the predictor of the InferenceService")
+
+
 class ModelRolloutSpec(_Model):
     model: ModelRef
+    target: TargetSpec | None = Field(
+        None,
+        description="The KServe InferenceService this rollout drives. Required by the KServe platform "
+        "(the Kubernetes operator); the local platform ignores it",
+    )
     shadow: ShadowSpec = Field(default_factory=ShadowSpec)
     canary: CanarySpec = Field(default_factory=CanarySpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)

@@ -148,3 +148,80 @@ def test_relative_forms():
 def test_status_defaults_are_idle():
     status = RolloutStatus()
     assert status.phase.value == "Idle" and status.weights.stable == 100
+
+
+# ---------------------------------------------------------------------------------------------
+# target: the KServe InferenceService (optional; the local platform ignores it)
+
+TARGET = {
+    "inferenceService": "iris",
+    "predictor": {
+        "runtime": "kserve-mlserver",
+        "serviceAccountName": "mlflow-reader",
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 2, "nvidia.com/gpu": 1}},
+    },
+}
+
+
+def with_target(target):
+    doc = copy.deepcopy(GOOD)
+    doc["spec"]["target"] = target
+    return doc
+
+
+def test_target_is_optional_and_defaults_to_knative():
+    assert parse_rollout(GOOD).spec.target is None
+    target = parse_rollout(with_target({"inferenceService": "iris"})).spec.target
+    assert (target.inference_service, target.deployment_mode, target.predictor) == ("iris", "Knative", None)
+
+
+def test_target_predictor_overrides_keep_what_was_written():
+    rollout = parse_rollout(with_target({**TARGET, "deploymentMode": "Standard"}))
+    target = rollout.spec.target
+    assert target.deployment_mode == "Standard"
+    assert target.predictor.runtime == "kserve-mlserver" and target.predictor.service_account_name == "mlflow-reader"
+    # quantities stay as written: strings as strings, YAML integers as integers
+    assert target.predictor.resources.requests == {"cpu": "500m", "memory": "1Gi"}
+    assert target.predictor.resources.limits == {"cpu": 2, "nvidia.com/gpu": 1}
+    dumped = rollout.model_dump(by_alias=True, exclude_none=True)["spec"]["target"]
+    assert dumped == {**TARGET, "deploymentMode": "Standard"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"inferenceService": None}, "spec.target.inferenceService: Input should be a valid string"),
+        ({"deploymentMode": "Serverless"}, "spec.target.deploymentMode: Input should be 'Knative' or 'Standard' (got 'Serverless')"),
+        ({"deploymentMode": "knative"}, "Input should be 'Knative' or 'Standard'"),
+        ({"inferenceService": "1iris"}, "spec.target.inferenceService: invalid InferenceService name '1iris'"),
+        ({"inferenceService": "Iris"}, "invalid InferenceService name 'Iris'"),
+        ({"inferenceService": "iris-"}, "invalid InferenceService name 'iris-'"),
+        ({"inferenceService": "a" * 47}, "spec.target.inferenceService: String should have at most 46 characters"),
+        ({"namespace": "other"}, "spec.target.namespace: unknown field"),
+        ({"predictor": {"image": "x"}}, "spec.target.predictor.image: unknown field"),
+        ({"predictor": {"runtime": "KServe MLServer"}}, "spec.target.predictor.runtime: invalid runtime name 'KServe MLServer'"),
+        ({"predictor": {"serviceAccountName": "Bad_SA"}}, "invalid service account name 'Bad_SA'"),
+        ({"predictor": {"resources": {"request": {"cpu": 1}}}}, "spec.target.predictor.resources.request: unknown field"),
+        ({"predictor": {"resources": {"requests": {"cpu": "lots"}}}}, "invalid quantity 'lots'"),
+        ({"predictor": {"resources": {"requests": {"cpu": "-1"}}}}, "invalid quantity '-1'"),
+        ({"predictor": {"resources": {"requests": {"cpu": -1}}}}, "quantity -1 must not be negative"),
+        ({"predictor": {"resources": {"requests": {"cpu": True}}}}, "expected a number or a string, not true/false"),
+        ({"predictor": {"resources": {"requests": {"cpu": 0.5}}}}, "spec.target.predictor.resources.requests.cpu"),
+        ({"predictor": {"resources": {"limits": {"CPU cores": 1}}}}, "invalid resource name 'CPU cores'"),
+    ],
+)
+def test_bad_target_is_named(change, message):
+    target = {**TARGET, **change}
+    if change.get("inferenceService", "") is None:
+        del target["inferenceService"]
+        message = "spec.target.inferenceService: Field required"
+    with pytest.raises(SpecError) as err:
+        parse_rollout(with_target(target), "r.yaml")
+    assert message in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("value", [True, "nan", "inf", -0.1])
+def test_relative_thresholds_reject_booleans_and_non_finite(value):
+    doc = with_change("spec.analysis.metrics.0.maxIncrease", value)
+    with pytest.raises(SpecError, match="maxIncrease"):
+        parse_rollout(doc)

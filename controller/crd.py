@@ -1,0 +1,292 @@
+"""The ModelRollout CustomResourceDefinition, generated from the pydantic models in canary/spec.py.
+
+`python -m controller.crd > manifests/crd/modelrollouts.modelrollout.io.yaml` writes the committed
+manifest (a test fails when the two differ), as controller-gen does from Go types: one source of
+truth for the API.
+
+The schema is *structural* (Kubernetes' rules: every node typed, no `$ref`, nothing typed inside
+`anyOf`/`oneOf`) and carries what OpenAPI can say — enums, bounds, item counts, required fields,
+patterns for durations and names, plain defaults — so the API server turns away most bad specs.
+Some rules only pydantic can check; the operator must run `canary.spec.parse_rollout` on every
+object it reads and report failures in the status, because the API server accepts these:
+
+- `canary.steps` strictly increasing (the schema checks each step is 1–100, not the order);
+- `model.candidateAlias` differs from `model.stableAlias` (each alone is checked: not `latest`, not
+  `v<digits>`);
+- a metric has exactly one of `template` / `query` and at least one threshold, and `min <= max`
+  (OpenAPI could say "exactly one" with `oneOf`/`required`, but a `null` counts as present there
+  while pydantic reads it as unset — a spec written back from a pydantic dump would be refused);
+- a metric's `template` exists for the chosen `analysis.provider`, and `maxIncrease`/`maxDecrease`
+  only on templates with a baseline;
+- `{{ variables }}` in `query`/`samplesQuery` are known ones;
+- `progressDeadline` is longer than `canary.interval` and (shadow enabled) `shadow.duration`;
+- resource names in `target.predictor.resources` (Kubernetes schemas cannot constrain map keys);
+- `metadata.name` is a DNS label of at most 63 characters (Kubernetes owns `metadata`; it only
+  checks a DNS subdomain);
+- `target` is present: optional in the schema because the local platform ignores it, required by
+  the KServe platform;
+- `maxIncrease`/`maxDecrease` are a number or a string: the schema node is untyped (see `_union`),
+  so the API server lets a list or an object through.
+
+The other way round, the schema is stricter than pydantic's lax parsing: `"10"` for an integer,
+`"yes"` for a boolean, or `"1e-1"` for a relative bound pass pydantic but not the API server.
+
+Metric names are unique in both: pydantic checks it, and `x-kubernetes-list-type: map` keyed by
+`name` makes the API server check it (plain JSON Schema validators cannot; see `validation_schema`).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+import yaml
+
+from canary.spec import ModelRollout
+
+GROUP = "modelrollout.io"
+VERSION = "v1alpha1"
+KIND = "ModelRollout"
+PLURAL = "modelrollouts"
+SINGULAR = "modelrollout"
+SHORT_NAMES = ["mro"]
+CRD_NAME = f"{PLURAL}.{GROUP}"
+MANIFEST = f"manifests/crd/{CRD_NAME}.yaml"
+
+HEADER = (
+    "# Generated from canary/spec.py by `python -m controller.crd`; do not edit.\n"
+    f"# Regenerate: python -m controller.crd > {MANIFEST}\n"
+)
+
+PRINTER_COLUMNS: list[dict[str, str]] = [
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model.name", "description": "Registered model in MLflow"},
+    {"name": "Stable", "type": "string", "jsonPath": ".status.stableVersion", "description": "Serving version"},
+    {"name": "Candidate", "type": "string", "jsonPath": ".status.candidateVersion", "description": "Version rolling out"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Weight",
+        "type": "integer",
+        "jsonPath": ".status.weights.candidate",
+        "description": "Percent of client traffic the candidate receives",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+# Keywords copied as they are: Kubernetes' JSONSchemaProps has them and they mean the same there.
+_KEPT = {
+    "type", "description", "required", "enum", "pattern", "format", "not",
+    "minimum", "maximum", "multipleOf", "minLength", "maxLength", "minItems", "maxItems",
+    "minProperties", "maxProperties",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+    "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields",
+}  # fmt: skip
+# Pydantic's presentation only.
+_DROPPED = {"title"}
+# Formats the API server knows and pydantic emits for our types.
+_FORMATS = {"date-time"}
+
+
+class SchemaError(ValueError):
+    """The pydantic schema holds something the CRD schema cannot say; names the field and the construct."""
+
+
+def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Inline a `$ref` (structural schemas have none); keys beside it (default, description) win."""
+    while "$ref" in node:
+        rest = dict(node)
+        target = defs[rest.pop("$ref").rsplit("/", 1)[-1]]
+        node = {**target, **rest}
+    return node
+
+
+def _union(node: dict[str, Any], defs: dict[str, Any], path: str) -> tuple[dict[str, Any], bool]:
+    """Fold `anyOf` into one structural node; returns it and whether `null` was a branch."""
+    rest = dict(node)
+    branches = [_resolve(b, defs) for b in rest.pop("anyOf")]
+    values = [b for b in branches if b != {"type": "null"}]
+    nullable = len(values) < len(branches)
+    if len(values) == 1:
+        merged = {**values[0], **rest}
+        if "anyOf" in merged:
+            merged, inner_nullable = _union(merged, defs, path)
+            nullable = nullable or inner_nullable
+        return merged, nullable
+    if any(set(b) != {"type"} for b in values):
+        raise SchemaError(f"{path}: a union of {values} has no structural form; constrain the union as a whole")
+    types = {b["type"] for b in values}
+    if types == {"string", "integer"}:
+        # Kubernetes' own int-or-string (as resource quantities are): the API server accepts an
+        # integer or a string; `pattern` applies to the string and `minimum` to the integer.
+        return {**rest, "x-kubernetes-int-or-string": True}, nullable
+    if types == {"string", "number"}:
+        # Number-or-string (`maxIncrease: "10%"` or `maxIncrease: 0.1`). `x-kubernetes-int-or-string`
+        # would refuse 0.1 (integers only) and `type: string` would refuse it unquoted, both of which
+        # the README shows. A structural node may omit `type` only with one of those two extensions,
+        # so the node is untyped and marked preserve-unknown-fields (which matters for objects only,
+        # not for a scalar). Its `pattern` then checks strings and its `minimum` numbers: each
+        # keyword applies only to values of its own type, in Kubernetes as in JSON Schema. What it
+        # cannot refuse is a boolean, list or object; pydantic does (see the module docstring).
+        return {**rest, "x-kubernetes-preserve-unknown-fields": True}, nullable
+    raise SchemaError(f"{path}: a union of {sorted(types)} has no structural form")
+
+
+def _convert(node: dict[str, Any], defs: dict[str, Any], path: str) -> dict[str, Any]:
+    node = _resolve(node, defs)
+    nullable = False
+    if "anyOf" in node:
+        node, nullable = _union(node, defs, path)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED:
+            continue
+        if key == "properties":
+            out[key] = {name: _convert(child, defs, f"{path}.{name}") for name, child in value.items()}
+        elif key == "items":
+            out[key] = _convert(value, defs, f"{path}[]")
+        elif key == "additionalProperties":
+            if isinstance(value, dict):
+                out[key] = _convert(value, defs, f"{path}.*")
+            elif value is True:
+                out["x-kubernetes-preserve-unknown-fields"] = True
+            # `false` is dropped: Kubernetes forbids it beside `properties`. Unknown fields are still
+            # refused — kubectl asks for strict field validation — or else pruned, never kept.
+        elif key == "default":
+            # Only plain values: an object or list default would make the API server write out
+            # sub-objects the user never wrote; pydantic fills those in anyway.
+            if isinstance(value, (str, int, float, bool)):
+                out[key] = value
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            # JSON Schema's number form; OpenAPI 3.0 (and Kubernetes) take the bound plus a flag.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        elif key == "format" and value not in _FORMATS:
+            raise SchemaError(f"{path}: format {value!r} is not one the CRD schema uses")
+        elif key in _KEPT:
+            out[key] = copy.deepcopy(value)
+        else:
+            raise SchemaError(f"{path}: {key!r} has no place in a structural CRD schema")
+    if not (
+        "type" in out or out.get("x-kubernetes-int-or-string") or out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        raise SchemaError(f"{path}: no type")
+    if nullable:
+        out["nullable"] = True
+        if "enum" in out:
+            # OpenAPI 3.0.3: `nullable` does not widen an `enum`; null must be listed to be accepted.
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The `openAPIV3Schema` of ModelRollout: spec and status from pydantic, the rest Kubernetes'."""
+    raw = ModelRollout.model_json_schema(by_alias=True)
+    defs = raw.get("$defs", {})
+    fields = set(raw["properties"])
+    if fields != {"apiVersion", "kind", "metadata", "spec", "status"}:
+        raise SchemaError(f"ModelRollout has fields {sorted(fields)}; the CRD knows apiVersion, kind, metadata, spec, status")
+    spec = _convert(raw["properties"]["spec"], defs, "spec")
+    spec["description"] = "What to roll out and how: the model, the shadow and canary plan, the analysis."
+    status = _convert(raw["properties"]["status"], defs, "status")
+    status["description"] = "Written by the operator: the rollout's whole state, so a restarted operator resumes it."
+    # kopf keeps its own progress records under status.kopf; without this the API server would prune
+    # them and kopf would keep re-writing them.
+    status["properties"]["kopf"] = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": "The operator framework's (kopf) own bookkeeping.",
+    }
+    return {
+        "type": "object",
+        "description": "A progressive rollout of MLflow model versions: shadow, then canary steps judged on "
+        "Prometheus metrics, then promotion or rollback.",
+        "properties": {
+            # Kubernetes checks these three itself.
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+        "required": ["spec"],
+    }
+
+
+def crd_document() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD_NAME},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": copy.deepcopy(PRINTER_COLUMNS),
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    """The manifest text: the header and the CRD as YAML."""
+    # Keys sorted, as controller-gen writes them: a stable order for diffs.
+    return HEADER + yaml.safe_dump(crd_document(), sort_keys=True, width=100)
+
+
+def validation_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A CRD's `openAPIV3Schema` as a JSON Schema (draft 4) that accepts what the API server accepts.
+
+    For tools without an API server (the tests' Kubernetes emulator, linting): `nullable` becomes a
+    `null` type, int-or-string an `anyOf`, and an object listing its properties refuses others, as
+    strict field validation (kubectl's default) does. Not expressible, so not checked: the
+    uniqueness of `x-kubernetes-list-type` map keys and sets, and CEL rules.
+    """
+    out = {k: v for k, v in schema.items() if not k.startswith("x-kubernetes-")}
+    if "properties" in out:
+        out["properties"] = {name: validation_schema(child) for name, child in out["properties"].items()}
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = validation_schema(out["additionalProperties"])
+    if isinstance(out.get("items"), dict):
+        out["items"] = validation_schema(out["items"])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in out:
+            out[key] = [validation_schema(s) for s in out[key]]
+    if "not" in out:
+        out["not"] = validation_schema(out["not"])
+    if (
+        out.get("type") == "object"
+        and "properties" in out
+        and "additionalProperties" not in out
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    if schema.get("x-kubernetes-int-or-string") and "anyOf" not in out:
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if out.pop("nullable", False):
+        if "type" in out:
+            out["type"] = [out["type"], "null"]
+        if "anyOf" in out:
+            out["anyOf"] = [*out["anyOf"], {"type": "null"}]
+    return out
+
+
+def main() -> None:
+    sys.stdout.write(render())
+
+
+if __name__ == "__main__":
+    main()
