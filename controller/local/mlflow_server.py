@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,11 +142,18 @@ def _mlflow_group_alive(pgid: int) -> bool:
 
 @dataclass
 class MlflowServer(ServiceLauncher):
-    """One `mlflow server` whose state lives in `data_dir`, listening on `host:port`."""
+    """One `mlflow server` whose state lives in `data_dir`, listening on `host:port`.
+
+    `extra_env` is added to the server's environment, on top of this process's: MLflow reads
+    some server settings only from there, e.g. the `MLFLOW_WEBHOOK_*` variables that let it
+    deliver webhooks to a loopback receiver at all. It is left out of `repr`, as it may hold a
+    key (`MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY`).
+    """
 
     data_dir: Path
     port: int
     host: str = "127.0.0.1"
+    extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -198,7 +206,12 @@ class MlflowServer(ServiceLauncher):
             host=self.host,
             port=self.port,
             cwd=self.data_dir,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "PYTHONUNBUFFERED": "1",
+                **self.extra_env,
+            },
             ready_url=f"{self.url}/health",
             exited_before=f"before answering {self.url}/health",
             not_ready=f"did not answer {self.url}/health",
