@@ -1,0 +1,388 @@
+"""InferenceService documents for a rollout's desired serving state (`kserve_patch` gets there).
+
+Pure functions (no cluster calls): camelCase dicts exactly as KServe's v1beta1 CRD defines them,
+sent through `CustomObjectsApi` by the KServe platform (the kserve 0.21 SDK's own create/patch
+send snake_case with kubernetes 37 — REFERENCE.md). What each rollout state becomes:
+
+- **Knative** (`predictor.canaryTrafficPercent`, KServe's rollout docs and `ksvc_reconciler.go`):
+  with the field set, the latest *ready* revision gets N% and `latestRolledoutRevision` the
+  rest; without it the latest ready revision gets 100%. So: canary = candidate storageUri +
+  field; promotion (weight 100) = candidate storageUri, field removed; no candidate = stable
+  storageUri, no field. A rollback therefore creates a new revision of the stable model — and
+  until that revision is ready, "no field" would send 100% to the latest ready revision, the
+  failed candidate. Given the observed object, `desired` holds `canaryTrafficPercent: 0`
+  (100% on the rolled-out stable revision) until the restored revision is ready, then drops it.
+- **Standard** (KServe >= 0.20, kserve/kserve#5672 and its e2e test
+  `test/e2e/predictor/test_canary_raw_deployment.py`): `spec.canary: [{trafficPercent,
+  predictor: {name, …}}]`, one Deployment `<isvc>-<name>-predictor` per entry. Promotion =
+  the stable predictor takes the canary's spec *and name* (KServe retargets the stable to the
+  canary's Deployment, no restart) and the entry goes; rollback = the entry goes. So every
+  predictor is named after the version it serves (`v<version>`), and the candidate's predictor
+  is byte-for-byte the same as canary and as promoted stable.
+- **Shadow** (both modes; KServe has no mirroring): the primary is unchanged but for the
+  predictor `logger: {mode: all, url: <comparator>}` (request and response CloudEvents), and
+  `<name>-shadow` serves the candidate to the comparator only. The logger cannot sample: the
+  comparator applies the shadow percentage.
+
+KServe copies an InferenceService's labels and annotations into the pod template, so any change
+to them makes a new Knative revision or rolls the Deployment. The metadata here is therefore
+constant for a rollout's life; the version served is a *predictor* label
+(`modelrollout.io/version`), which changes only together with the storageUri.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from controller.kserve_status import (
+    SUPERSEDED_REVISION_ANNOTATION,
+    knative_newest_revision_ready,
+)
+from controller.platform import Routing
+
+GROUP = "serving.kserve.io"
+VERSION = "v1beta1"
+PLURAL = "inferenceservices"
+KIND = "InferenceService"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+ROLLOUT_LABEL = "modelrollout.io/rollout"
+ROLE_LABEL = "modelrollout.io/role"
+VERSION_LABEL = "modelrollout.io/version"
+MODEL_ANNOTATION = "modelrollout.io/model"
+DEFAULT_RUNTIME = "kserve-mlserver"
+MODEL_CONTAINER = "kserve-container"
+SHADOW_SUFFIX = "-shadow"
+
+DeploymentMode = Literal["Knative", "Standard"]
+
+_DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+# Kubernetes resource.Quantity, as KServe's CRD spells it.
+_QUANTITY = re.compile(
+    r"(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?"
+)
+# Schemes only MLflow resolves: KServe's storage initializer cannot fetch them (REFERENCE.md).
+_MLFLOW_SCHEMES = ("models", "runs", "mlflow-artifacts")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IsvcTarget:
+    """The InferenceService a rollout drives, with the predictor overrides from its spec."""
+
+    rollout: str  # the ModelRollout's name, recorded in a label
+    name: str
+    namespace: str
+    deployment_mode: DeploymentMode
+    runtime: str = DEFAULT_RUNTIME
+    resources: Mapping[str, Mapping[str, str | int]] | None = None  # {"requests": {...}, "limits": {...}}
+    service_account: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.deployment_mode not in ("Knative", "Standard"):
+            hint = {"Serverless": " (now called 'Knative')", "RawDeployment": " (now called 'Standard')"}
+            raise ValueError(
+                f"target.deployment_mode must be 'Knative' or 'Standard', got {self.deployment_mode!r}"
+                + hint.get(str(self.deployment_mode), "")
+            )
+        limit = 63 - len(SHADOW_SUFFIX)
+        if not _full(_DNS1035, self.name) or len(self.name) > limit:
+            raise ValueError(
+                f"target.name {self.name!r} is not a valid InferenceService name: at most {limit} lower-case "
+                f"letters, digits and '-', starting with a letter (so that '{SHADOW_SUFFIX}' still fits)"
+            )
+        if not _full(_DNS1123_LABEL, self.namespace) or len(self.namespace) > 63:
+            raise ValueError(f"target.namespace {self.namespace!r} is not a valid namespace name")
+        if not self.rollout or not _full(_LABEL_VALUE, self.rollout) or len(self.rollout) > 63:
+            raise ValueError(f"target.rollout {self.rollout!r} cannot be a label value (at most 63 characters)")
+        for field, value in (("runtime", self.runtime), ("service_account", self.service_account)):
+            if value is not None and (not _full(_DNS1123_SUBDOMAIN, value) or len(value) > 253):
+                raise ValueError(f"target.{field} {value!r} is not a valid Kubernetes object name")
+        if self.resources is not None:
+            object.__setattr__(self, "resources", _checked_resources(self.resources))
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The documents one rollout state needs; `shadow` None means `<name>-shadow` must not exist."""
+
+    primary: dict[str, Any]
+    shadow: dict[str, Any] | None
+
+
+def shadow_name(name: str) -> str:
+    return name + SHADOW_SUFFIX
+
+
+def desired(
+    target: IsvcTarget,
+    routing: Routing,
+    storage_uris: Mapping[str, str],
+    comparator_url: str | None,
+    *,
+    observed_primary: Mapping[str, Any] | None = None,
+    observed_shadow: Mapping[str, Any] | None = None,
+) -> Desired:
+    """The InferenceService documents serving `routing`.
+
+    `storage_uris` maps each version named in `routing` to its fixed artifact location (never an
+    alias). `comparator_url` is where the primary's logger sends CloudEvents in the shadow role.
+    `observed_primary` / `observed_shadow` are the objects as last read (None when absent): in
+    Knative mode they carry the revision that a storageUri change supersedes (see
+    `kserve_status`) and let a rollback keep traffic on the stable revision until the restored
+    one is ready. Without them the documents are those of a fresh create.
+    """
+    _check_routing(routing)
+    _check_observed(observed_primary, target.namespace, target.name)
+    _check_observed(observed_shadow, target.namespace, shadow_name(target.name))
+    stable = routing.stable_version
+    assert stable is not None  # _check_routing
+    stable_uri = _storage_uri(storage_uris, stable, "stable")
+    candidate = routing.candidate_version
+    candidate_uri = _storage_uri(storage_uris, candidate, "candidate") if candidate else None
+    role = routing.candidate_role if candidate else None
+    logger = None
+    if role == "shadow":
+        logger = {"mode": "all", "url": _checked_comparator(comparator_url)}
+    if target.deployment_mode == "Knative":
+        primary = _knative_primary(target, routing, stable_uri, candidate_uri, logger, observed_primary)
+    else:
+        primary = _standard_primary(target, routing, stable_uri, candidate_uri, logger)
+    shadow = None
+    if role == "shadow":
+        assert candidate is not None and candidate_uri is not None
+        predictor = _predictor(target, candidate, candidate_uri)
+        superseded = _superseded_revision(target, observed_shadow, candidate_uri)
+        spec = {"predictor": predictor}
+        shadow = _document(target, shadow_name(target.name), "shadow", routing.model, spec, superseded)
+    return Desired(primary=primary, shadow=shadow)
+
+
+def _knative_primary(
+    target: IsvcTarget,
+    routing: Routing,
+    stable_uri: str,
+    candidate_uri: str | None,
+    logger: dict[str, str] | None,
+    observed: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    percent: int | None = None
+    version, uri = routing.stable_version, stable_uri
+    if routing.candidate_role == "canary" and candidate_uri is not None:
+        version, uri = routing.candidate_version, candidate_uri
+        percent = routing.candidate_weight if routing.candidate_weight < 100 else None  # 100: promoted
+    assert version is not None
+    predictor = _predictor(target, version, uri)
+    if percent is None and _hold_previous_revision(observed, uri):
+        percent = 0
+    if percent is not None:
+        predictor = {"canaryTrafficPercent": percent, **predictor}
+    if logger is not None:
+        predictor["logger"] = logger
+    superseded = _superseded_revision(target, observed, uri)
+    return _document(target, target.name, "primary", routing.model, {"predictor": predictor}, superseded)
+
+
+def _hold_previous_revision(observed: Mapping[str, Any] | None, uri: str) -> bool:
+    """Whether dropping `canaryTrafficPercent` now would route clients to the wrong revision.
+
+    Dropping it sends 100% to the latest *ready* revision. While the storageUri is about to change
+    (a rollback), or changed but its revision is not ready yet, that is still the old one — the
+    candidate being rolled back. `canaryTrafficPercent: 0` instead keeps 100% on
+    `latestRolledoutRevision`, the stable revision that served before the canary.
+    """
+    if observed is None:
+        return False
+    current = _get(observed, "spec", "predictor", "canaryTrafficPercent")
+    if current is None:
+        return False
+    if _get(observed, "spec", "predictor", "model", "storageUri") != uri:
+        return True
+    return current == 0 and not knative_newest_revision_ready(observed)
+
+
+def _standard_primary(
+    target: IsvcTarget,
+    routing: Routing,
+    stable_uri: str,
+    candidate_uri: str | None,
+    logger: dict[str, str] | None,
+) -> dict[str, Any]:
+    stable, candidate = routing.stable_version, routing.candidate_version
+    assert stable is not None
+    spec: dict[str, Any]
+    if routing.candidate_role == "canary" and candidate is not None and candidate_uri is not None:
+        candidate_predictor = _predictor(target, candidate, candidate_uri, name=_predictor_name(target, candidate))
+        if routing.candidate_weight == 100:  # promotion: the stable takes the canary's name and spec
+            spec = {"predictor": candidate_predictor}
+        else:
+            stable_predictor = _predictor(target, stable, stable_uri, name=_predictor_name(target, stable))
+            entry = {"trafficPercent": routing.candidate_weight, "predictor": candidate_predictor}
+            spec = {"predictor": stable_predictor, "canary": [entry]}
+    else:
+        spec = {"predictor": _predictor(target, stable, stable_uri, name=_predictor_name(target, stable))}
+    if logger is not None:
+        spec["predictor"]["logger"] = logger
+    return _document(target, target.name, "primary", routing.model, spec, None)
+
+
+def _predictor(target: IsvcTarget, version: str, uri: str, *, name: str | None = None) -> dict[str, Any]:
+    model: dict[str, Any] = {
+        # KServe's own name for the model container. The 0.20 CRD requires it in
+        # spec.canary[].predictor.model; set everywhere so that a canary's predictor and the
+        # stable it is promoted to stay identical (no restart on promotion).
+        "name": MODEL_CONTAINER,
+        "modelFormat": {"name": "mlflow"},
+        "runtime": target.runtime,
+        "protocolVersion": "v2",
+        "storageUri": uri,
+    }
+    if target.resources is not None:
+        model["resources"] = copy.deepcopy(dict(target.resources))
+    predictor: dict[str, Any] = {}
+    if name is not None:
+        predictor["name"] = name
+    if not _full(_LABEL_VALUE, version) or len(version) > 63:
+        raise ValueError(f"version {version!r} cannot be a label value (at most 63 letters, digits, '-', '_', '.')")
+    predictor["labels"] = {VERSION_LABEL: version}
+    predictor["model"] = model
+    if target.service_account is not None:
+        predictor["serviceAccountName"] = target.service_account
+    return predictor
+
+
+def _predictor_name(target: IsvcTarget, version: str) -> str:
+    """`v<version>`: names the Standard-mode Deployment `<isvc>-v<version>-predictor`."""
+    name = "v" + version.lower()
+    if not _full(_DNS1035, name):
+        raise ValueError(f"version {version!r} cannot name a KServe predictor ({name!r} is not a DNS-1035 label)")
+    deployment = f"{target.name}-{name}-predictor"
+    if len(deployment) > 63:
+        raise ValueError(
+            f"Deployment name {deployment!r} for version {version!r} is longer than 63 characters; shorten target.name"
+        )
+    return name
+
+
+def _document(
+    target: IsvcTarget, name: str, role: str, model: str, spec: dict[str, Any], superseded: str | None
+) -> dict[str, Any]:
+    annotations = {DEPLOYMENT_MODE_ANNOTATION: target.deployment_mode, MODEL_ANNOTATION: model}
+    if superseded is not None:
+        annotations[SUPERSEDED_REVISION_ANNOTATION] = superseded
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": name,
+            "namespace": target.namespace,
+            "labels": {MANAGED_BY_LABEL: "modelrollout", ROLLOUT_LABEL: target.rollout, ROLE_LABEL: role},
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+
+
+def _superseded_revision(target: IsvcTarget, observed: Mapping[str, Any] | None, uri: str) -> str | None:
+    """Knative: the newest revision when the storageUri last changed (kept until it changes again)."""
+    if target.deployment_mode != "Knative" or observed is None:
+        return None
+    if _get(observed, "spec", "predictor", "model", "storageUri") != uri:
+        created = _get(observed, "status", "components", "predictor", "latestCreatedRevision")
+        return created if isinstance(created, str) and created else None
+    kept = _get(observed, "metadata", "annotations", SUPERSEDED_REVISION_ANNOTATION)
+    return kept if isinstance(kept, str) and kept else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks: each names the field and the problem.
+
+
+def _check_routing(routing: Routing) -> None:
+    if not isinstance(routing, Routing):
+        raise ValueError(f"routing must be a controller.platform.Routing, got {type(routing).__name__}")
+    if routing.stable_version is None:
+        raise ValueError(
+            "routing has no stable version: an InferenceService needs a model to serve (tear it down instead)"
+        )
+    weight = routing.candidate_weight
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+        raise ValueError(f"routing.candidate_weight must be an integer from 0 to 100, got {weight!r}")
+    if routing.candidate_version is not None and routing.candidate_role not in ("shadow", "canary"):
+        raise ValueError(f"routing.candidate_role must be 'shadow' or 'canary', got {routing.candidate_role!r}")
+
+
+def _check_observed(observed: Mapping[str, Any] | None, namespace: str, name: str) -> None:
+    if observed is None:
+        return
+    where = (_get(observed, "metadata", "namespace"), _get(observed, "metadata", "name"))
+    if where != (namespace, name):
+        raise ValueError(f"observed object {where[0]}/{where[1]} is not {namespace}/{name}")
+
+
+def _storage_uri(storage_uris: Mapping[str, str], version: str, role: str) -> str:
+    if not isinstance(storage_uris, Mapping):
+        raise ValueError(f"storage_uris must map versions to URIs, got {type(storage_uris).__name__}")
+    if version not in storage_uris:
+        raise ValueError(f"storage_uris has no entry for the {role} version {version!r}")
+    uri = storage_uris[version]
+    if not isinstance(uri, str) or not uri.strip():
+        raise ValueError(f"storage URI of the {role} version {version!r} is empty")
+    if any(c.isspace() for c in uri):
+        raise ValueError(f"storage URI of the {role} version {version!r} contains whitespace: {uri!r}")
+    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+    if scheme in _MLFLOW_SCHEMES:
+        alias = " and an alias moves" if "@" in uri else ""
+        raise ValueError(
+            f"storage URI of the {role} version {version!r} is {uri!r}: KServe cannot fetch {scheme}: URIs{alias}; "
+            "give the fixed version's artifact location (s3://, gs://, pvc://, …)"
+        )
+    if "://" not in uri:
+        raise ValueError(f"storage URI of the {role} version {version!r} has no scheme: {uri!r}")
+    return uri
+
+
+def _checked_comparator(url: str | None) -> str:
+    if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ValueError(f"the shadow role needs comparator_url, an http(s) URL for the logger; got {url!r}")
+    return url
+
+
+def _checked_resources(resources: Mapping[str, Any]) -> dict[str, dict[str, str | int]]:
+    if not isinstance(resources, Mapping):
+        raise ValueError(f"target.resources must be a mapping with 'requests' and/or 'limits', got {resources!r}")
+    checked: dict[str, dict[str, str | int]] = {}
+    for kind, amounts in resources.items():
+        if kind not in ("requests", "limits"):
+            raise ValueError(f"target.resources has unknown key {kind!r}: use 'requests' and 'limits'")
+        if not isinstance(amounts, Mapping):
+            raise ValueError(f"target.resources.{kind} must map resource names to quantities, got {amounts!r}")
+        for resource, quantity in amounts.items():
+            if not isinstance(resource, str) or not resource:
+                raise ValueError(f"target.resources.{kind} has an empty or non-string resource name {resource!r}")
+            valid = isinstance(quantity, (str, int)) and not isinstance(quantity, bool)
+            if not valid or not _full(_QUANTITY, str(quantity)):
+                raise ValueError(f"target.resources.{kind}.{resource} is not a Kubernetes quantity: {quantity!r}")
+        checked[kind] = dict(amounts)
+    return checked
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _full(pattern: re.Pattern[str], value: Any) -> bool:
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
