@@ -9,7 +9,8 @@ A query that fails is an `error` verdict, never a pass; missing data is judged b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from canary.durations import format_duration
 from canary.metrics import MetricsError, MetricsProvider, render
@@ -46,9 +47,13 @@ class AnalysisContext:
     candidate_version: str
     candidate_role: str  # "shadow" or "canary"
     window_seconds: float
+    # Per version, what serves it on the platform (templates.PLATFORM_VARIABLES: the Knative
+    # revision, the workload, the InferenceService); empty on the local platform.
+    platform: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def variables(self, version: str, role: str) -> dict[str, str]:
         return {
+            **self.platform.get(version, {}),
             "rollout": self.rollout,
             "namespace": self.namespace,
             "model": self.model,

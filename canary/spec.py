@@ -367,6 +367,16 @@ class ModelRolloutSpec(_Model):
     )
 
     @model_validator(mode="after")
+    def _platform_provider_needs_target(self) -> ModelRolloutSpec:
+        # knative/istio templates select series by the InferenceService's revisions/workloads.
+        if self.analysis.provider != "local" and self.target is None:
+            raise ValueError(
+                f"analysis.provider {self.analysis.provider!r} reads KServe metrics: it needs spec.target "
+                "(the InferenceService); use provider 'local' on the local platform"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _deadline_fits(self) -> ModelRolloutSpec:
         deadline = parse_duration(self.progress_deadline)
         windows = [("canary.interval", self.canary.interval)]

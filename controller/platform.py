@@ -88,6 +88,11 @@ class Platform(Protocol):
         """Base URL clients send the rollout's traffic to; None before the first `apply`."""
         ...
 
+    def analysis_variables(self, rollout: str, version: str) -> Mapping[str, str]:
+        """What serves `version` for metric queries (canary.templates.PLATFORM_VARIABLES: the
+        Knative revision, the workload…); empty where the metrics name versions themselves."""
+        ...
+
     def teardown(self, rollout: str) -> None:
         """Stop everything serving the rollout. Safe to repeat."""
         ...

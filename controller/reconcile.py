@@ -140,10 +140,11 @@ def _candidate_health(
     return CandidateHealth(ready=health.ready, failure=health.failure)
 
 
-def _analysis(rollout: ModelRollout, status: RolloutStatus, metrics: MetricsProvider, now: datetime):
+def _analysis(rollout: ModelRollout, status: RolloutStatus, ports: Ports, now: datetime):
     spec = rollout.spec
     if not analysis_due(spec, status, now):
         return None
+    versions = [v for v in (status.stable_version, status.candidate_version) if v]
     ctx = AnalysisContext(
         rollout=rollout.metadata.name,
         namespace=rollout.metadata.namespace,
@@ -152,8 +153,9 @@ def _analysis(rollout: ModelRollout, status: RolloutStatus, metrics: MetricsProv
         candidate_version=status.candidate_version or "",
         candidate_role=candidate_role(status),
         window_seconds=window_seconds(spec, status),
+        platform={v: ports.platform.analysis_variables(rollout.metadata.name, v) for v in versions},
     )
-    return analyse(spec, ctx, metrics)
+    return analyse(spec, ctx, ports.metrics)
 
 
 def reconcile(
@@ -176,7 +178,7 @@ def reconcile(
         registry=view,
         registry_error=registry_error,
         candidate=_candidate_health(rollout, status, ports, registry_up=view is not None),
-        checks=_analysis(rollout, status, ports.metrics, now),
+        checks=_analysis(rollout, status, ports, now),
         commands=[command for _, command in commands],
     )
     result = step(rollout.spec, status, observation, now)

@@ -135,6 +135,10 @@ class LocalPlatform:
         record = self.supervisor.get(f"{rollout}-{ROUTER}")
         return None if record is None else f"http://127.0.0.1:{record.port}"
 
+    def analysis_variables(self, rollout: str, version: str) -> Mapping[str, str]:
+        # The router labels its series by version and role: no platform names are needed.
+        return {}
+
     def teardown(self, rollout: str) -> None:
         _check_rollout(rollout)
         with self._lock:
