@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.mlflow",
     "tests.fixtures.prometheus",
     "tests.fixtures.local",
+    "tests.fixtures.kube",
 ]
