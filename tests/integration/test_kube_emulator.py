@@ -821,7 +821,9 @@ def test_kubectl_apply_get_patch_against_the_emulator(tmp_path: Path) -> None:
 
 
 def test_kubectl_apply_of_a_crd_too_large_for_client_side_apply_fails_as_on_a_cluster(tmp_path: Path) -> None:
-    from tests.kube.server import KSERVE_CRD
+    from tests.kube.kserve_crd import crd_path
+
+    KSERVE_CRD = crd_path()
 
     server = start_kube_api(tmp_path)
     try:

@@ -2,11 +2,10 @@
 
 from tests.kube.emulator import ApiServerEmulator
 from tests.kube.server import (
-    KSERVE_CRD,
     EmulatorError,
     EmulatorServer,
     load_documents,
     write_kubeconfig,
 )
 
-__all__ = ["KSERVE_CRD", "ApiServerEmulator", "EmulatorError", "EmulatorServer", "load_documents", "write_kubeconfig"]
+__all__ = ["ApiServerEmulator", "EmulatorError", "EmulatorServer", "load_documents", "write_kubeconfig"]

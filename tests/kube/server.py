@@ -25,12 +25,10 @@ import httpx
 import yaml
 
 from tests.kube.emulator import ApiServerEmulator
+from tests.kube.kserve_crd import crd_path
 
 T = TypeVar("T")
 
-# The shared reference material sits beside the repository (`../shared/` from its root).
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-KSERVE_CRD = SHARED / "reference" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 MAX_REQUEST_BYTES = 3 * 1024 * 1024  # kube-apiserver's limit on a request body
 
 
@@ -247,6 +245,8 @@ class EmulatorServer:
 
     def load_kserve_crd(self) -> str:
         """KServe's real InferenceService CRD from the shared reference material."""
-        if not KSERVE_CRD.exists():
-            raise EmulatorError(f"KServe's CRD is missing: {KSERVE_CRD}")
-        return self.load_crds([KSERVE_CRD])[0]
+        try:
+            path = crd_path()
+        except FileNotFoundError as err:
+            raise EmulatorError(str(err)) from None
+        return self.load_crds([path])[0]

@@ -20,7 +20,7 @@ from controller.kserve_documents import Desired, IsvcTarget, desired, shadow_nam
 from controller.kserve_patch import PATCH_CONTENT_TYPE, merge_patch
 from controller.kserve_status import SUPERSEDED_REVISION_ANNOTATION
 from controller.platform import Routing
-from tests.unit.test_kserve_schema import assert_valid
+from tests.kube.kserve_crd import assert_valid
 
 URIS = {"1": "s3://models/iris/1/artifacts", "2": "s3://models/iris/2/artifacts", "3": "gs://bucket/iris/3"}
 COMPARATOR = "http://modelrollout-shadow.modelrollout.svc:8080/events"

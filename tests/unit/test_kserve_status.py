@@ -24,7 +24,7 @@ from controller.kserve_status import (
     predictor_readiness,
 )
 from controller.platform import Routing
-from tests.unit.test_kserve_schema import assert_valid
+from tests.kube.kserve_crd import assert_valid
 
 URIS = {"1": "s3://models/iris/1/artifacts", "2": "s3://models/iris/2/artifacts"}
 T0 = "2026-03-01T10:00:00Z"
