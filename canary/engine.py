@@ -266,10 +266,12 @@ class _Step:
 
     def advance(self, reason: str) -> None:
         s, steps = self.s, self.spec.canary.steps
+        # The history's reason says where the rollout went, so "Canary -> Canary" reads clearly.
         if s.phase is Phase.SHADOW:
-            self.enter_step(Phase.CANARY, 0, reason)
+            self.enter_step(Phase.CANARY, 0, f"{reason}; step 1/{len(steps)} ({steps[0]}%)")
         elif s.step is not None and s.step + 1 < len(steps):
-            self.enter_step(Phase.CANARY, s.step + 1, reason)
+            k = s.step + 1
+            self.enter_step(Phase.CANARY, k, f"{reason}; step {k + 1}/{len(steps)} ({steps[k]}%)")
         else:
             self.begin_promotion(reason)
             return
