@@ -1,0 +1,349 @@
+"""KServePlatform against the Kubernetes API emulator with KServe's real CRD (invalid documents: 422).
+
+KServe's controller is played by `tests.kube.kserve_double.KServeDouble`, called after each
+apply: it writes the status KServe would, and the platform reads health, endpoint and analysis
+variables from it. Every test drives a rollout the way the engine does, tick by tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes.client import CustomObjectsApi
+
+from controller.kserve import KServeError, KServePlatform
+from controller.kserve_documents import IsvcTarget
+from controller.platform import Platform, Routing, VersionHealth
+from tests.kube.kserve_double import KServeDouble
+
+URIS = {"1": "s3://models/iris/1/artifacts", "2": "s3://models/iris/2/artifacts"}
+COMPARATOR = "http://comparator.modelrollout.svc:8080/events"
+ISVC = ("serving.kserve.io", "v1beta1")
+
+
+def stable() -> Routing:
+    return Routing(model="iris", stable_version="1")
+
+
+def shadow() -> Routing:
+    return Routing(model="iris", stable_version="1", candidate_version="2", candidate_role="shadow", shadow_percent=50)
+
+
+def canary(weight: int) -> Routing:
+    return Routing(
+        model="iris", stable_version="1", candidate_version="2", candidate_role="canary", candidate_weight=weight
+    )
+
+
+class Cluster:
+    """The platform under test, KServe's double and a raw client, all on one namespace."""
+
+    def __init__(self, api_client: Any, namespace: str, mode: str) -> None:
+        self.namespace = namespace
+        self.target = IsvcTarget(rollout="iris", name="iris", namespace=namespace, deployment_mode=mode)  # type: ignore[arg-type]
+        self.platform = KServePlatform(api_client, {"iris": self.target}, COMPARATOR)
+        self.kserve = KServeDouble(api_client)
+        self.custom = CustomObjectsApi(api_client)
+
+    def tick(self, routing: Routing, *, ready: bool = True) -> None:
+        self.platform.apply("iris", routing, URIS)
+        self.kserve.reconcile(self.namespace, ready=ready)
+
+    def get(self, name: str = "iris") -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.custom.get_namespaced_custom_object(*ISVC, self.namespace, "inferenceservices", name)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def predictor(self, name: str = "iris") -> dict[str, Any]:
+        isvc = self.get(name)
+        assert isvc is not None, f"{name} does not exist"
+        return isvc["spec"]["predictor"]
+
+    def version(self) -> str:
+        return self.get()["metadata"]["resourceVersion"]  # type: ignore[index]
+
+
+@pytest.fixture
+def knative(kube_api: Any, kserve_crd: str, kube_namespace: str) -> Iterator[Cluster]:
+    with kube_api.api_client() as api_client:
+        yield Cluster(api_client, kube_namespace, "Knative")
+    assert kube_api.emulator.internal_errors == []
+    assert [w for w in kube_api.emulator.warnings if kube_namespace in w] == []  # no field KServe would drop
+
+
+@pytest.fixture
+def standard(kube_api: Any, kserve_crd: str, kube_namespace: str) -> Iterator[Cluster]:
+    with kube_api.api_client() as api_client:
+        yield Cluster(api_client, kube_namespace, "Standard")
+    assert [w for w in kube_api.emulator.warnings if kube_namespace in w] == []
+
+
+def test_knative_rollout_shadow_canary_promote(knative: Cluster) -> None:
+    platform = knative.platform
+    assert isinstance(platform, Platform)
+    assert platform.endpoint("iris") is None  # before the first apply
+    assert platform.health("iris", "1") == VersionHealth(ready=False)
+
+    knative.tick(stable())
+    assert knative.predictor()["model"]["storageUri"] == URIS["1"]
+    assert platform.health("iris", "1") == VersionHealth(ready=True)
+    assert platform.endpoint("iris") == f"http://iris.{knative.namespace}.example.com"
+    assert platform.analysis_variables("iris", "1") == {
+        "inference_service": "iris",
+        "revision": "iris-predictor-00001",
+        "workload": "iris-predictor-00001-deployment",
+    }
+
+    # Shadow: the candidate gets its own InferenceService; the primary only gains the logger.
+    platform.apply("iris", shadow(), URIS)
+    assert knative.predictor("iris-shadow")["model"]["storageUri"] == URIS["2"]
+    assert knative.predictor()["logger"] == {"mode": "all", "url": COMPARATOR}
+    assert knative.predictor()["model"]["storageUri"] == URIS["1"]
+    assert platform.health("iris", "2") == VersionHealth(ready=False)  # KServe has not reported yet
+    knative.kserve.reconcile(knative.namespace)
+    assert platform.health("iris", "2") == VersionHealth(ready=True)
+    assert platform.analysis_variables("iris", "2") == {
+        "inference_service": "iris-shadow",
+        "revision": "iris-shadow-predictor-00001",
+        "workload": "iris-shadow-predictor-00001-deployment",
+    }
+    # The logger made a new revision of the stable; it serves the stable version still.
+    assert platform.analysis_variables("iris", "1")["revision"] == "iris-predictor-00002"
+
+    # Canary 10%: the shadow goes, the primary gets the candidate and the traffic split.
+    knative.tick(canary(10), ready=False)
+    assert knative.get("iris-shadow") is None
+    predictor = knative.predictor()
+    assert predictor["canaryTrafficPercent"] == 10 and predictor["model"]["storageUri"] == URIS["2"]
+    assert "logger" not in predictor
+    assert platform.health("iris", "2") == VersionHealth(ready=False)  # revision 3 still starting
+    assert platform.health("iris", "1") == VersionHealth(ready=True)  # the rolled-out revision serves
+    knative.kserve.reconcile(knative.namespace)
+    assert platform.health("iris", "2") == VersionHealth(ready=True)
+    assert platform.analysis_variables("iris", "2")["revision"] == "iris-predictor-00003"
+    assert platform.analysis_variables("iris", "1")["revision"] == "iris-predictor-00002"
+    traffic = knative.get()["status"]["components"]["predictor"]["traffic"]  # type: ignore[index]
+    assert {(t["revisionName"], t["percent"]) for t in traffic} == {
+        ("iris-predictor-00003", 10),
+        ("iris-predictor-00002", 90),
+    }
+
+    knative.tick(canary(50))
+    assert knative.predictor()["canaryTrafficPercent"] == 50
+
+    # Promotion: the field goes, the candidate's revision takes all traffic.
+    knative.tick(canary(100))
+    assert "canaryTrafficPercent" not in knative.predictor()
+    assert platform.health("iris", "2") == VersionHealth(ready=True)
+    components = knative.get()["status"]["components"]["predictor"]  # type: ignore[index]
+    assert components["latestRolledoutRevision"] == "iris-predictor-00003"
+    assert components["traffic"] == [{"revisionName": "iris-predictor-00003", "percent": 100, "latestRevision": True}]
+
+    knative.tick(Routing(model="iris", stable_version="2"))
+    assert knative.predictor()["model"]["storageUri"] == URIS["2"]
+    assert platform.health("iris", "2") == VersionHealth(ready=True)
+    assert platform.health("iris", "1") == VersionHealth(ready=False)  # no longer part of the rollout
+
+
+def test_knative_rollback_restores_the_stable_and_holds_traffic_until_ready(knative: Cluster) -> None:
+    platform = knative.platform
+    knative.tick(stable())
+    knative.tick(canary(10))
+    assert platform.health("iris", "2").ready
+
+    knative.tick(stable(), ready=False)  # rollback: a new revision of the stable model is starting
+    predictor = knative.predictor()
+    assert predictor["model"]["storageUri"] == URIS["1"]
+    assert predictor["canaryTrafficPercent"] == 0  # 100% stays on the rolled-out stable revision
+    traffic = knative.get()["status"]["components"]["predictor"]["traffic"]  # type: ignore[index]
+    assert {(t["revisionName"], t["percent"]) for t in traffic} == {
+        ("iris-predictor-00002", 0),
+        ("iris-predictor-00001", 100),
+    }
+    assert platform.health("iris", "1") == VersionHealth(ready=False)
+
+    knative.kserve.reconcile(knative.namespace)  # the restored revision is ready
+    assert platform.health("iris", "1") == VersionHealth(ready=True)
+    knative.tick(stable())
+    assert "canaryTrafficPercent" not in knative.predictor()
+    assert knative.get()["status"]["components"]["predictor"]["latestRolledoutRevision"] == "iris-predictor-00003"  # type: ignore[index]
+
+
+def test_a_failed_model_load_names_kserves_reason(knative: Cluster) -> None:
+    knative.tick(stable())
+    knative.kserve.fail_load(URIS["2"], "MlflowException: could not find MLmodel in /mnt/models")
+    knative.tick(canary(10))
+
+    health = knative.platform.health("iris", "2")
+    assert health.ready is False
+    assert health.failure == (
+        "InferenceService iris predictor: ModelLoadFailed: Model iris failed to load: MlflowException: could not "
+        "find MLmodel in /mnt/models (revision iris-predictor-00002, exit code 1)"
+    )
+    assert knative.platform.health("iris", "1") == VersionHealth(ready=True)
+
+    # Same in the shadow role, where the failure is the shadow InferenceService's.
+    knative.tick(shadow())
+    failure = knative.platform.health("iris", "2").failure
+    assert failure is not None and failure.startswith("InferenceService iris-shadow predictor: ModelLoadFailed:")
+
+
+def test_a_second_apply_with_nothing_changed_writes_nothing(knative: Cluster) -> None:
+    for routing in (stable(), shadow(), canary(10)):
+        knative.tick(routing)
+        before = (knative.version(), knative.get("iris-shadow"))
+        knative.platform.apply("iris", routing, URIS)
+        after = (knative.version(), knative.get("iris-shadow"))
+        assert after == before, f"a second apply of {routing} wrote"
+
+
+def test_a_conflicting_write_is_read_again_and_retried_once(
+    knative: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    knative.tick(stable())
+    platform = knative.platform
+    real_read = platform._read
+    interfered = []
+
+    def read_then_someone_writes(target: IsvcTarget, name: str) -> dict[str, Any] | None:
+        obj = real_read(target, name)
+        if name == "iris" and not interfered:
+            interfered.append(name)  # another writer bumps resourceVersion after our read
+            knative.custom.patch_namespaced_custom_object(
+                *ISVC, knative.namespace, "inferenceservices", "iris", {"metadata": {"labels": {"team": "ml"}}}
+            )
+        return obj
+
+    monkeypatch.setattr(platform, "_read", read_then_someone_writes)
+    with caplog.at_level("INFO", logger="controller.kserve"):
+        platform.apply("iris", canary(10), URIS)
+    assert "InferenceService changed while applying; reading it again" in caplog.text  # the 409 happened
+    assert interfered and knative.predictor()["canaryTrafficPercent"] == 10
+    assert knative.get()["metadata"]["labels"]["team"] == "ml"  # the other writer's change is kept
+
+
+def test_standard_mode_canary_entry_and_promotion(standard: Cluster) -> None:
+    platform = standard.platform
+    standard.tick(stable())
+    assert standard.predictor()["name"] == "v1"
+    assert platform.health("iris", "1") == VersionHealth(ready=True)
+    assert platform.analysis_variables("iris", "1") == {"inference_service": "iris", "workload": "iris-v1-predictor"}
+
+    standard.tick(canary(25), ready=False)
+    spec = standard.get()["spec"]  # type: ignore[index]
+    assert spec["canary"][0]["trafficPercent"] == 25
+    assert spec["canary"][0]["predictor"]["name"] == "v2"
+    assert spec["canary"][0]["predictor"]["model"]["storageUri"] == URIS["2"]
+    assert platform.health("iris", "2") == VersionHealth(ready=False)
+    standard.kserve.reconcile(standard.namespace)
+    assert platform.health("iris", "2") == VersionHealth(ready=True)
+    assert platform.analysis_variables("iris", "2") == {"inference_service": "iris", "workload": "iris-v2-predictor"}
+    assert platform.endpoint("iris") == f"http://iris-{standard.namespace}.example.com"
+
+    standard.tick(canary(100))  # promotion: the stable takes the canary's name and spec
+    spec = standard.get()["spec"]  # type: ignore[index]
+    assert "canary" not in spec and spec["predictor"]["name"] == "v2"
+    assert platform.health("iris", "2") == VersionHealth(ready=True)
+
+
+def test_standard_mode_failed_canary_and_rollback(standard: Cluster) -> None:
+    standard.tick(stable())
+    standard.kserve.fail_load(URIS["2"])
+    standard.tick(canary(10))
+    failure = standard.platform.health("iris", "2").failure
+    assert failure is not None and failure.startswith("InferenceService iris canary v2: ModelLoadFailed:")
+    standard.tick(stable())
+    spec = standard.get()["spec"]  # type: ignore[index]
+    assert "canary" not in spec and spec["predictor"]["model"]["storageUri"] == URIS["1"]
+
+
+def test_teardown_removes_the_shadow_and_the_logger_but_keeps_the_primary(knative: Cluster) -> None:
+    knative.tick(stable())
+    knative.tick(shadow())
+    knative.platform.teardown("iris")
+    assert knative.get("iris-shadow") is None
+    predictor = knative.predictor()
+    assert "logger" not in predictor and predictor["model"]["storageUri"] == URIS["1"]
+    knative.platform.teardown("iris")  # safe to repeat
+    assert knative.get() is not None
+    assert knative.platform.health("iris", "1") == VersionHealth(ready=False)  # forgotten
+
+
+def test_teardown_after_a_restart_pins_a_canary_to_the_stable_revision(knative: Cluster, kube_api: Any) -> None:
+    knative.tick(stable())
+    knative.tick(canary(30))
+    with kube_api.api_client() as api_client:
+        restarted = KServePlatform(api_client, lambda rollout: knative.target, COMPARATOR)
+        restarted.teardown("iris")
+    assert knative.predictor()["canaryTrafficPercent"] == 0
+
+
+def test_bad_input_and_foreign_objects_fail_with_a_clear_error(knative: Cluster) -> None:
+    with pytest.raises(KServeError, match="no InferenceService target is known for rollout 'wine'"):
+        knative.platform.apply("wine", stable(), URIS)
+    with pytest.raises(ValueError, match="storage_uris has no entry for the candidate version '2'"):
+        knative.platform.apply("iris", canary(10), {"1": URIS["1"]})
+    with pytest.raises(ValueError, match="KServe cannot fetch models: URIs"):
+        knative.platform.apply("iris", stable(), {"1": "models:/iris@champion"})
+    assert knative.get() is None  # nothing was written
+
+    no_comparator = KServePlatform(knative.platform._api.api_client, {"iris": knative.target}, None)
+    with pytest.raises(ValueError, match="the shadow role needs comparator_url"):
+        no_comparator.apply("iris", shadow(), URIS)
+
+    # A user's own InferenceService that happens to be named like our shadow is never touched.
+    foreign = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "iris-shadow"},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "s3://other/model"}}},
+    }
+    knative.custom.create_namespaced_custom_object(*ISVC, knative.namespace, "inferenceservices", foreign)
+    with pytest.raises(KServeError, match="iris-shadow exists but is not a shadow made by modelrollout"):
+        knative.platform.apply("iris", shadow(), URIS)
+    assert knative.predictor("iris-shadow")["model"]["storageUri"] == "s3://other/model"
+
+
+def test_the_api_server_rejecting_a_document_is_a_one_line_error(knative: Cluster) -> None:
+    # A namespace that does not exist: the API server answers 404 on create.
+    missing = IsvcTarget(rollout="iris", name="iris", namespace="no-such-namespace", deployment_mode="Knative")
+    platform = KServePlatform(knative.platform._api.api_client, {"iris": missing}, COMPARATOR)
+    with pytest.raises(KServeError) as caught:
+        platform.apply("iris", stable(), URIS)
+    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith("applying rollout 'iris' to InferenceService no-such-namespace/iris: 404")
+
+
+def test_teardown_does_not_bring_back_a_primary_deleted_by_someone_else(knative: Cluster) -> None:
+    knative.tick(stable())
+    knative.tick(shadow())
+    knative.custom.delete_namespaced_custom_object(*ISVC, knative.namespace, "inferenceservices", "iris")
+    knative.platform.teardown("iris")
+    assert knative.get() is None and knative.get("iris-shadow") is None
+
+
+def test_an_unreachable_api_server_fails_fast_naming_the_cause(knative: Cluster) -> None:
+    import socket
+
+    from kubernetes.client import ApiClient, Configuration
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Configuration()
+    config.host = f"http://127.0.0.1:{port}"
+    config.retries = 0
+    with ApiClient(config) as api_client:
+        platform = KServePlatform(api_client, {"iris": knative.target}, COMPARATOR)
+        with pytest.raises(KServeError, match=r"^reading InferenceService .*/iris: API server unreachable: ") as caught:
+            platform.apply("iris", stable(), URIS)
+        assert "\n" not in str(caught.value)
+        with pytest.raises(KServeError, match="API server unreachable"):
+            platform.endpoint("iris")
