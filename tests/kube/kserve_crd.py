@@ -1,9 +1,9 @@
 """KServe's InferenceService CRD for tests: where it is, and a validator over its v1beta1 schema.
 
 The CRD (KServe's `config/crd/full/serving.kserve.io_inferenceservices.yaml`, v0.20 line,
-Apache-2.0) is reference material of the workplace, kept beside the repository in
-`../shared/reference/kserve/` (CI gets a copy there too); `MODELROLLOUT_KSERVE_CRD` points
-elsewhere. One place resolves it, for the schema tests and for the API emulator alike.
+Apache-2.0) ships with the tests in `tests/kube/kserve/` (see the README there), so any checkout
+runs them; `MODELROLLOUT_KSERVE_CRD` points at another copy, e.g. a newer KServe's. One place
+resolves it, for the schema tests and for the API emulator alike.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import jsonschema
 import yaml
 
 CRD_ENV = "MODELROLLOUT_KSERVE_CRD"
-_REPO = Path(__file__).resolve().parents[2]  # tests/kube/ -> the repository
-_DEFAULT_CRD = _REPO.parent / "shared" / "reference" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
+_DEFAULT_CRD = Path(__file__).resolve().parent / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 
 
 def crd_path() -> Path:

@@ -1,7 +1,7 @@
 """KServe's real InferenceService CRD as a validator, and proof that it catches what a cluster would.
 
-The CRD (KServe's `config/crd/full/serving.kserve.io_inferenceservices.yaml`, v0.20 line) lives
-in the workplace's shared reference folder beside the repository; `MODELROLLOUT_KSERVE_CRD`
+The CRD (KServe's `config/crd/full/serving.kserve.io_inferenceservices.yaml`, v0.20 line) ships
+with the tests (tests/kube/kserve/, loaded by tests/kube/kserve_crd.py); `MODELROLLOUT_KSERVE_CRD`
 points elsewhere. `inference_service_validator(strict=True)` also rejects unknown fields, as an
 API server does with `fieldValidation=Strict` (kubectl's default since 1.27) — without it a
 misspelt field is silently pruned and the document means something else than it says.
