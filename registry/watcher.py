@@ -31,15 +31,14 @@ class WatchedModel:
     """A registered model whose candidate pointer starts rollouts.
 
     The candidate is the version under `candidate_alias`, or, when `candidate_stage` is set
-    (legacy stage workflow), the latest version in that stage. The stable version is the one under
-    `stable_alias`, or the latest in `stable_stage` when that is set.
+    (legacy stage workflow), the latest version in that stage. The stable version is always the one
+    under `stable_alias`: promotion moves that alias, so it is the one pointer that stays true.
     """
 
     name: str
     candidate_alias: str = "challenger"
     stable_alias: str = "champion"
     candidate_stage: str | None = None
-    stable_stage: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.strip():
@@ -51,9 +50,9 @@ class WatchedModel:
                 f"model {self.name!r}: candidate_alias and stable_alias are both "
                 f"{self.candidate_alias!r}; a rollout needs two different aliases"
             )
-        for what, stage in (("candidate_stage", self.candidate_stage), ("stable_stage", self.stable_stage)):
-            if stage is not None and (not stage.strip() or stage.lower() == "none"):
-                raise ValueError(f"model {self.name!r}: {what} {stage!r} is not a stage")
+        stage = self.candidate_stage
+        if stage is not None and (not stage.strip() or stage.lower() == "none"):
+            raise ValueError(f"model {self.name!r}: candidate_stage {stage!r} is not a stage")
 
 
 @dataclass(frozen=True)
@@ -95,10 +94,7 @@ class Snapshot(Mapping[str, ModelState]):
         return state.aliases.get(watched.candidate_alias)
 
     def stable(self, watched: WatchedModel) -> str | None:
-        state = self.models.get(watched.name, MISSING)
-        if watched.stable_stage is not None:
-            return state.in_stage(watched.stable_stage)
-        return state.aliases.get(watched.stable_alias)
+        return self.models.get(watched.name, MISSING).aliases.get(watched.stable_alias)
 
 
 @dataclass(frozen=True)

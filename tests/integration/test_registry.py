@@ -133,7 +133,7 @@ def test_stage_transitions_are_reported_when_a_candidate_stage_is_configured(
 ) -> None:
     name = unique("staged")
     v1, v2 = registered_model(name), registered_model(name)
-    watched = WatchedModel(name, candidate_stage="Staging", stable_stage="Production")
+    watched = WatchedModel(name, candidate_stage="Staging")
     watcher = RegistryWatcher(mlflow_client, [watched])
     before = watcher.poll()
 
@@ -141,6 +141,7 @@ def test_stage_transitions_are_reported_when_a_candidate_stage_is_configured(
         warnings.simplefilter("ignore", FutureWarning)
         mlflow_client.transition_model_version_stage(name, v1, "staging")  # any case works
         mlflow_client.transition_model_version_stage(name, v2, "Production")
+        mlflow_client.set_registered_model_alias(name, "champion", v2)  # the stable is always the alias
         after_first = watcher.poll()
         mlflow_client.transition_model_version_stage(name, v2, "Staging")
         after_second = watcher.poll()
@@ -150,7 +151,7 @@ def test_stage_transitions_are_reported_when_a_candidate_stage_is_configured(
         AliasMoved(name, "Staging", None, "1", via="stage")
     ]
     # The latest version in the stage is the candidate; v2 left Production.
-    assert after_second.candidate(watched) == "2" and after_second.stable(watched) is None
+    assert after_second.candidate(watched) == "2" and after_second.stable(watched) == "2"  # stage moves leave the alias
     assert watcher.changes(after_first, after_second) == [
         AliasMoved(name, "Staging", "1", "2", via="stage")
     ]

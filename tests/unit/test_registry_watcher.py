@@ -35,10 +35,10 @@ def test_candidate_and_stable_follow_the_configured_aliases() -> None:
 
 
 def test_candidate_stage_overrides_the_alias_and_ignores_case() -> None:
-    state = snap(iris=ModelState(True, {"challenger": "9"}, {"Staging": "5", "Production": "4"}))
-    watched = WatchedModel("iris", candidate_stage="staging", stable_stage="PRODUCTION")
+    state = snap(iris=ModelState(True, {"challenger": "9", "champion": "3"}, {"Staging": "5", "Production": "4"}))
+    watched = WatchedModel("iris", candidate_stage="staging")
     assert state.candidate(watched) == "5"
-    assert state.stable(watched) == "4"
+    assert state.stable(watched) == "3"  # the stable alias, whatever stage holds
     assert state.candidate(WatchedModel("iris", candidate_stage="Archived")) is None
 
 
@@ -79,7 +79,7 @@ def test_stage_moves_are_marked_as_such() -> None:
         ({"name": "iris", "candidate_alias": "x" * 256}, "not a valid MLflow alias"),
         ({"name": "iris", "candidate_alias": "same", "stable_alias": "same"}, "two different aliases"),
         ({"name": "iris", "candidate_stage": "None"}, "candidate_stage 'None' is not a stage"),
-        ({"name": "iris", "stable_stage": ""}, "stable_stage '' is not a stage"),
+        ({"name": "iris", "candidate_stage": " "}, "candidate_stage ' ' is not a stage"),
     ],
 )
 def test_watched_model_rejects_bad_settings(kwargs: dict[str, str], message: str) -> None:
