@@ -6,6 +6,7 @@ operator drive the very same decisions, and every transition is unit-tested with
     Idle -> Shadow -> Canary(step 0..n-1) -> Promoting -> Succeeded
                   \\-------------+-------> RollingBack -> RolledBack | Aborted
     Paused: entered from Shadow/Canary by `pause`, left by `resume` (or promote/abort)
+    Succeeded -> RollingBack (`undo`): the stable alias goes back to the previous version
 
 The engine is level-triggered. Actions describe the desired state (the routing to apply, the
 registry write to make) and are repeated on every tick until an observation shows them done:
@@ -66,7 +67,7 @@ class CandidateHealth:
     failure: str | None = None
 
 
-CommandKind = Literal["promote", "abort", "pause", "resume", "retry"]
+CommandKind = Literal["promote", "abort", "pause", "resume", "retry", "undo"]
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,10 @@ def command_problem(kind: CommandKind, status: RolloutStatus) -> str | None:
         applies = phase is Phase.PAUSED and status.paused_from is not None
     elif kind in ("promote", "abort"):
         applies = phase in ACTIVE or phase is Phase.PAUSED
+    elif kind == "undo":  # back to the stable before the last promotion
+        applies = phase is Phase.SUCCEEDED
+        if applies and not (status.previous_stable_version and status.candidate_version == status.stable_version):
+            return "undo: no promotion to undo (no previous stable version recorded)"
     else:  # retry: a rolled-back or aborted candidate, or one skipped because it failed before
         applies = phase in (Phase.ROLLED_BACK, Phase.ABORTED) or (phase is Phase.IDLE and bool(status.candidate_version))
         if applies and not status.candidate_version:
@@ -332,6 +337,13 @@ class _Step:
             self.begin_rollback("abort", "aborted by user")
         elif cmd.kind == "retry":
             self.start(s.candidate_version or "", "retried by user")
+        elif cmd.kind == "undo":
+            # The promoted version becomes the candidate being rolled back, the one before it the
+            # stable again; RollingBack then routes to it, moves the stable alias back and marks
+            # the undone version, like any rollback, so it is not rolled out again by itself.
+            undone, restored = s.stable_version, s.previous_stable_version
+            s.candidate_version, s.stable_version, s.previous_stable_version = undone, restored, undone
+            self.begin_rollback("undo", f"undone by user: v{undone} replaced by v{restored} again")
 
     # -- phases ---------------------------------------------------------------------------------
 
@@ -486,6 +498,12 @@ class _Step:
     def rolling_back(self) -> None:
         s, reg = self.s, self.obs.registry
         outcome = ABORTED if s.rollback_kind == "abort" else ROLLED_BACK
+        if s.rollback_kind == "undo" and s.stable_version and (reg is None or reg.stable_version != s.stable_version):
+            # An undo also moves the stable alias back; the mark waits until the alias has moved.
+            self.actions.append(
+                PromoteInRegistry(version=s.stable_version, summary=f"stable again: v{s.candidate_version} undone by user")
+            )
+            return
         if reg is not None and s.candidate_version and reg.outcomes.get(s.candidate_version) in (outcome, DELETED):
             final = Phase.ABORTED if outcome == ABORTED else Phase.ROLLED_BACK
             reason = s.message

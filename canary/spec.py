@@ -448,7 +448,7 @@ class Weights(_Model):
     shadow: int = Field(0, description="Share of requests mirrored to the shadow, percent")
 
 
-RollbackKind = Literal["failure", "abort", "superseded"]
+RollbackKind = Literal["failure", "abort", "superseded", "undo"]
 
 
 class RolloutStatus(_Model):

@@ -241,6 +241,13 @@ def retry(name: NameArg, home: HomeOption = None) -> None:
 
 @app.command()
 @one_line_errors
+def undo(name: NameArg, home: HomeOption = None) -> None:
+    """After a promotion, go back to the previous stable version (the stable alias moves back)."""
+    _send("undo", name, home)
+
+
+@app.command()
+@one_line_errors
 def lint(file: FileOption) -> None:
     """Check a rollout file without running it."""
     rollouts = _read_rollouts(file)

@@ -83,7 +83,7 @@ def test_bad_tick(tmp_path):
 def test_commands_name_unknown_rollouts(tmp_path):
     home = tmp_path / "home"
     StateStore(home / "state").save("known", RolloutStatus())
-    for verb in ("promote", "abort", "pause", "resume", "retry"):
+    for verb in ("promote", "abort", "pause", "resume", "retry", "undo"):
         one_line_error(run(verb, "typo", "--home", home), "no rollout named 'typo'", "known: known")
     assert not (home / "state" / "typo.commands").exists()
 
@@ -206,4 +206,8 @@ def test_commands_that_cannot_apply_are_refused(tmp_path):
     store.save("r", RolloutStatus(phase=Phase.SUCCEEDED, stable_version="2"))
     one_line_error(run("resume", "r", "--home", home), "r: resume: not possible in phase Succeeded")
     one_line_error(run("retry", "r", "--home", home), "retry: not possible in phase Succeeded")
+    one_line_error(run("undo", "r", "--home", home), "undo: no promotion to undo")
     assert store.pending_commands("r", None) == []
+    store.save("r", RolloutStatus(phase=Phase.SUCCEEDED, stable_version="2", candidate_version="2", previous_stable_version="1"))
+    assert run("undo", "r", "--home", home).exit_code == 0
+    assert [p.command.kind for p in store.pending_commands("r", None)] == ["undo"]

@@ -287,6 +287,42 @@ def test_abort_then_retry():
     assert d.status.phase is Phase.SHADOW and d.status.candidate_version == "2"
 
 
+def promoted() -> Driver:
+    d = to_shadow_ready()
+    d.tick(1, commands=[Command("promote", full=True)])
+    d.tick(1, registry=reg(stable="2", candidate="2"))
+    assert d.status.phase is Phase.SUCCEEDED
+    return d
+
+
+def test_undo_moves_the_stable_alias_back_then_marks_the_undone_version():
+    d = promoted()
+    d.tick(5, registry=reg(stable="2", candidate="2"), commands=[Command("undo")])
+    assert d.status.phase is Phase.ROLLING_BACK and d.status.rollback_kind == "undo"
+    assert (d.status.stable_version, d.status.candidate_version) == ("1", "2")
+    assert d.routing() == ApplyRouting("1")  # clients go back to v1 at once
+    assert [a.version for a in d.actions if isinstance(a, PromoteInRegistry)] == ["1"]
+    assert not [a for a in d.actions if isinstance(a, MarkInRegistry)]  # the alias first
+    # The alias moved: now the undone version is marked, and once marked the undo is over.
+    d.tick(1, registry=reg(stable="1", candidate="2"))
+    (mark,) = [a for a in d.actions if isinstance(a, MarkInRegistry)]
+    assert (mark.version, mark.outcome) == ("2", "rolled_back") and "undone by user" in mark.reason
+    d.tick(1, registry=reg(stable="1", candidate="2", outcomes={"2": "rolled_back"}))
+    assert d.status.phase is Phase.ROLLED_BACK and d.status.stable_version == "1"
+    # The candidate alias still names v2, which is not rolled out again by itself.
+    d.tick(30, registry=reg(stable="1", candidate="2"))
+    assert d.status.phase is Phase.ROLLED_BACK and d.routing() == ApplyRouting("1")
+
+
+def test_undo_needs_a_promotion_to_undo():
+    d = promoted()
+    d.tick(1, registry=reg(stable="2", candidate="2"), commands=[Command("undo")])
+    d.tick(1, registry=reg(stable="1", candidate="2", outcomes={"2": "rolled_back"}))
+    assert d.status.phase is Phase.ROLLED_BACK
+    d.tick(1, registry=reg(stable="1", candidate="2"), commands=[Command("undo")])
+    assert d.status.phase is Phase.ROLLED_BACK and d.events() == ["CommandIgnored"]
+
+
 def test_commands_that_do_not_apply_are_reported_not_obeyed():
     d = Driver()
     d.tick(0, registry=reg(candidate=None), commands=[Command("promote"), Command("resume"), Command("retry")])
@@ -375,6 +411,9 @@ def test_retry_rolls_out_a_version_skipped_from_fresh_state():
         ("retry", RolloutStatus(phase=Phase.ROLLED_BACK, candidate_version="2", stable_version="1"), None),
         ("retry", RolloutStatus(phase=Phase.IDLE), "retry: not possible in phase Idle"),
         ("retry", RolloutStatus(phase=Phase.ABORTED, candidate_version="2"), "no stable version"),
+        ("undo", RolloutStatus(phase=Phase.SUCCEEDED, stable_version="2", candidate_version="2", previous_stable_version="1"), None),
+        ("undo", RolloutStatus(phase=Phase.SUCCEEDED, stable_version="2"), "no promotion to undo"),
+        ("undo", RolloutStatus(phase=Phase.CANARY), "undo: not possible in phase Canary"),
     ],
 )
 def test_command_problem(kind, status, problem):
