@@ -8,6 +8,7 @@ a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -43,6 +44,13 @@ FileOption = Annotated[Path, typer.Option("-f", "--file", help="YAML file with o
 
 # Errors that are the user's or the environment's, not bugs: one line, exit 2.
 EXPECTED = (SpecError, ServicesNotRunning, StateError, MlflowServerError, PrometheusServerError, FileNotFoundError)
+
+
+def _seconds(option: str, value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise UsageError(f"{option}: {err}") from None
 
 
 class UsageError(Exception):
@@ -271,6 +279,62 @@ def shadow_server(
     _logging()
     settings = ComparatorSettings(max_body_bytes=max_body_bytes, mirror_workers=mirror_workers)
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning")
+
+
+@app.command()
+@one_line_errors
+def operator(
+    namespace: Annotated[
+        list[str], typer.Option("--namespace", "-n", help="Watch this namespace (repeat for more) [default: all]")
+    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="Watch every namespace")] = False,
+    mlflow_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking server")] = "",
+    prometheus_url: Annotated[str, typer.Option(envvar="PROMETHEUS_URL", help="Prometheus base URL")] = "",
+    comparator_url: Annotated[
+        str, typer.Option(envvar="MODELROLLOUT_COMPARATOR_URL", help="Shadow comparator base URL (shadows need it)")
+    ] = "",
+    artifacts_destination: Annotated[
+        str,
+        typer.Option(
+            envvar="MLFLOW_ARTIFACTS_DESTINATION",
+            help="The bucket MLflow proxies artifacts to (its --artifacts-destination, e.g. s3://mlflow/artifacts): "
+            "mlflow-artifacts:/ URIs are mapped onto it, since KServe reads storage directly",
+        ),
+    ] = "",
+    host: Annotated[str, typer.Option(help="Listen address of webhooks, /metrics and probes; 0.0.0.0 in a pod")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port of webhooks, /metrics and probes")] = 8080,
+    tick: Annotated[str, typer.Option(help="Time between two reconciles of one rollout")] = "10s",
+    poll_interval: Annotated[str, typer.Option(help="Time between two MLflow registry polls")] = "15s",
+    peering: Annotated[str, typer.Option(help="kopf peering object: one replica acts at a time")] = "modelrollout",
+    standalone: Annotated[bool, typer.Option(help="No peering (a single replica, or a test)")] = False,
+    verbose: bool = False,
+) -> None:
+    """Run the Kubernetes operator: ModelRollouts in the cluster rolled out on KServe.
+
+    The MLflow webhook secret is read from MODELROLLOUT_WEBHOOK_SECRET only (a flag would show in `ps`).
+    """
+    from controller.operator import WEBHOOK_SECRET_ENV, OperatorConfig, run_operator
+
+    if namespace and all_namespaces:
+        raise UsageError("--namespace and --all-namespaces exclude each other")
+    for option, value in (("--mlflow-uri (or MLFLOW_TRACKING_URI)", mlflow_uri), ("--prometheus-url (or PROMETHEUS_URL)", prometheus_url)):
+        if not value:
+            raise UsageError(f"{option} is required")
+    config = OperatorConfig(
+        mlflow_uri=mlflow_uri,
+        prometheus_url=prometheus_url,
+        comparator_url=comparator_url or None,
+        artifacts_destination=artifacts_destination or None,
+        namespaces=tuple(namespace),
+        tick_s=_seconds("--tick", tick),
+        poll_interval_s=_seconds("--poll-interval", poll_interval),
+        host=host,
+        port=port,
+        webhook_secret=os.environ.get(WEBHOOK_SECRET_ENV) or None,
+        peering=None if standalone else peering,
+    )
+    _logging(verbose)
+    run_operator(config)
 
 
 @app.command()

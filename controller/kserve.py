@@ -171,6 +171,21 @@ class KServePlatform:
                 variables["workload"] = f"{served.name}-{name}-predictor" if name else f"{served.name}-predictor"
         return variables
 
+    def target(self, rollout: str) -> IsvcTarget:
+        """The InferenceService the rollout drives (KServeError when none is known)."""
+        return self._target(rollout)
+
+    def shadow_address(self, rollout: str) -> str | None:
+        """Base URL the comparator replays requests to: the `-shadow` InferenceService's in-cluster
+        address (`status.address.url`, else `status.url`); None while it has none."""
+        target = self._target(rollout)
+        shadow = self._read(target, shadow_name(target.name))
+        for path in (("status", "address", "url"), ("status", "url")):
+            url = _get(shadow, *path)
+            if isinstance(url, str) and url:
+                return url
+        return None
+
     def teardown(self, rollout: str) -> None:
         target = self._target(rollout)
         with self._lock:

@@ -79,6 +79,9 @@ class Ports:
     record_event: Callable[[str, RecordEvent], None]
     # Artifact URIs of (model, version): versions are immutable, so resolve each once.
     artifact_uris: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Where a proxying MLflow server keeps artifacts (`mlflow-artifacts:/x` -> `<this>/x`), for
+    # model servers that read storage directly (KServe's storage initializer).
+    artifacts_destination: str | None = None
 
 
 def registry_view(
@@ -119,7 +122,7 @@ def registry_view(
 def _artifact_uri(ports: Ports, model: str, version: str) -> str:
     key = (model, version)
     if key not in ports.artifact_uris:
-        ports.artifact_uris[key] = resolve_artifact_uri(ports.client, model, version)
+        ports.artifact_uris[key] = resolve_artifact_uri(ports.client, model, version, ports.artifacts_destination)
     return ports.artifact_uris[key]
 
 

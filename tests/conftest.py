@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.prometheus",
     "tests.fixtures.local",
     "tests.fixtures.kube",
+    "tests.fixtures.kserve_stack",
 ]

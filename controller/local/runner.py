@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from canary.analysis import AnalysisContext
 from canary.metrics import MetricsError, PrometheusProvider, render
 from canary.spec import ModelRollout, RolloutStatus
+from controller.backoff import Backoff
 from controller.local.home import LocalHome, Services
 from controller.local.platform import LocalPlatform
 from controller.local.state import StateError, StateStore
@@ -26,25 +27,6 @@ from registry.errors import RegistryError
 from registry.watcher import RegistryWatcher, Snapshot
 
 log = logging.getLogger("modelrollout")
-
-
-class Backoff:
-    """Exponential back-off for the registry poll: 1 s, 2 s, 4 s … capped, reset on success."""
-
-    def __init__(self, first: float = 1.0, cap: float = 30.0):
-        self.first, self.cap = first, cap
-        self.failures = 0
-        self.next_try = 0.0
-
-    def ready(self, clock: float) -> bool:
-        return clock >= self.next_try
-
-    def failed(self, clock: float) -> None:
-        self.next_try = clock + min(self.cap, self.first * 2**self.failures)
-        self.failures += 1
-
-    def succeeded(self) -> None:
-        self.failures, self.next_try = 0, 0.0
 
 
 @dataclass

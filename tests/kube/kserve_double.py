@@ -65,6 +65,14 @@ class KServeDouble:
     def fail_load(self, storage_uri: str, message: str = "could not find MLmodel in /mnt/models") -> None:
         self._failing[storage_uri] = message
 
+    def revision_uri(self, revision: str) -> str | None:
+        """The storageUri a Knative revision serves (what a test's traffic simulator needs)."""
+        for state in list(self._knative.values()):
+            for known in list(state.revisions):
+                if known.name == revision:
+                    return known.uri
+        return None
+
     def reconcile(self, namespace: str, *, ready: bool = True) -> None:
         listing = self._api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
         for isvc in listing["items"]:

