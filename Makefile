@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast prometheus clean
+.PHONY: demo test test-fast crd prometheus clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -32,6 +32,16 @@ test: $(STAMP) prometheus
 # Unit tests only: seconds, no services.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+# The ModelRollout CRD, generated from canary/spec.py (through a temporary file, so a failure
+# leaves the committed one whole), and the chart's crds/, which Helm installs verbatim: a mirror
+# of manifests/crd/.
+CRD := manifests/crd/modelrollouts.modelrollout.io.yaml
+crd: $(STAMP)
+	$(BIN)/python -m controller.crd > $(CRD).tmp || { rm -f $(CRD).tmp; exit 1; }
+	mv $(CRD).tmp $(CRD)
+	rm -f charts/modelrollout/crds/*.yaml
+	cp manifests/crd/*.yaml charts/modelrollout/crds/
 
 clean:
 	rm -rf $(VENV) .modelrollout .pytest_cache

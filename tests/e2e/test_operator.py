@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,6 +175,16 @@ class Stack:
         assert isvc is not None
         return isvc["spec"]["predictor"]
 
+    def plugin(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`kubectl modelrollout ARGS -n NAMESPACE` through the real kubectl, the plugin on PATH."""
+        bin_dir = str(Path(sys.executable).parent)
+        env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+               "KUBECONFIG": str(self.kube_api.kubeconfig), "COLUMNS": "200"}  # fmt: skip
+        kubectl = shutil.which("kubectl", path=env["PATH"])
+        assert kubectl is not None
+        command = [kubectl, "modelrollout", *args, "-n", self.namespace]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=90, check=False)
+
     def events(self, name: str = "iris") -> list[tuple[str, str, str]]:
         items = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}").items
         return [(e.type, e.reason, e.message) for e in items]
@@ -288,13 +299,15 @@ def test_promote_path_then_undo(stack: Stack, iris_model_uri: str) -> None:
     assert "modelrollout.io/command" not in annotations and "modelrollout.io/command-id" not in annotations
 
 
-def test_slo_breach_in_canary_is_rolled_back(stack: Stack, iris_model_uri: str) -> None:
+@pytest.mark.parametrize("provider", ["knative", "istio"])
+def test_slo_breach_in_canary_is_rolled_back(stack: Stack, iris_model_uri: str, provider: str) -> None:
     stack.start_operator()
     v1, v2 = serving_v1(stack, iris_model_uri)
     stack.traffic.behave(stack.uri(v2), latency_ms=400)
     stack.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, stack.namespace, PLURAL, "iris", {"spec": {"shadow": {"enabled": False}}}
-    )
+        GROUP, VERSION, stack.namespace, PLURAL, "iris",
+        {"spec": {"shadow": {"enabled": False}, "analysis": {"provider": provider}}},
+    )  # fmt: skip
     stack.alias("challenger", v2)
     stack.wait(lambda: stack.predictor().get("canaryTrafficPercent") == 20, "v2 took 20% of the traffic")
     stack.wait(lambda: stack.phase() == "RolledBack", "the rollout was rolled back", timeout=60)
@@ -408,3 +421,37 @@ def test_an_invalid_spec_is_reported_and_the_state_kept(stack: Stack, iris_model
         GROUP, VERSION, stack.namespace, PLURAL, "iris", {"spec": {"canary": {"steps": [20, 50]}}}
     )
     stack.wait(lambda: (condition() or {}).get("status") == "True", "SpecValid=True once fixed")
+
+
+def test_kubectl_plugin_verbs_drive_the_operator(stack: Stack, iris_model_uri: str) -> None:
+    stack.start_operator()
+    v1, v2 = serving_v1(stack, iris_model_uri)
+    stack.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, stack.namespace, PLURAL, "iris",
+        {"spec": {"shadow": {"enabled": False}, "canary": {"steps": [20, 60], "interval": "1h"}, "progressDeadline": "2h"}},
+    )  # fmt: skip
+    stack.alias("challenger", v2)
+    stack.wait(lambda: stack.predictor().get("canaryTrafficPercent") == 20, "canary step 1 (20%)")
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        result = stack.plugin(*args)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    kubectl("pause", "iris")
+    stack.wait(lambda: stack.phase() == "Paused", "paused")
+    refused = stack.plugin("pause", "iris")
+    assert refused.returncode == 2 and "pause: not possible in phase Paused" in refused.stderr
+    kubectl("resume", "iris")
+    stack.wait(lambda: stack.phase() == "Canary", "resumed")
+    kubectl("promote", "iris")  # one step: the hour-long interval is not waited for
+    stack.wait(lambda: stack.predictor().get("canaryTrafficPercent") == 60, "canary step 2 (60%)")
+    kubectl("promote", "iris", "--full")
+    watched = stack.plugin("status", "iris", "--watch", "--timeout", "60s")
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "Succeeded" in watched.stdout and stack.champion() == v2
+    shown = kubectl("status", "iris").stdout
+    for text in ("Succeeded", "Promoted", "step promoted by user", "promoted by user (full)"):
+        assert text in shown, shown
+    listed = stack.kube_api.kubectl("get", "mro", "-n", stack.namespace).stdout
+    assert "Succeeded" in listed.splitlines()[1] and stack.model in listed

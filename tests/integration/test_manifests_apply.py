@@ -5,8 +5,9 @@ object against its CRD's schema, so these show that the install's CRDs are accep
 that the base's objects apply (and re-apply as unchanged), and that the examples pass the API
 server's checks for our CRD and KServe's. Not applied: the ServiceMonitor and PrometheusRule, whose
 kinds belong to the Prometheus Operator's CRDs, which the emulator does not have (tests/unit/
-test_manifests.py checks them with promtool instead); and nothing checks the built-in kinds'
-own validation, which the emulator does not reproduce.
+test_manifests.py checks them; tests/integration/test_alert_rules.py runs the rules through
+promtool); and nothing checks the built-in kinds' own validation, which the emulator does not
+reproduce.
 
 A private emulator: the install adds cluster-scoped objects (a ClusterKopfPeering named
 `modelrollout`, the peering CRDs) that the shared one must not see.

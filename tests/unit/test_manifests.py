@@ -3,24 +3,19 @@
 manifests/ is rendered by the real `kubectl kustomize` and checked object by object: the expected
 kinds and names, the namespace, the pods' hardening and probes, the RBAC rules (exactly the calls the
 operator makes), the wiring between objects (selectors, ports, ConfigMap keys, peering name), the
-alerts (`promtool check rules` and `promtool test rules` with the Debian prometheus package's
-promtool) and the examples (pydantic, our CRD's schema, KServe's CRD schema, and the document the
-KServe platform itself would write).
+alerts' metrics (that the code exports them; promtool runs the rules in
+tests/integration/test_alert_rules.py) and the examples (pydantic, our CRD's schema, KServe's CRD
+schema, and the document the KServe platform itself would write).
 
-No Helm binary can be installed here: no Linux wheel on PyPI ships one for Python 3.11 (`helm-package`
-has Windows and macOS binaries only; `helm-sdkpy` needs Python >= 3.12), nor does Debian or npm. So
-the chart is rendered by `HelmSubset` below: Go's text/template semantics (trim markers, pipelines,
-if/else/with/range/define) and the Sprig functions this chart uses, strict where Helm is lenient
-(an unknown function, a missing value printed, or anything else outside the subset is an error, so
-the chart cannot silently drift into constructs the renderer does not understand). The rendered
-chart must then equal the kustomize base object for object, apart from Helm's own labels.
+The chart is rendered by tests/helm_subset.py (no helm binary is installable here; its docstring
+says why), whose Go-template semantics are pinned below; the rendered chart must then equal the
+kustomize base object for object, apart from Helm's own labels.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import json
 import os
 import re
@@ -28,8 +23,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +33,7 @@ import yaml
 
 from canary.spec import parse_rollout
 from controller import crd
+from tests.helm_subset import HelmSubset, TemplateError
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -413,7 +408,9 @@ def test_the_peering_crds_are_the_ones_kopf_uses() -> None:
 
 
 def test_the_base_carries_the_generated_crd_unchanged() -> None:
-    assert one(base(), "CustomResourceDefinition", crd.CRD_NAME) == crd.crd_document()
+    assert one(base(), "CustomResourceDefinition", crd.CRD_NAME) == crd.crd_document(), (
+        f"manifests/crd/{crd.CRD_NAME}.yaml is not what canary/spec.py generates: run `make crd`"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,19 +434,6 @@ def prometheus_rule() -> dict[str, Any]:
     return one(base(), "PrometheusRule", "modelrollout")
 
 
-def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool")
-    assert binary, "promtool not found: install Debian's prometheus package (`make prometheus`)"
-    return subprocess.run([binary, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
-
-
-def test_the_alert_rules_are_valid_prometheus_rules(tmp_path: Path) -> None:
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(prometheus_rule()["spec"]))
-    result = promtool("check", "rules", "rules.yaml", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
-
-
 def test_the_alerts_use_only_metrics_that_exist() -> None:
     exported = operator_series() | {"up"}
     required = {
@@ -467,122 +451,6 @@ def test_the_alerts_use_only_metrics_that_exist() -> None:
             assert rule["annotations"]["summary"] and rule["annotations"]["description"]
             used |= names
     assert required <= used, f"no alert on {sorted(required - used)}"
-
-
-def series(name: str, values: str) -> dict[str, str]:
-    return {"series": name, "values": values}
-
-
-def quiet(at: str, alert: str) -> dict[str, Any]:
-    return {"eval_time": at, "alertname": alert, "exp_alerts": []}
-
-
-def fires(at: str, alert: str, severity: str, **labels: str) -> dict[str, Any]:
-    return {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": {"severity": severity, **labels}}]}
-
-
-def case(inputs: list[dict[str, str]], checks: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"interval": "1m", "input_series": inputs, "alert_rule_test": checks}
-
-
-OPERATOR_UP, COMPARATOR_UP = 'up{job="modelrollout-webhooks"}', 'up{job="modelrollout-comparator"}'
-POLLS, POLL_ERRORS = "modelrollout_registry_poll_seconds_count", "modelrollout_registry_poll_errors_total"
-ANALYSIS_ERRORS = "modelrollout_analysis_errors_total"
-POLL_BUCKET = "modelrollout_registry_poll_seconds_bucket"
-DROPPED = 'modelrollout_mirror_dropped_total{job="modelrollout-comparator",rollout="%s",model="%s"}'
-
-# Series in, alerts out, evaluated by Prometheus' own rule engine (values: promtool's expanding
-# notation, one sample a minute). Annotations are left out of the comparison: their text is
-# checked by `promtool check rules` above.
-ALERT_TESTS = [
-    # No operator target at all: absent() fires.
-    case([series(COMPARATOR_UP, "1x30")], [
-        quiet("4m", "ModelRolloutOperatorDown"),
-        fires("6m", "ModelRolloutOperatorDown", "critical"),
-        quiet("20m", "ModelRolloutComparatorDown"),
-    ]),
-    # Targets failing their scrapes.
-    case([series(OPERATOR_UP, "1x5 0x20"), series(COMPARATOR_UP, "0x30")], [
-        quiet("5m", "ModelRolloutOperatorDown"),
-        fires("12m", "ModelRolloutOperatorDown", "critical"),
-        fires("12m", "ModelRolloutComparatorDown", "warning"),
-    ]),
-    # One rollback at minute 3; promotions alert nobody.
-    case([
-        series('modelrollout_transitions_total{to="RolledBack"}', "0 0 0 1x30"),
-        series('modelrollout_transitions_total{to="Succeeded"}', "0+1x30"),
-    ], [
-        quiet("2m", "ModelRolloutRolledBack"),
-        fires("4m", "ModelRolloutRolledBack", "warning"),
-        quiet("20m", "ModelRolloutRolledBack"),
-    ]),
-    # A rollback that does not finish; a canary that lasts is fine.
-    case([
-        series('modelrollout_rollouts{phase="RollingBack"}', "0 1x30"),
-        series('modelrollout_rollouts{phase="Canary"}', "3x30"),
-        series('modelrollout_rollouts{phase="Promoting"}', "0x30"),
-    ], [
-        quiet("10m", "ModelRolloutStuck"),
-        fires("17m", "ModelRolloutStuck", "critical", phase="RollingBack"),
-    ]),
-    case([series('modelrollout_rollouts{phase="Paused"}', "1x1600")], [
-        quiet("23h", "ModelRolloutPausedTooLong"),
-        fires("25h", "ModelRolloutPausedTooLong", "info"),
-    ]),
-    # Every poll fails; analysis queries fail too.
-    case([series(POLL_ERRORS, "0+4x40"), series(POLLS, "0+4x40"), series(ANALYSIS_ERRORS, "0+2x40")], [
-        quiet("8m", "ModelRolloutRegistryPollFailing"),
-        fires("20m", "ModelRolloutRegistryPollFailing", "critical"),
-        quiet("20m", "ModelRolloutRegistryPollStalled"),
-        quiet("10m", "ModelRolloutAnalysisErrors"),
-        fires("25m", "ModelRolloutAnalysisErrors", "warning"),
-    ]),
-    # Healthy: one poll error in a hundred, no analysis errors.
-    case([series(POLL_ERRORS, "0x15 1x25"), series(POLLS, "0+4x40"), series(ANALYSIS_ERRORS, "0x40")], [
-        quiet("30m", "ModelRolloutRegistryPollFailing"),
-        quiet("30m", "ModelRolloutRegistryPollStalled"),
-        quiet("30m", "ModelRolloutAnalysisErrors"),
-    ]),
-    # The poll stops.
-    case([series(POLLS, "0+4x5 20x40")], [
-        quiet("20m", "ModelRolloutRegistryPollStalled"),
-        fires("30m", "ModelRolloutRegistryPollStalled", "critical"),
-    ]),
-    # Polls take 5-10 s: p95 about 9.75 s.
-    case([
-        series(f'{POLL_BUCKET}{{le="1.0"}}', "0x40"),
-        series(f'{POLL_BUCKET}{{le="5.0"}}', "0x40"),
-        series(f'{POLL_BUCKET}{{le="10.0"}}', "0+4x40"),
-        series(f'{POLL_BUCKET}{{le="+Inf"}}', "0+4x40"),
-    ], [
-        quiet("10m", "ModelRolloutRegistryPollSlow"),
-        fires("30m", "ModelRolloutRegistryPollSlow", "warning"),
-    ]),
-    # Polls under a second: no alert, however long.
-    case([
-        series(f'{POLL_BUCKET}{{le="1.0"}}', "0+4x40"),
-        series(f'{POLL_BUCKET}{{le="5.0"}}', "0+4x40"),
-        series(f'{POLL_BUCKET}{{le="+Inf"}}', "0+4x40"),
-    ], [quiet("35m", "ModelRolloutRegistryPollSlow")]),
-    # Only the rollout whose copies are dropped.
-    case([series(DROPPED % ("iris", "iris"), "0+5x40"), series(DROPPED % ("wine", "wine"), "0x40")], [
-        fires("25m", "ModelRolloutShadowWorkDropped", "info", rollout="iris"),
-    ]),
-]  # fmt: skip
-
-
-def test_the_alerts_fire_when_they_should_and_only_then(tmp_path: Path) -> None:
-    spec = prometheus_rule()["spec"]
-    for group in spec["groups"]:
-        for rule in group["rules"]:
-            rule.pop("annotations")
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec))
-    tested = {case["alertname"] for t in ALERT_TESTS for case in t["alert_rule_test"]}
-    assert tested == {r["alert"] for g in spec["groups"] for r in g["rules"]}, "every alert has a test"
-    suite = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": ALERT_TESTS}
-    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
-    result = promtool("test", "rules", "tests.yaml", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,399 +508,6 @@ def test_the_example_inference_service_is_what_the_operator_would_write() -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# A Go text/template subset, to render the Helm chart
-
-
-class TemplateError(Exception):
-    pass
-
-
-@dataclass
-class _Action:
-    text: str
-    trim_left: bool
-    trim_right: bool
-
-
-@dataclass
-class _Block:
-    kind: str  # root | if | with | range | define
-    branches: list[tuple[Any, list[Any]]] = field(default_factory=list)  # (pipeline or None, body)
-    name: str = ""
-
-
-_TOKEN = re.compile(
-    r"""\s*(?:
-      (?P<str>"(?:[^"\\]|\\.)*")
-    | (?P<raw>`[^`]*`)
-    | (?P<num>-?\d+(?:\.\d+)?)
-    | (?P<field>(?:\$)?(?:\.[A-Za-z_][A-Za-z0-9_]*)+|\$|\.)
-    | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-    | (?P<punct>[()|])
-    )""",
-    re.VERBOSE,
-)
-_NOTHING = object()
-
-
-def _lex(source: str, where: str) -> list[str | _Action]:
-    """Text and actions, with Go's trim markers applied (`{{- ` and ` -}}` eat adjacent whitespace)."""
-    items: list[str | _Action] = []
-    pos = 0
-    while (start := source.find("{{", pos)) >= 0:
-        items.append(source[pos:start])
-        k = start + 2
-        trim_left = source[k : k + 1] == "-" and source[k + 1 : k + 2] in (" ", "\t", "\r", "\n")
-        k += 2 if trim_left else 0
-        if source.startswith("/*", k):  # a comment: nothing inside counts, quotes and braces included
-            end = source.find("*/", k + 2)
-            close = re.compile(r"( -)?}}").match(source, end + 2) if end >= 0 else None
-            if close is None:
-                raise TemplateError(f"{where}: a comment must end with */}} or */ -}}")
-            items.append(_Action("", trim_left, bool(close.group(1))))
-            pos = close.end()
-            continue
-        i, quote = k, ""
-        while i < len(source):
-            ch = source[i]
-            if quote:
-                if ch == "\\" and quote == '"':
-                    i += 1
-                elif ch == quote:
-                    quote = ""
-            elif ch in '"`':
-                quote = ch
-            elif source.startswith("}}", i):
-                break
-            i += 1
-        else:
-            raise TemplateError(f"{where}: unclosed action at offset {start}")
-        text = source[k:i]
-        trim_right = bool(re.search(r"\s-$", text))
-        items.append(_Action(text[:-1].strip() if trim_right else text.strip(), trim_left, trim_right))
-        pos = i + 2
-    items.append(source[pos:])
-    for n, item in enumerate(items):  # Go trims all spaces, tabs and newlines next to the marker
-        if isinstance(item, _Action):
-            if item.trim_left and isinstance(items[n - 1], str):
-                items[n - 1] = str(items[n - 1]).rstrip(" \t\r\n")
-            if item.trim_right and isinstance(items[n + 1], str):
-                items[n + 1] = str(items[n + 1]).lstrip(" \t\r\n")
-    return items
-
-
-def _parse_pipeline(text: str, where: str) -> list[list[tuple[str, Any]]]:
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(text.rstrip()):
-        match = _TOKEN.match(text, pos)
-        if match is None or match.end() == pos:
-            raise TemplateError(f"{where}: cannot read {text[pos:]!r} (outside the supported subset)")
-        kind = match.lastgroup or ""
-        tokens.append((kind, match.group(kind)))
-        pos = match.end()
-    pipeline, rest = _commands(tokens, where)
-    if rest:
-        raise TemplateError(f"{where}: unbalanced ')' in {text!r}")
-    return pipeline
-
-
-def _commands(tokens: list[tuple[str, str]], where: str) -> tuple[list[list[tuple[str, Any]]], list[tuple[str, str]]]:
-    pipeline: list[list[tuple[str, Any]]] = [[]]
-    while tokens:
-        kind, value = tokens.pop(0)
-        if kind == "punct" and value == ")":
-            return pipeline, [(kind, value), *tokens]
-        if kind == "punct" and value == "|":
-            pipeline.append([])
-        elif kind == "punct":  # "("
-            inner, tokens = _commands(tokens, where)
-            if not tokens or tokens[0] != ("punct", ")"):
-                raise TemplateError(f"{where}: unclosed '('")
-            tokens = tokens[1:]
-            pipeline[-1].append(("pipe", inner))
-        elif kind == "str":
-            pipeline[-1].append(("lit", json.loads(value)))
-        elif kind == "raw":
-            pipeline[-1].append(("lit", value[1:-1]))
-        elif kind == "num":
-            pipeline[-1].append(("lit", float(value) if "." in value else int(value)))
-        elif kind == "field":
-            if value.startswith("$") and value != "$" and not value.startswith("$."):
-                raise TemplateError(f"{where}: variables other than $ are outside the subset")
-            root = value.startswith("$")
-            names = [n for n in value.lstrip("$").split(".") if n]
-            pipeline[-1].append(("field", (root, names)))
-        else:
-            pipeline[-1].append(("ident", value))
-    if any(not command for command in pipeline):
-        raise TemplateError(f"{where}: empty command in a pipeline")
-    return pipeline, []
-
-
-def _parse(source: str, where: str) -> tuple[_Block, dict[str, _Block]]:
-    root = _Block("root", [(None, [])])
-    stack, defines = [root], {}
-    for item in _lex(source, where):
-        body = stack[-1].branches[-1][1]
-        if isinstance(item, str):
-            if item:
-                body.append(item)
-            continue
-        word, _, rest = item.text.partition(" ")
-        if not item.text:  # a comment
-            continue
-        if word in ("if", "with", "range"):
-            block = _Block(word, [(_parse_pipeline(rest, where), [])])
-            body.append(block)
-            stack.append(block)
-        elif word == "define":
-            block = _Block("define", [(None, [])], name=json.loads(rest.strip()))
-            defines[block.name] = block
-            stack.append(block)
-        elif word == "else":
-            block = stack[-1]
-            if block.kind not in ("if", "with", "range") or block.branches[-1][0] is None:
-                raise TemplateError(f"{where}: misplaced {{{{ {item.text} }}}}")
-            if rest.startswith("if ") and block.kind == "if":
-                block.branches.append((_parse_pipeline(rest[3:], where), []))
-            elif not rest:
-                block.branches.append((None, []))
-            else:
-                raise TemplateError(f"{where}: {{{{ {item.text} }}}} is outside the subset")
-        elif word == "end":
-            if len(stack) == 1:
-                raise TemplateError(f"{where}: unexpected {{{{ end }}}}")
-            stack.pop()  # a define was never part of the body around it
-        elif word in ("template", "block", "break", "continue"):
-            raise TemplateError(f"{where}: {{{{ {word} }}}} is outside the subset")
-        else:
-            body.append(_parse_pipeline(item.text, where))
-    if len(stack) != 1:
-        raise TemplateError(f"{where}: {{{{ {stack[-1].kind} }}}} without {{{{ end }}}}")
-    return root, defines
-
-
-def _truth(value: Any) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, (bool, int, float, str, list, dict)):
-        return bool(value)
-    return True
-
-
-def _printed(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return str(value)
-    # Helm would print "<no value>" or a Go map: never what a manifest means.
-    raise TemplateError(f"{where}: printing {value!r}")
-
-
-def _to_yaml(value: Any) -> str:
-    text = yaml.safe_dump(value, sort_keys=True, default_flow_style=False)
-    return text.removesuffix("\n...\n").removesuffix("\n")  # Helm's toYaml drops the final newline
-
-
-def _indent(width: int, text: str) -> str:
-    pad = " " * width
-    return pad + text.replace("\n", "\n" + pad)
-
-
-def _printf(template: str, *args: Any) -> str:
-    values = iter(args)
-
-    def one_verb(match: re.Match[str]) -> str:
-        if match.group(0) == "%%":
-            return "%"
-        if match.group(0) not in ("%s", "%d", "%v"):
-            raise TemplateError(f"printf verb {match.group(0)} is outside the subset")
-        return _printed(next(values), "printf")
-
-    return re.sub(r"%.", one_verb, template)
-
-
-def _trunc(length: int, text: str) -> str:
-    return text[:length] if length >= 0 else text[length:]
-
-
-class HelmSubset:
-    """Renders a chart's templates with Go's text/template semantics, within this chart's needs."""
-
-    def __init__(self, chart: Path) -> None:
-        self.chart = chart
-        self.files: dict[str, _Block] = {}
-        self._top: dict[str, Any] = {}
-        self.defines: dict[str, _Block] = {}
-        for path in sorted((chart / "templates").iterdir()):
-            tree, defines = _parse(path.read_text(), path.name)
-            overlap = set(defines) & set(self.defines)
-            if overlap:
-                raise TemplateError(f"{path.name}: {sorted(overlap)} defined twice")
-            self.defines.update(defines)
-            if not path.name.startswith("_"):
-                self.files[path.name] = tree
-        self.functions: dict[str, Callable[..., Any]] = {
-            "include": self._include,
-            "toYaml": _to_yaml,
-            "nindent": lambda width, text: "\n" + _indent(width, text),
-            "indent": _indent,
-            "quote": lambda *values: " ".join(
-                json.dumps(_printed(v, "quote"), ensure_ascii=False) for v in values if v is not None
-            ),
-            "default": lambda fallback, value=None: value if _truth(value) else fallback,
-            "trunc": _trunc,
-            "trimSuffix": lambda suffix, text: text.removesuffix(suffix),
-            "contains": lambda part, text: part in text,
-            "replace": lambda old, new, text: text.replace(old, new),
-            "printf": _printf,
-            "join": lambda sep, items: sep.join(_printed(i, "join") for i in items),
-            "eq": lambda a, b: a == b,
-            "sha256sum": lambda text: hashlib.sha256(text.encode()).hexdigest(),
-        }
-
-    def values(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """values.yaml merged with `overrides` as `helm -f` merges them, then checked as Helm checks them."""
-
-        def merge(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-            for key, value in extra.items():
-                if isinstance(value, dict) and isinstance(into.get(key), dict):
-                    merge(into[key], value)
-                else:
-                    into[key] = copy.deepcopy(value)
-            return into
-
-        values = merge(yaml.safe_load((self.chart / "values.yaml").read_text()), overrides or {})
-        schema = json.loads((self.chart / "values.schema.json").read_text())
-        errors = [
-            f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in jsonschema.Draft7Validator(schema).iter_errors(values)
-        ]
-        if errors:
-            raise TemplateError("values don't meet the schema: " + "; ".join(errors))
-        return values
-
-    def render(
-        self, overrides: dict[str, Any] | None = None, release: str = "modelrollout", namespace: str = NAMESPACE
-    ) -> dict[str, str]:
-        """Each template's output by file name (NOTES.txt included), as `helm template` computes it."""
-        meta = yaml.safe_load((self.chart / "Chart.yaml").read_text())
-        top = {
-            "Values": self.values(overrides),
-            "Release": {
-                "Name": release,
-                "Namespace": namespace,
-                "Service": "Helm",
-                "IsInstall": True,
-                "IsUpgrade": False,
-                "Revision": 1,
-            },
-            "Chart": {
-                "Name": meta["name"],
-                "Version": meta["version"],
-                "AppVersion": meta.get("appVersion"),
-                "Description": meta.get("description"),
-            },
-        }
-        return {name: self.execute(name, top) for name in self.files}
-
-    def execute(self, name: str, top: dict[str, Any]) -> str:
-        """One template file's output with `top` as both `.` and `$`."""
-        self._top = top
-        return self._walk(self.files[name].branches[0][1], top, top, name)
-
-    def objects(
-        self, overrides: dict[str, Any] | None = None, release: str = "modelrollout", namespace: str = NAMESPACE
-    ) -> list[dict[str, Any]]:
-        docs = []
-        for name, text in self.render(overrides, release, namespace).items():
-            if name.endswith(".yaml"):
-                docs += [d for d in yaml.safe_load_all(text) if d]
-        return docs
-
-    # --- evaluation -------------------------------------------------------------------------------
-
-    def _include(self, name: str, dot: Any) -> str:
-        if name not in self.defines:
-            raise TemplateError(f"include of undefined template {name!r}")
-        return self._walk(self.defines[name].branches[0][1], dot, self._top, name)
-
-    def _walk(self, nodes: list[Any], dot: Any, top: Any, where: str) -> str:
-        out = []
-        for node in nodes:
-            if isinstance(node, str):
-                out.append(node)
-            elif isinstance(node, list):
-                out.append(_printed(self._pipeline(node, dot, top, where), where))
-            elif node.kind == "if":
-                for condition, body in node.branches:
-                    if condition is None or _truth(self._pipeline(condition, dot, top, where)):
-                        out.append(self._walk(body, dot, top, where))
-                        break
-            elif node.kind == "with":
-                value = self._pipeline(node.branches[0][0], dot, top, where)
-                if _truth(value):
-                    out.append(self._walk(node.branches[0][1], value, top, where))
-                elif len(node.branches) > 1:
-                    out.append(self._walk(node.branches[1][1], dot, top, where))
-            elif node.kind == "range":
-                value = self._pipeline(node.branches[0][0], dot, top, where)
-                items = [value[k] for k in sorted(value)] if isinstance(value, dict) else value or []
-                if not isinstance(items, list):
-                    raise TemplateError(f"{where}: range over {value!r}")
-                for item in items:
-                    out.append(self._walk(node.branches[0][1], item, top, where))
-                if not items and len(node.branches) > 1:
-                    out.append(self._walk(node.branches[1][1], dot, top, where))
-        return "".join(out)
-
-    def _pipeline(self, pipeline: list[list[tuple[str, Any]]], dot: Any, top: Any, where: str) -> Any:
-        value: Any = _NOTHING
-        for command in pipeline:
-            value = self._command(command, dot, top, where, value)
-        return value
-
-    def _command(self, command: list[tuple[str, Any]], dot: Any, top: Any, where: str, piped: Any) -> Any:
-        kind, head = command[0]
-        if kind == "ident" and head not in ("true", "false", "nil"):
-            if head not in self.functions:
-                raise TemplateError(f"{where}: function {head!r} is outside the subset")
-            args = [self._operand(op, dot, top, where) for op in command[1:]]
-            if piped is not _NOTHING:
-                args.append(piped)
-            try:
-                return self.functions[head](*args)
-            except TypeError as err:
-                raise TemplateError(f"{where}: {head}: {err}") from None
-        if len(command) > 1 or piped is not _NOTHING:
-            raise TemplateError(f"{where}: {head!r} is not a function and takes no arguments")
-        return self._operand(command[0], dot, top, where)
-
-    def _operand(self, operand: tuple[str, Any], dot: Any, top: Any, where: str) -> Any:
-        kind, value = operand
-        if kind == "lit":
-            return value
-        if kind == "pipe":
-            return self._pipeline(value, dot, top, where)
-        if kind == "ident":
-            if value in ("true", "false", "nil"):
-                return {"true": True, "false": False, "nil": None}[value]
-            return self._command([operand], dot, top, where, _NOTHING)
-        from_root, names = value
-        current = top if from_root else dot
-        for name in names:
-            if not isinstance(current, dict):
-                raise TemplateError(
-                    f"{where}: nil pointer evaluating .{name}"
-                    if current is None
-                    else f"{where}: .{name} of {current!r}"
-                )
-            current = current.get(name)  # a missing map key is Go's zero value: nil
-        return current
-
-
-# ---------------------------------------------------------------------------------------------
 # The Go-template subset itself, on Go's documented behaviour
 
 
@@ -1079,7 +554,8 @@ def test_the_template_subset_refuses_what_it_does_not_know(tmp_path: Path, templ
 
 @pytest.fixture(scope="module")
 def chart() -> HelmSubset:
-    return HelmSubset(CHART)
+    """The chart as `helm template modelrollout charts/modelrollout -n modelrollout-system` renders it."""
+    return HelmSubset(CHART, release="modelrollout", namespace=NAMESPACE)
 
 
 def without_helm_bookkeeping(doc: dict[str, Any]) -> dict[str, Any]:
@@ -1101,14 +577,14 @@ def test_chart_metadata_matches_the_project() -> None:
 
 
 def test_the_charts_crds_are_the_committed_ones() -> None:
-    """Helm installs crds/ verbatim: they must be manifests/crd/, byte for byte (regenerate, then copy)."""
+    """Helm installs crds/ verbatim: they must be manifests/crd/, byte for byte (`make crd` copies them)."""
     ours = {p.name: p.read_bytes() for p in (MANIFESTS / "crd").iterdir()}
     charts = {p.name: p.read_bytes() for p in (CHART / "crds").iterdir()}
-    assert sorted(charts) == sorted(ours), "charts/modelrollout/crds/ must hold the files of manifests/crd/"
+    assert sorted(charts) == sorted(ours), (
+        "charts/modelrollout/crds/ must hold the files of manifests/crd/: run `make crd`"
+    )
     for name, text in ours.items():
-        assert charts[name] == text, (
-            f"charts/modelrollout/crds/{name} differs: cp manifests/crd/*.yaml charts/modelrollout/crds/"
-        )
+        assert charts[name] == text, f"charts/modelrollout/crds/{name} differs from manifests/crd/: run `make crd`"
 
 
 def test_values_schema_is_draft7_and_closed() -> None:
