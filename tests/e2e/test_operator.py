@@ -370,13 +370,15 @@ def test_an_operator_killed_mid_canary_resumes_the_same_step(stack: Stack, iris_
     assert [r for _, r, _ in stack.events()].count("Promoted") == 1
 
 
-def test_a_verified_webhook_wakes_the_poll_and_bad_ones_are_refused(stack: Stack, iris_model_uri: str) -> None:
+def test_mlflows_webhook_wakes_the_poll_and_bad_deliveries_are_refused(stack: Stack, iris_model_uri: str) -> None:
     operator = stack.start_operator(poll="10m")  # only the start-up poll and webhooks read MLflow
     v1, v2 = serving_v1(stack, iris_model_uri)
+    v3 = stack.register(iris_model_uri)
     stack.alias("challenger", v2)
     time.sleep(2.0)
     assert stack.phase() == "Idle", "without a webhook the alias move is seen only at the next poll"
 
+    # Hand-made deliveries: forged, stale, then a good one and its replay.
     body = json.dumps({"entity": "model_version_alias", "action": "created",
                        "data": {"name": stack.model, "alias": "challenger", "version": v2}}).encode()  # fmt: skip
 
@@ -394,12 +396,28 @@ def test_a_verified_webhook_wakes_the_poll_and_bad_ones_are_refused(stack: Stack
     assert forged.status_code == 401 and "signature" in forged.json()["detail"]
     stale = deliver("d-2", now - 3600)
     assert stale.status_code == 401 and "replay window" in stale.json()["detail"]
+    time.sleep(1.0)
     assert stack.phase() == "Idle"
     good = deliver("d-3", now)
     assert good.status_code == 200 and good.json()["status"] == "accepted"
     stack.wait(lambda: stack.phase() == "Shadow", "the webhook woke the poll", timeout=10)
     again = deliver("d-3", now)
     assert again.status_code == 200 and again.json()["duplicate"] is True
+
+    # MLflow's own delivery: a webhook registered in MLflow, the alias moved again -> superseded.
+    webhook = stack.mlflow.create_webhook(
+        name=f"operator-{stack.namespace}", url=f"{operator.url}/webhooks/mlflow",
+        events=["model_version_alias.created"], secret=SECRET,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)  # past MLflow's webhook cache (MLFLOW_WEBHOOK_CACHE_TTL=1 in the fixture)
+        moved = time.monotonic()
+        stack.alias("challenger", v3)
+        stack.wait(lambda: stack.status().get("candidateVersion") == v3, "MLflow's delivery woke the poll", timeout=15)
+        assert time.monotonic() - moved < 15  # the 10-minute poll interval was not waited for
+        assert any("superseded" in t["reason"] for t in stack.status()["history"])
+    finally:
+        stack.mlflow.delete_webhook(webhook.webhook_id)
 
 
 def test_an_invalid_spec_is_reported_and_the_state_kept(stack: Stack, iris_model_uri: str) -> None:
