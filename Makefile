@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast crd prometheus clean
+.PHONY: demo test test-fast bench crd prometheus clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -32,6 +32,10 @@ test: $(STAMP) prometheus
 # Unit tests only: seconds, no services.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+# The benchmarks (benchmarks/README.md): each prints its figures as ratios measured in the same run.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.decisions
 
 # The ModelRollout CRD, generated from canary/spec.py (through a temporary file, so a failure
 # leaves the committed one whole), and the chart's crds/, which Helm installs verbatim: a mirror

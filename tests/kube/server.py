@@ -119,7 +119,8 @@ class EmulatorServer:
                     message, payload, protocol, writer, task, loop, client_max_size=MAX_REQUEST_BYTES
                 )
 
-            server = aiohttp.web.Server(emulator, request_factory=make_request)
+            # No access log: a test that configured root logging (the CLI does) would get every request.
+            server = aiohttp.web.Server(emulator, request_factory=make_request, access_log=None)
             runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
             await runner.setup()
             site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)  # the OS picks a free port: no race

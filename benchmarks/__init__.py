@@ -1,0 +1,1 @@
+"""Benchmarks that measure modelrollout's decisions; run them as modules (python -m benchmarks.decisions)."""
