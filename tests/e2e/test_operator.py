@@ -37,6 +37,7 @@ from tests.kube.kserve_double import KServeDouble
 GROUP, VERSION, PLURAL = "modelrollout.io", "v1alpha1", "modelrollouts"
 ISVC = ("serving.kserve.io", "v1beta1")
 SECRET = "webhook-secret-for-tests"
+PEERING_CRD = Path(__file__).resolve().parents[2] / "manifests" / "crd" / "kopfpeerings.kopf.dev.yaml"
 BUCKET = "s3://mlflow-tests/artifacts"  # the operator maps mlflow-artifacts:/ URIs onto it
 
 
@@ -44,11 +45,12 @@ class OperatorProcess:
     """`modelrollout operator` in a subprocess; its log is kept for failure messages."""
 
     def __init__(self, home: Path, kubeconfig: Path, namespace: str, mlflow_url: str, prometheus_url: str,
-                 comparator_url: str | None, poll: str = "1s") -> None:  # fmt: skip
+                 comparator_url: str | None, poll: str = "1s", peering: bool = False) -> None:  # fmt: skip
         self.home, self.port = home, free_port()
         self.log_path = home / f"operator-{time.monotonic_ns()}.log"
         command = [
-            sys.executable, "-m", "controller.cli", "operator", "-n", namespace, "--standalone",
+            sys.executable, "-m", "controller.cli", "operator", "-n", namespace,
+            *(["--peering", "modelrollout"] if peering else ["--standalone"]),
             "--mlflow-uri", mlflow_url, "--prometheus-url", prometheus_url, "--port", str(self.port),
             "--tick", "500ms", "--poll-interval", poll, "--artifacts-destination", BUCKET,
         ]  # fmt: skip
@@ -110,9 +112,13 @@ class Stack:
 
     # -- parts --------------------------------------------------------------------------------
 
-    def start_operator(self, poll: str = "1s") -> OperatorProcess:
+    def start_operator(self, poll: str = "1s", peering: bool = False) -> OperatorProcess:
+        if peering:  # kopf's namespaced peering: its CRD (from manifests/) and the object it names
+            self.kube_api.load_crds([PEERING_CRD])
+            self.kube_api.apply({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                                 "metadata": {"name": "modelrollout", "namespace": self.namespace}})  # fmt: skip
         operator = OperatorProcess(self.home, self.kube_api.kubeconfig, self.namespace, self.mlflow_url,
-                                   self.prometheus_url, self.comparator.url, poll)  # fmt: skip
+                                   self.prometheus_url, self.comparator.url, poll, peering)  # fmt: skip
         self.operators.append(operator)
         return operator
 
@@ -245,7 +251,7 @@ def serving_v1(stack: Stack, iris_model_uri: str) -> tuple[str, str]:
 
 
 def test_promote_path_then_undo(stack: Stack, iris_model_uri: str) -> None:
-    operator = stack.start_operator()
+    operator = stack.start_operator(peering=True)  # as installed: kopf peering, one replica acts
     v1, v2 = serving_v1(stack, iris_model_uri)
     stack.alias("challenger", v2)
 
@@ -288,6 +294,9 @@ def test_promote_path_then_undo(stack: Stack, iris_model_uri: str) -> None:
     assert 'modelrollout_rollouts{phase="Succeeded"} 1.0' in metrics
     assert 'modelrollout_transitions_total{to="Succeeded"} 1.0' in metrics
     assert "modelrollout_registry_poll_seconds_count" in metrics
+
+    peering = stack.custom.get_namespaced_custom_object("kopf.dev", "v1", stack.namespace, "kopfpeerings", "modelrollout")
+    assert peering.get("status"), "the operator keeps its alive-record in the peering object"
 
     # undo: back to v1 in the InferenceService and in MLflow; v2 marked.
     stack.custom.patch_namespaced_custom_object(GROUP, VERSION, stack.namespace, PLURAL, "iris", command_patch("undo"))
