@@ -3,10 +3,13 @@
 Pure and deterministic: no I/O and no clock of its own, so the local runner and the Kubernetes
 operator drive the very same decisions, and every transition is unit-tested with plain values.
 
-    Idle -> Shadow -> Canary(step 0..n-1) -> Promoting -> Succeeded
-                  \\-------------+-------> RollingBack -> RolledBack | Aborted
+    Idle -> [Gating] -> Shadow -> Canary(step 0..n-1) -> Promoting -> [Watching] -> Succeeded
+               \\--------------+-----------+---------> RollingBack -> RolledBack | Aborted
+    Gating (spec.gate): the candidate's MLflow metrics are judged before it is deployed; a failure
+      is a rollback of kind `rejected` (RollingBack marks the version, RolledBack), a pass goes on
     Paused: entered from Shadow/Canary by `pause`, left by `resume` (or promote/abort)
-    Succeeded -> RollingBack (`undo`): the stable alias goes back to the previous version
+    Watching (spec.postPromotion): the promoted version is judged for a while; a breach undoes it
+    Succeeded | Watching -> RollingBack (`undo`): the stable alias goes back to the previous version
 
 The engine is level-triggered. Actions describe the desired state (the routing to apply, the
 registry write to make) and are repeated on every tick until an observation shows them done:
@@ -22,8 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from canary import gate
 from canary.analysis import CheckResult
 from canary.durations import format_duration, parse_duration
+from canary.gate import OfflineMetrics
 from canary.spec import (
     Condition,
     MetricStatus,
@@ -39,6 +44,7 @@ from canary.spec import (
 PROMOTED = "promoted"
 ROLLED_BACK = "rolled_back"
 ABORTED = "aborted"
+REJECTED = "rejected"
 # Not a tag: the controller reports this when the version no longer exists, so nothing is left to mark.
 DELETED = "deleted"
 HISTORY_LIMIT = 200
@@ -83,6 +89,10 @@ class Observation:
     candidate: CandidateHealth | None = None
     checks: Sequence[CheckResult] | None = None  # set only on ticks where analysis ran
     commands: Sequence[Command] = ()
+    # Gating only: each version's MLflow metrics (gate.versions_needed), or None when they could not
+    # be read this tick, with the reason in gate_error. No metrics is never a verdict.
+    gate_metrics: Mapping[str, OfflineMetrics] | None = None
+    gate_error: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +117,7 @@ class PromoteInRegistry:
 @dataclass(frozen=True)
 class MarkInRegistry:
     version: str
-    outcome: Literal["rolled_back", "aborted"]
+    outcome: Literal["rolled_back", "aborted", "rejected"]
     reason: str
 
 
@@ -139,10 +149,27 @@ def window_seconds(spec: ModelRolloutSpec, status: RolloutStatus) -> float:
 
 
 def analysis_due(spec: ModelRolloutSpec, status: RolloutStatus, now: datetime) -> bool:
-    """True when the controller should query metrics and pass the results in `Observation.checks`."""
-    if status.phase not in ACTIVE or status.window_started_at is None:
+    """True when the controller should query metrics and pass the results in `Observation.checks`.
+
+    In Watching the checks are `spec.watch_checks()`, measured on the promoted version, which now
+    serves as the stable (role `stable`).
+    """
+    if status.phase not in (*ACTIVE, Phase.WATCHING) or status.window_started_at is None:
         return False
     return now >= status.window_started_at + timedelta(seconds=window_seconds(spec, status))
+
+
+def gate_versions(spec: ModelRolloutSpec, status: RolloutStatus) -> tuple[str, ...]:
+    """Whose MLflow metrics the controller should read this tick for `Observation.gate_metrics`."""
+    if status.phase is not Phase.GATING or spec.gate is None or not status.candidate_version:
+        return ()
+    return gate.versions_needed(spec.gate, status.candidate_version, status.stable_version)
+
+
+def watch_ends_at(spec: ModelRolloutSpec, status: RolloutStatus) -> datetime | None:
+    if status.phase is not Phase.WATCHING or spec.post_promotion is None or status.phase_started_at is None:
+        return None
+    return status.phase_started_at + timedelta(seconds=parse_duration(spec.post_promotion.watch))
 
 
 def candidate_role(status: RolloutStatus) -> Literal["shadow", "canary"]:
@@ -161,10 +188,12 @@ def command_problem(kind: CommandKind, status: RolloutStatus) -> str | None:
         applies = phase in ACTIVE
     elif kind == "resume":
         applies = phase is Phase.PAUSED and status.paused_from is not None
-    elif kind in ("promote", "abort"):
+    elif kind == "promote":
         applies = phase in ACTIVE or phase is Phase.PAUSED
-    elif kind == "undo":  # back to the stable before the last promotion
-        applies = phase is Phase.SUCCEEDED
+    elif kind == "abort":  # also while gating: the candidate is not deployed, but the user may stop it
+        applies = phase in ACTIVE or phase in (Phase.PAUSED, Phase.GATING)
+    elif kind == "undo":  # back to the stable before the last promotion (also during its watch)
+        applies = phase in (Phase.SUCCEEDED, Phase.WATCHING)
         if applies and not (status.previous_stable_version and status.candidate_version == status.stable_version):
             return "undo: no promotion to undo (no previous stable version recorded)"
     else:  # retry: a rolled-back or aborted candidate, or one skipped because it failed before
@@ -263,11 +292,22 @@ class _Step:
         s.rollback_kind = None
         s.paused_from = None
         s.checks = []
+        s.gate_checks = []
+        if self.spec.gate is not None:
+            # Nothing is deployed yet: the controller reads the metrics next tick, the gate decides.
+            self.enter_step(Phase.GATING, None, reason)
+            self.condition("GatePassed", None, "Evaluating", f"judging the MLflow metrics of v{version} against v{s.stable_version}")
+            self.event("Normal", "RolloutStarted", f"v{version}: {reason}; stable is v{s.stable_version}; offline gate first")
+            return
+        self.deploy(reason)
+        self.event("Normal", "RolloutStarted", f"v{version}: {reason}; stable is v{s.stable_version}")
+
+    def deploy(self, reason: str) -> None:
+        """The candidate's first traffic: the shadow, or the first canary step without one."""
         if self.spec.shadow.enabled:
             self.enter_step(Phase.SHADOW, None, reason)
         else:
             self.enter_step(Phase.CANARY, 0, reason)
-        self.event("Normal", "RolloutStarted", f"v{version}: {reason}; stable is v{s.stable_version}")
 
     def advance(self, reason: str) -> None:
         s, steps = self.s, self.spec.canary.steps
@@ -294,7 +334,19 @@ class _Step:
         self.s.step = None
         self.s.paused_from = None
         self.set_weights()
-        self.event("Warning", "RollingBack", f"v{self.s.candidate_version}: {reason}")
+        self.event("Warning", "Rejected" if kind == "rejected" else "RollingBack", f"v{self.s.candidate_version}: {reason}")
+
+    def undo(self, reason: str) -> None:
+        """Back to the stable before the last promotion (the `undo` command, or a watch breach).
+
+        The promoted version becomes the candidate being rolled back, the one before it the stable
+        again; RollingBack then routes to it, moves the stable alias back and marks the undone
+        version, like any rollback, so it is not rolled out again by itself.
+        """
+        s = self.s
+        undone, restored = s.stable_version, s.previous_stable_version
+        s.candidate_version, s.stable_version, s.previous_stable_version = undone, restored, undone
+        self.begin_rollback("undo", f"{reason}: v{undone} replaced by v{restored} again")
 
     def describe_position(self) -> str:
         s = self.s
@@ -338,12 +390,7 @@ class _Step:
         elif cmd.kind == "retry":
             self.start(s.candidate_version or "", "retried by user")
         elif cmd.kind == "undo":
-            # The promoted version becomes the candidate being rolled back, the one before it the
-            # stable again; RollingBack then routes to it, moves the stable alias back and marks
-            # the undone version, like any rollback, so it is not rolled out again by itself.
-            undone, restored = s.stable_version, s.previous_stable_version
-            s.candidate_version, s.stable_version, s.previous_stable_version = undone, restored, undone
-            self.begin_rollback("undo", f"undone by user: v{undone} replaced by v{restored} again")
+            self.undo("undone by user")
 
     # -- phases ---------------------------------------------------------------------------------
 
@@ -376,7 +423,7 @@ class _Step:
             )
             return
         earlier = reg.outcomes.get(candidate)
-        if s.candidate_version is None and earlier in (ROLLED_BACK, ABORTED):
+        if s.candidate_version is None and earlier in (ROLLED_BACK, ABORTED, REJECTED):
             # Fresh state but the registry remembers: do not roll out a failed version again.
             s.observed_candidate_version = candidate
             s.candidate_version = candidate
@@ -438,6 +485,19 @@ class _Step:
         return self.now - started > self.deadline
 
     def judge(self, results: Sequence[CheckResult]) -> None:
+        breached = self.tally(results)
+        verdicts = [r.verdict for r in results]
+        if breached:
+            self.begin_rollback("failure", "; ".join(breached))
+        elif all(v == "pass" for v in verdicts):
+            self.advance(f"all {len(verdicts)} checks passed" if verdicts else "window elapsed (no checks)")
+        else:
+            errors = [r for r in results if r.verdict == "error"]
+            if errors:
+                self.event("Warning", "AnalysisError", "; ".join(f"{r.name}: {r.message}" for r in errors))
+
+    def tally(self, results: Sequence[CheckResult]) -> list[str]:
+        """Record one window's verdicts in the status; the checks now past their failureLimit."""
         s = self.s
         previous = {c.name: c for c in s.checks}
         checks, breached = [], []
@@ -475,43 +535,137 @@ class _Step:
             "Passing" if all(v == "pass" for v in verdicts) else "NotPassing",
             "; ".join(f"{r.name}: {r.verdict}" for r in results if r.verdict != "pass"),
         )
-        if breached:
-            self.begin_rollback("failure", "; ".join(breached))
-        elif all(v == "pass" for v in verdicts):
-            self.advance(f"all {len(verdicts)} checks passed" if verdicts else "window elapsed (no checks)")
-        else:
-            errors = [r for r in results if r.verdict == "error"]
-            if errors:
-                self.event("Warning", "AnalysisError", "; ".join(f"{r.name}: {r.message}" for r in errors))
+        return breached
 
     def promoting(self) -> None:
         s, reg = self.s, self.obs.registry
         if reg is not None and reg.stable_version == s.candidate_version:
             s.previous_stable_version = s.stable_version
             s.stable_version = s.candidate_version
-            self.transition(Phase.SUCCEEDED, f"v{s.candidate_version} promoted: alias {self.spec.model.stable_alias!r} moved")
+            promoted = f"v{s.candidate_version} promoted: alias {self.spec.model.stable_alias!r} moved"
+            watch = self.spec.post_promotion
+            if watch is None:
+                self.transition(Phase.SUCCEEDED, promoted)
+            else:
+                self.transition(Phase.WATCHING, f"{promoted}; watching it for {watch.watch}")
+                s.window_started_at = self.now
+                # The watch counts its own failures: the canary's are not held against it.
+                for check in s.checks:
+                    check.failures = 0
             self.set_weights()
             self.event("Normal", "Promoted", f"v{s.candidate_version} is the stable version")
+            if watch is not None:
+                ends = watch_ends_at(self.spec, s)
+                until = ends.isoformat(timespec="seconds") if ends else "?"
+                self.event("Normal", "Watching", f"v{s.candidate_version}: post-promotion watch until {until}")
             return
         self.actions.append(PromoteInRegistry(version=s.candidate_version or "", summary=self.summary()))
 
     def rolling_back(self) -> None:
         s, reg = self.s, self.obs.registry
-        outcome = ABORTED if s.rollback_kind == "abort" else ROLLED_BACK
+        outcome = {"abort": ABORTED, "rejected": REJECTED}.get(s.rollback_kind or "", ROLLED_BACK)
         if s.rollback_kind == "undo" and s.stable_version and (reg is None or reg.stable_version != s.stable_version):
             # An undo also moves the stable alias back; the mark waits until the alias has moved.
             self.actions.append(
-                PromoteInRegistry(version=s.stable_version, summary=f"stable again: v{s.candidate_version} undone by user")
+                PromoteInRegistry(version=s.stable_version, summary=f"stable again: {s.message}")
             )
             return
         if reg is not None and s.candidate_version and reg.outcomes.get(s.candidate_version) in (outcome, DELETED):
+            # A rejected version was never deployed, yet it rests RolledBack too: the terminal
+            # phases every client knows stay four, and rollbackKind says it was the gate.
             final = Phase.ABORTED if outcome == ABORTED else Phase.ROLLED_BACK
             reason = s.message
             self.transition(final, reason)
             self.set_weights()
-            self.event("Warning", final.value, f"v{s.candidate_version}: {reason}")
+            self.event("Warning", "Rejected" if outcome == REJECTED else final.value, f"v{s.candidate_version}: {reason}")
             return
         self.actions.append(MarkInRegistry(version=s.candidate_version or "", outcome=outcome, reason=s.message))
+
+    def gating(self) -> None:
+        """Judge the candidate's MLflow metrics; deploy it on a pass, reject it on a failure."""
+        s, reg, model, spec_gate = self.s, self.obs.registry, self.spec.model, self.spec.gate
+        candidate_moved = reg is not None and reg.candidate_version != s.observed_candidate_version
+        # A removed stable alias is not a new stable: at rest the engine keeps the last one too.
+        stable_moved = reg is not None and reg.stable_version is not None and reg.stable_version != s.stable_version
+        if candidate_moved or stable_moved:
+            assert reg is not None
+            alias, version = (
+                (model.candidate_alias, reg.candidate_version) if candidate_moved else (model.stable_alias, reg.stable_version)
+            )
+            why = f"alias {alias!r} " + (f"moved to v{version}" if version else "was removed")
+            # Never deployed and never judged: nothing to roll back or mark. Decide again at rest.
+            reason = f"offline gate of v{s.candidate_version} abandoned: {why}"
+            self.condition("GatePassed", None, "Abandoned", reason)
+            self.transition(Phase.IDLE, reason)
+            s.candidate_version = s.observed_candidate_version = None
+            self.at_rest()
+            return
+        if spec_gate is None:  # the gate was removed from the spec while waiting for it
+            self.condition("GatePassed", True, "NoGate", "the spec has no gate any more")
+            self.deploy("offline gate removed from the spec")
+            return
+        version = s.candidate_version or ""
+        metrics = self.obs.gate_metrics
+        results = gate.evaluate(spec_gate, version, s.stable_version, metrics) if metrics is not None else None
+        if results is None:
+            cause = self.obs.gate_error or (self.obs.registry_error if reg is None else None)
+            if cause:
+                self.condition("GatePassed", None, "MetricsUnavailable", cause)
+                s.message = f"offline gate of v{version} waits for MLflow (no metrics, no decision): {cause}"
+            return
+        s.gate_checks = [
+            MetricStatus(
+                name=r.name,
+                verdict=r.verdict,
+                candidate=r.candidate,
+                baseline=r.baseline,
+                threshold=r.threshold,
+                message=r.message,
+                checked_at=self.now,
+            )
+            for r in results
+        ]
+        failed = [r.message for r in results if r.verdict == "fail"]
+        if failed:
+            reason = f"offline gate failed: {'; '.join(failed)}"
+            self.condition("GatePassed", False, "GateFailed", reason)
+            self.begin_rollback("rejected", reason)
+            return
+        detail = "; ".join(r.message for r in results)
+        self.condition("GatePassed", True, "GatePassed", detail)
+        self.event("Normal", "GatePassed", f"v{version}: {detail}")
+        self.deploy(f"offline gate passed ({len(results)} metric{'s' if len(results) != 1 else ''})")
+
+    def watching(self) -> None:
+        """The promoted version's checks keep running until the watch ends; a breach undoes it."""
+        s, reg, model = self.s, self.obs.registry, self.spec.model
+        if reg is not None and reg.stable_version != s.stable_version:
+            # Someone moved the stable alias by hand: an undo now would overwrite their choice.
+            now_stable = f"moved to v{reg.stable_version}" if reg.stable_version else "was removed"
+            self.transition(Phase.SUCCEEDED, f"post-promotion watch ended: alias {model.stable_alias!r} {now_stable} by hand")
+            self.at_rest()
+            return
+        if self.obs.checks is not None and not self.commands_applied:
+            breached = self.tally(self.obs.checks)
+            if breached:
+                self.event("Warning", "WatchBreached", f"v{s.stable_version}: {'; '.join(breached)}")
+                if s.previous_stable_version:
+                    self.undo(f"post-promotion watch: {'; '.join(breached)}")
+                    return
+        if self.spec.post_promotion is None:  # the watch was removed from the spec meanwhile
+            self.transition(Phase.SUCCEEDED, f"v{s.stable_version} promoted; post-promotion watch removed from the spec")
+            return
+        ends = watch_ends_at(self.spec, s)
+        if ends is None or self.now >= ends:
+            watched = self.spec.post_promotion.watch
+            self.transition(Phase.SUCCEEDED, f"v{s.stable_version} promoted; post-promotion watch passed ({watched}, no breach)")
+            self.event("Normal", "WatchPassed", s.message)
+            return
+        if reg is not None and reg.candidate_version not in (None, s.observed_candidate_version):
+            s.message = (
+                f"v{s.stable_version} promoted; watching it until {ends.isoformat(timespec='seconds')}; "
+                f"v{reg.candidate_version} starts when the watch ends"
+            )
 
     def summary(self) -> str:
         started = next(
@@ -536,6 +690,10 @@ class _Step:
             self.active()
         elif phase is Phase.PAUSED:
             self.superseded() or self.candidate_failed()
+        elif phase is Phase.GATING:
+            self.gating()
+        elif phase is Phase.WATCHING:
+            self.watching()
         # Promoting and RollingBack are handled after a transition into them in this same tick too,
         # so their first write-back is not delayed a tick.
         if self.s.phase is Phase.PROMOTING:

@@ -256,6 +256,121 @@ class AnalysisSpec(_Model):
 
 
 # ---------------------------------------------------------------------------------------------
+# Offline gate: the candidate's own MLflow metrics against the stable version's, before any traffic
+
+# Relative gate bounds are percentages only (see GateMetric._relative_is_a_percentage).
+PERCENT_PATTERN = r"^\s*\d+(\.\d+)?\s*%\s*$"
+Percent = Annotated[str, Field(json_schema_extra={"pattern": PERCENT_PATTERN})]
+# The absolute counterpart of each relative bound, for the messages that point from one to the other.
+_ABSOLUTE_OF = {"max_decrease": "maxDrop", "max_increase": "maxRise"}
+_RELATIVE_OF = {"max_drop": "maxDecrease", "max_rise": "maxIncrease"}
+Missing = Literal["fail", "pass"]
+
+
+class GateMetric(_Model):
+    name: str = Field(min_length=1, max_length=250, description="Metric key as logged in MLflow (mlflow.log_metric)")
+    min: float | None = Field(None, allow_inf_nan=False, description="Lowest allowed candidate value")
+    max: float | None = Field(None, allow_inf_nan=False, description="Highest allowed candidate value")
+    max_drop: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Largest allowed fall below the stable version's value, in the metric's own units (0.01 = one accuracy point)",
+    )
+    max_rise: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Largest allowed rise above the stable version's value, in the metric's own units",
+    )
+    max_decrease: Percent | None = Field(
+        None, description="Largest allowed fall below the stable version's value, relative: '2%'"
+    )
+    max_increase: Percent | None = Field(
+        None, description="Largest allowed rise above the stable version's value, relative: '5%'"
+    )
+    missing: Missing | None = Field(
+        None, description="When either version lacks the metric: fail (reject) or pass (skip it); default gate.missing"
+    )
+
+    @field_validator("max_decrease", "max_increase", mode="before")
+    @classmethod
+    def _relative_is_a_percentage(cls, value: Any, info: Any) -> Any:
+        # Analysis checks read `maxDecrease: 0.01` as 1 %, but for an offline metric a data scientist
+        # means one accuracy point. Neither reading is silently picked here: a bare number is refused
+        # with both ways to say it.
+        if value is None:
+            return value
+        if isinstance(value, bool) or not isinstance(value, str):
+            raise ValueError(
+                f"{value!r} is ambiguous in the gate: write a percentage such as '1%' for a bound relative "
+                f"to the stable version's value, or {_ABSOLUTE_OF[info.field_name]}: {value!r} for an "
+                "absolute amount in the metric's units"
+            )
+        if not re.fullmatch(PERCENT_PATTERN, value):
+            raise ValueError(f"invalid relative bound {value!r}: write a percentage such as '5%'")
+        return value
+
+    @field_validator("max_drop", "max_rise", "min", "max", mode="before")
+    @classmethod
+    def _absolute_is_a_number(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("expected a number, not true/false")
+        if isinstance(value, str) and "%" in value:
+            relative = _RELATIVE_OF.get(info.field_name)
+            hint = f"; write {relative}: {value!r} for a relative bound" if relative else ""
+            raise ValueError(f"{value!r}: {to_camel(info.field_name)} is an absolute number in the metric's units{hint}")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> GateMetric:
+        bounds = (self.min, self.max, self.max_drop, self.max_rise, self.max_decrease, self.max_increase)
+        if all(b is None for b in bounds):
+            raise ValueError(
+                f"gate metric {self.name!r}: give at least one bound (min, max, maxDrop, maxRise, maxDecrease, maxIncrease)"
+            )
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"gate metric {self.name!r}: min ({self.min}) is above max ({self.max})")
+        return self
+
+    @property
+    def uses_baseline(self) -> bool:
+        """True when the stable version's value is needed (a bound relative to it)."""
+        return any(b is not None for b in (self.max_drop, self.max_rise, self.max_decrease, self.max_increase))
+
+
+class GateSpec(_Model):
+    metrics: list[GateMetric] = Field(
+        min_length=1,
+        max_length=50,
+        description="Bounds on the candidate's MLflow metrics, alone or against the stable version's",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    missing: Missing = Field(
+        "fail", description="When either version lacks a metric: fail (reject the candidate) or pass (skip the metric)"
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique(cls, metrics: list[GateMetric]) -> list[GateMetric]:
+        seen: set[str] = set()
+        for metric in metrics:
+            if metric.name in seen:
+                raise ValueError(f"gate metric {metric.name!r} appears twice")
+            seen.add(metric.name)
+        return metrics
+
+    def missing_for(self, metric: GateMetric) -> Missing:
+        return metric.missing or self.missing
+
+
+class PostPromotionSpec(_Model):
+    watch: Duration = Field(
+        description="How long the canary checks keep running on the promoted version; a breach undoes the promotion",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Target: the KServe InferenceService a rollout drives on Kubernetes
 
 
@@ -365,6 +480,47 @@ class ModelRolloutSpec(_Model):
     progress_deadline: Duration = Field(
         "10m", description="Longest a rollout may stay on one step (or wait for readiness) before it rolls back"
     )
+    gate: GateSpec | None = Field(
+        None,
+        description="Offline gate before any traffic: the candidate's MLflow run metrics against the stable "
+        "version's; a failing gate rejects the candidate without deploying it",
+    )
+    post_promotion: PostPromotionSpec | None = Field(
+        None,
+        description="Keep judging the promoted version for a while; a breach undoes the promotion automatically",
+    )
+
+    def watch_checks(self) -> list[MetricCheck]:
+        """The checks of the post-promotion watch: the canary checks' absolute bounds (max, min).
+
+        After promotion the previous stable serves no traffic, so it has no value in the window to
+        compare with: bounds relative to it (maxIncrease, maxDecrease) are dropped, and a check
+        with no absolute bound does not run.
+        """
+        checks = []
+        for check in self.analysis.metrics:
+            if "canary" not in self.analysis.phases_for(check) or (check.max is None and check.min is None):
+                continue
+            checks.append(check.model_copy(update={"max_increase": None, "max_decrease": None}))
+        return checks
+
+    @model_validator(mode="after")
+    def _watch_can_judge(self) -> ModelRolloutSpec:
+        if self.post_promotion is None:
+            return self
+        watch, interval = parse_duration(self.post_promotion.watch), parse_duration(self.canary.interval)
+        if watch < interval:
+            raise ValueError(
+                f"postPromotion.watch ({self.post_promotion.watch}) is shorter than canary.interval "
+                f"({self.canary.interval}): the watch judges whole intervals, so it would judge nothing"
+            )
+        if not self.watch_checks():
+            raise ValueError(
+                "postPromotion.watch needs a check to run: no analysis metric that runs in the canary phase has "
+                "max or min (bounds relative to the stable, maxIncrease/maxDecrease, cannot apply once the "
+                "previous version serves no traffic)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _platform_provider_needs_target(self) -> ModelRolloutSpec:
@@ -397,9 +553,13 @@ class ModelRolloutSpec(_Model):
 
 class Phase(str, Enum):
     IDLE = "Idle"
+    # The offline gate is reading and judging MLflow metrics; the candidate is not deployed.
+    GATING = "Gating"
     SHADOW = "Shadow"
     CANARY = "Canary"
     PROMOTING = "Promoting"
+    # Promoted (the stable alias moved) and still judged for postPromotion.watch; a breach undoes it.
+    WATCHING = "Watching"
     SUCCEEDED = "Succeeded"
     ROLLING_BACK = "RollingBack"
     ROLLED_BACK = "RolledBack"
@@ -408,6 +568,7 @@ class Phase(str, Enum):
 
     @property
     def terminal(self) -> bool:
+        """At rest, waiting for a new candidate. Gating and Watching are not: each has a decision pending."""
         return self in (Phase.IDLE, Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED)
 
 
@@ -448,7 +609,8 @@ class Weights(_Model):
     shadow: int = Field(0, description="Share of requests mirrored to the shadow, percent")
 
 
-RollbackKind = Literal["failure", "abort", "superseded", "undo"]
+# `rejected`: the offline gate failed, so the candidate was never deployed (it ends RolledBack).
+RollbackKind = Literal["failure", "abort", "superseded", "undo", "rejected"]
 
 
 class RolloutStatus(_Model):
@@ -470,6 +632,8 @@ class RolloutStatus(_Model):
     # Id of the last user command carried out, so a command is never applied twice after a restart.
     last_command_id: str | None = None
     checks: list[MetricStatus] = Field(default_factory=list)
+    # The offline gate's verdict per metric for the current candidate (empty without a gate).
+    gate_checks: list[MetricStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
     history: list[Transition] = Field(default_factory=list)
 

@@ -26,7 +26,10 @@ object it reads and report failures in the status, because the API server accept
 - `target` is present: optional in the schema because the local platform ignores it, required by
   the KServe platform;
 - `maxIncrease`/`maxDecrease` are a number or a string: the schema node is untyped (see `_union`),
-  so the API server lets a list or an object through.
+  so the API server lets a list or an object through;
+- `gate`: relative bounds (`maxDecrease`/`maxIncrease`) written as "N%" (a bare number is refused),
+  unique gate metric names, `min <= max`;
+- `postPromotion.watch` at least `canary.interval`, with at least one canary check having `max`/`min`.
 
 The other way round, the schema is stricter than pydantic's lax parsing: `"10"` for an integer,
 `"yes"` for a boolean, or `"1e-1"` for a relative bound pass pydantic but not the API server.

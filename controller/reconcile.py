@@ -20,15 +20,23 @@ from datetime import datetime
 
 import mlflow
 
-from canary.analysis import AnalysisContext, analyse
+from canary.analysis import (
+    AnalysisContext,
+    CheckResult,
+    analyse,
+    describe_thresholds,
+    judge,
+    measure,
+)
 from canary.engine import (
-    ACTIVE,
-    Action,
-    ApplyRouting,
     ABORTED,
+    ACTIVE,
     DELETED,
     PROMOTED,
+    REJECTED,
     ROLLED_BACK,
+    Action,
+    ApplyRouting,
     CandidateHealth,
     Command,
     MarkInRegistry,
@@ -38,13 +46,15 @@ from canary.engine import (
     RegistryView,
     analysis_due,
     candidate_role,
+    gate_versions,
     step,
     window_seconds,
 )
-from canary.metrics import MetricsProvider
+from canary.gate import OfflineMetrics
+from canary.metrics import MetricsError, MetricsProvider
 from canary.spec import ModelRollout, Phase, RolloutStatus
 from controller.platform import Platform, Routing
-from registry import writeback
+from registry import run_metrics, writeback
 from registry.artifacts import resolve_artifact_uri
 from registry.errors import RegistryError, VersionNotFound
 from registry.watcher import Snapshot, WatchedModel
@@ -54,7 +64,12 @@ log = logging.getLogger("modelrollout")
 
 # The engine's outcome words and MLflow's tag values are the same strings today; the mapping
 # keeps the two packages free to differ (DESIGN.md: controller translates).
-_ENGINE_OUTCOME = {writeback.PROMOTED: PROMOTED, writeback.ROLLED_BACK: ROLLED_BACK, writeback.ABORTED: ABORTED}
+_ENGINE_OUTCOME = {
+    writeback.PROMOTED: PROMOTED,
+    writeback.ROLLED_BACK: ROLLED_BACK,
+    writeback.ABORTED: ABORTED,
+    writeback.REJECTED: REJECTED,
+}
 _TAG_FOR_OUTCOME = {outcome: tag for tag, outcome in _ENGINE_OUTCOME.items()}
 
 
@@ -143,10 +158,67 @@ def _candidate_health(
     return CandidateHealth(ready=health.ready, failure=health.failure)
 
 
+def _gate_metrics(
+    rollout: ModelRollout, status: RolloutStatus, ports: Ports, registry_up: bool
+) -> tuple[dict[str, OfflineMetrics] | None, str | None]:
+    """The MLflow metrics the offline gate needs this tick, or None and why they could not be read.
+
+    Read on every tick of the Gating phase (it normally lasts one): run metrics may be corrected
+    while the gate waits, and a failed read is simply tried again. A deleted version reads as a
+    version with no metrics, so the gate rejects it (or skips with `missing: pass`) instead of
+    waiting forever.
+    """
+    versions = gate_versions(rollout.spec, status)
+    if not versions:
+        return None, None
+    if not registry_up:
+        return None, None  # the engine names the registry error already; no call to time out on
+    model = rollout.spec.model.name
+    found: dict[str, OfflineMetrics] = {}
+    for version in versions:
+        try:
+            read = run_metrics.version_metrics(ports.client, model, version)
+        except VersionNotFound as err:
+            found[version] = OfflineMetrics(values={}, source=str(err))
+        except RegistryError as err:
+            return None, str(err)
+        else:
+            found[version] = OfflineMetrics(values=read.values, source=read.source)
+    return found, None
+
+
+def _watch_analysis(rollout: ModelRollout, status: RolloutStatus, ports: Ports) -> list[CheckResult]:
+    """The post-promotion watch's checks on the promoted version, which now serves as the stable.
+
+    Measured with role `stable` (how the router and the KServe platform label it after promotion)
+    and judged on their absolute bounds only (`ModelRolloutSpec.watch_checks`).
+    """
+    spec, promoted = rollout.spec, status.stable_version or ""
+    ctx = AnalysisContext(
+        rollout=rollout.metadata.name,
+        namespace=rollout.metadata.namespace,
+        model=spec.model.name,
+        stable_version=promoted,
+        candidate_version=promoted,
+        candidate_role="stable",
+        window_seconds=window_seconds(spec, status),
+        platform={promoted: ports.platform.analysis_variables(rollout.metadata.name, promoted)},
+    )
+    results = []
+    for check in spec.watch_checks():
+        try:
+            results.append(judge(check, measure(spec, check, ctx, ports.metrics)))
+        except MetricsError as err:
+            results.append(CheckResult(name=check.name, verdict="error", threshold=describe_thresholds(check), message=str(err)))
+    return results
+
+
 def _analysis(rollout: ModelRollout, status: RolloutStatus, ports: Ports, now: datetime):
     spec = rollout.spec
     if not analysis_due(spec, status, now):
         return None
+    if status.phase is Phase.WATCHING:
+        return _watch_analysis(rollout, status, ports)
     versions = [v for v in (status.stable_version, status.candidate_version) if v]
     ctx = AnalysisContext(
         rollout=rollout.metadata.name,
@@ -177,12 +249,15 @@ def reconcile(
         registry_error = snapshot_error
     except RegistryError as err:
         view, registry_error = None, str(err)
+    gate_metrics, gate_error = _gate_metrics(rollout, status, ports, registry_up=view is not None)
     observation = Observation(
         registry=view,
         registry_error=registry_error,
         candidate=_candidate_health(rollout, status, ports, registry_up=view is not None),
         checks=_analysis(rollout, status, ports, now),
         commands=[command for _, command in commands],
+        gate_metrics=gate_metrics,
+        gate_error=gate_error,
     )
     result = step(rollout.spec, status, observation, now)
     new_status = result.status

@@ -6,7 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from canary.spec import Phase, RolloutStatus
+from canary.spec import MetricStatus, Phase, RolloutStatus
 
 _PHASE_STYLE = {
     Phase.SUCCEEDED: "green",
@@ -14,6 +14,7 @@ _PHASE_STYLE = {
     Phase.ROLLING_BACK: "red",
     Phase.ABORTED: "yellow",
     Phase.PAUSED: "yellow",
+    Phase.WATCHING: "green",
 }
 _VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "error": "magenta"}
 
@@ -29,7 +30,30 @@ def position(status: RolloutStatus) -> str:
         return f"Shadow ({status.weights.shadow}% mirrored)"
     if status.phase is Phase.PAUSED and status.paused_from is not None:
         return f"Paused (in {status.paused_from.value})"
+    if status.phase is Phase.GATING:
+        return "Gating (offline metrics; not deployed)"
+    if status.phase is Phase.WATCHING:
+        return "Watching (promoted; a breach undoes it)"
+    if status.phase is Phase.ROLLED_BACK and status.rollback_kind == "rejected":
+        return "RolledBack (rejected by the offline gate)"
     return status.phase.value
+
+
+def _metric_table(title: str, rows: list[MetricStatus], with_failures: bool) -> Table:
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    columns = ["metric", "verdict", "candidate", "stable", "threshold"] + (["failures"] if with_failures else []) + ["detail"]
+    for column in columns:
+        table.add_column(column)
+    for check in rows:
+        cells = [
+            check.name,
+            Text(check.verdict, style=_VERDICT_STYLE.get(check.verdict, "")),
+            _value(check.candidate),
+            _value(check.baseline),
+            check.threshold,
+        ]
+        table.add_row(*cells, *([str(check.failures)] if with_failures else []), check.message)
+    return table
 
 
 def render_status(name: str, status: RolloutStatus, events: list[dict], endpoint: str | None = None) -> Group:
@@ -46,21 +70,10 @@ def render_status(name: str, status: RolloutStatus, events: list[dict], endpoint
     if endpoint:
         parts.append(Text(f"  endpoint {endpoint}"))
 
+    if status.gate_checks:
+        parts.append(_metric_table("offline gate (MLflow metrics)", status.gate_checks, with_failures=False))
     if status.checks:
-        checks = Table(title="checks", title_justify="left", box=None, pad_edge=False)
-        for column in ("metric", "verdict", "candidate", "stable", "threshold", "failures", "detail"):
-            checks.add_column(column)
-        for check in status.checks:
-            checks.add_row(
-                check.name,
-                Text(check.verdict, style=_VERDICT_STYLE.get(check.verdict, "")),
-                _value(check.candidate),
-                _value(check.baseline),
-                check.threshold,
-                str(check.failures),
-                check.message,
-            )
-        parts.append(checks)
+        parts.append(_metric_table("checks", status.checks, with_failures=True))
 
     bad = [c for c in status.conditions if c.status != "True"]
     for condition in bad:

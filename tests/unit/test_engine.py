@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from canary.analysis import CheckResult
 from canary.engine import (
@@ -18,8 +21,11 @@ from canary.engine import (
     RegistryView,
     analysis_due,
     command_problem,
+    gate_versions,
     step,
+    watch_ends_at,
 )
+from canary.gate import OfflineMetrics
 from canary.spec import ModelRolloutSpec, Phase, RolloutStatus
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -414,8 +420,432 @@ def test_retry_rolls_out_a_version_skipped_from_fresh_state():
         ("undo", RolloutStatus(phase=Phase.SUCCEEDED, stable_version="2", candidate_version="2", previous_stable_version="1"), None),
         ("undo", RolloutStatus(phase=Phase.SUCCEEDED, stable_version="2"), "no promotion to undo"),
         ("undo", RolloutStatus(phase=Phase.CANARY), "undo: not possible in phase Canary"),
+        ("undo", RolloutStatus(phase=Phase.WATCHING, stable_version="2", candidate_version="2", previous_stable_version="1"), None),
+        ("abort", RolloutStatus(phase=Phase.GATING, candidate_version="2"), None),
+        ("promote", RolloutStatus(phase=Phase.GATING, candidate_version="2"), "promote: not possible in phase Gating"),
+        ("pause", RolloutStatus(phase=Phase.GATING), "pause: not possible in phase Gating"),
+        ("abort", RolloutStatus(phase=Phase.WATCHING), "abort: not possible in phase Watching"),
+        ("retry", RolloutStatus(phase=Phase.ROLLED_BACK, rollback_kind="rejected", candidate_version="2", stable_version="1"), None),
     ],
 )
 def test_command_problem(kind, status, problem):
     found = command_problem(kind, status)
     assert found == problem if problem is None else problem in found
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline gate: judged before any traffic
+
+
+GATE = {"metrics": [{"name": "val_accuracy", "maxDrop": 0.01}, {"name": "auc", "min": 0.8}]}
+
+
+def gated(**overrides) -> Driver:
+    return Driver(make_spec(gate=GATE, **overrides))
+
+
+def offline(candidate: dict, stable: dict | None = None) -> dict:
+    metrics = {"2": OfflineMetrics(candidate, "run c")}
+    if stable is not None:
+        metrics["1"] = OfflineMetrics(stable, "run s")
+    return metrics
+
+
+GOOD = offline({"val_accuracy": 0.95, "auc": 0.9}, {"val_accuracy": 0.95})
+BAD = offline({"val_accuracy": 0.90, "auc": 0.9}, {"val_accuracy": 0.95})
+
+
+def condition(status, type_):
+    return next(c for c in status.conditions if c.type == type_)
+
+
+def to_gating() -> Driver:
+    d = gated()
+    d.tick()
+    assert d.status.phase is Phase.GATING
+    return d
+
+
+def test_gate_comes_first_and_deploys_nothing():
+    d = to_gating()
+    assert d.routing() == ApplyRouting("1")  # only the stable is served: no shadow, no canary
+    assert d.status.candidate_version == "2" and d.status.weights == RolloutStatus().weights
+    assert "RolloutStarted" in d.events()
+    assert condition(d.status, "GatePassed").status == "Unknown"
+    assert gate_versions(d.spec, d.status) == ("2", "1")
+    assert not analysis_due(d.spec, d.status, d.now + timedelta(hours=1))
+    assert gate_versions(d.spec, RolloutStatus()) == ()
+
+
+def test_gate_versions_omit_the_stable_when_no_bound_needs_it():
+    d = Driver(make_spec(gate={"metrics": [{"name": "auc", "min": 0.8}]}))
+    d.tick()
+    assert gate_versions(d.spec, d.status) == ("2",)
+
+
+def test_passing_gate_starts_the_shadow():
+    d = to_gating()
+    d.tick(1, gate_metrics=GOOD)
+    assert d.status.phase is Phase.SHADOW
+    assert d.routing() == ApplyRouting("1", "2", "shadow", 0, 50)
+    assert "GatePassed" in d.events()
+    assert condition(d.status, "GatePassed").status == "True"
+    assert [(c.name, c.verdict) for c in d.status.gate_checks] == [("val_accuracy", "pass"), ("auc", "pass")]
+    assert [(t.from_phase, t.to) for t in d.status.history] == [(Phase.IDLE, Phase.GATING), (Phase.GATING, Phase.SHADOW)]
+    assert d.status.history[-1].reason == "offline gate passed (2 metrics)"
+    assert gate_versions(d.spec, d.status) == ()
+
+
+def test_passing_gate_without_shadow_starts_the_first_canary_step():
+    d = Driver(make_spec(gate=GATE, shadow={"enabled": False}))
+    d.tick()
+    d.tick(1, gate_metrics=GOOD)
+    assert d.status.phase is Phase.CANARY and d.status.step == 0
+    assert d.routing() == ApplyRouting("1", "2", "canary", 10, 0)
+
+
+def test_failing_gate_rejects_without_deploying_and_marks_the_version():
+    d = to_gating()
+    d.tick(1, gate_metrics=BAD)
+    assert d.status.phase is Phase.ROLLING_BACK and d.status.rollback_kind == "rejected"
+    assert d.status.message == "offline gate failed: val_accuracy 0.9 on v2 vs 0.95 on v1 (-0.05, maxDrop 0.01)"
+    assert d.routing() == ApplyRouting("1")
+    assert [a for a in d.actions if isinstance(a, MarkInRegistry)] == [MarkInRegistry("2", "rejected", d.status.message)]
+    assert "Rejected" in d.events()
+    cond = condition(d.status, "GatePassed")
+    assert (cond.status, cond.reason) == ("False", "GateFailed") and "val_accuracy" in cond.message
+    assert {c.name: c.verdict for c in d.status.gate_checks} == {"val_accuracy": "fail", "auc": "pass"}
+    # The mark is repeated until MLflow shows it, then the rejection rests as RolledBack.
+    d.tick(1)
+    assert d.status.phase is Phase.ROLLING_BACK and any(isinstance(a, MarkInRegistry) for a in d.actions)
+    d.tick(1, registry=reg(outcomes={"2": "rejected"}))
+    assert d.status.phase is Phase.ROLLED_BACK and d.status.rollback_kind == "rejected"
+    assert d.events() == ["Rejected"]
+    assert [t.to for t in d.status.history] == [Phase.GATING, Phase.ROLLING_BACK, Phase.ROLLED_BACK]
+    # Not judged again by itself, and never deployed.
+    d.tick(60, registry=reg(outcomes={"2": "rejected"}))
+    assert d.status.phase is Phase.ROLLED_BACK and d.routing() == ApplyRouting("1")
+
+
+def test_a_rollback_mark_of_another_kind_does_not_end_a_rejection():
+    d = to_gating()
+    d.tick(1, gate_metrics=BAD)
+    d.tick(1, registry=reg(outcomes={"2": "rolled_back"}))
+    assert d.status.phase is Phase.ROLLING_BACK
+
+
+def test_missing_metric_rejects_naming_it():
+    d = to_gating()
+    d.tick(1, gate_metrics=offline({"val_accuracy": 0.95}, {"val_accuracy": 0.95}))
+    assert d.status.phase is Phase.ROLLING_BACK
+    assert "auc not logged for candidate v2 (run c); missing=fail" in d.status.message
+
+
+def test_gate_without_metrics_makes_no_decision_however_long():
+    d = to_gating()
+    for _ in range(5):
+        d.tick(600, gate_error="MLflow at http://127.0.0.1:1 is unreachable: Connection refused")
+        assert d.status.phase is Phase.GATING  # no progressDeadline: never a pass, never a rejection
+        assert d.routing() == ApplyRouting("1")
+    cond = condition(d.status, "GatePassed")
+    assert (cond.status, cond.reason) == ("Unknown", "MetricsUnavailable") and "Connection refused" in cond.message
+    assert "waits for MLflow" in d.status.message and "Connection refused" in d.status.message
+    d.tick(1, gate_metrics=GOOD)
+    assert d.status.phase is Phase.SHADOW
+
+
+def test_gate_waits_while_the_registry_is_down():
+    d = to_gating()
+    d.tick(5, registry=None, registry_error="MLflow unreachable")
+    assert d.status.phase is Phase.GATING
+    assert condition(d.status, "GatePassed").message == "MLflow unreachable"
+
+
+def test_gate_waits_for_every_needed_version():
+    d = to_gating()
+    d.tick(1, gate_metrics={"2": OfflineMetrics({"val_accuracy": 0.5, "auc": 0.1})})  # the stable's not read
+    assert d.status.phase is Phase.GATING and d.status.gate_checks == []
+
+
+def test_retry_after_a_rejection_runs_the_gate_again():
+    d = to_gating()
+    d.tick(1, gate_metrics=BAD)
+    d.tick(1, registry=reg(outcomes={"2": "rejected"}))
+    d.tick(1, registry=reg(outcomes={"2": "rejected"}), commands=[Command("retry")])
+    assert d.status.phase is Phase.GATING and d.status.gate_checks == []
+    assert d.routing() == ApplyRouting("1")
+    d.tick(1, gate_metrics=GOOD)
+    assert d.status.phase is Phase.SHADOW
+
+
+def test_fresh_state_skips_a_version_rejected_before():
+    d = gated()
+    d.tick(0, registry=reg(outcomes={"2": "rejected"}))
+    assert d.status.phase is Phase.IDLE and "v2 was rejected before" in d.status.message
+    assert "CandidateSkipped" in d.events()
+
+
+def test_alias_moved_during_the_gate_gates_the_new_version_without_marking_the_old():
+    d = to_gating()
+    d.tick(1, registry=reg(candidate="3"))
+    assert d.status.phase is Phase.GATING and d.status.candidate_version == "3"
+    assert not any(isinstance(a, MarkInRegistry) for a in d.actions)
+    assert [t.to for t in d.status.history] == [Phase.GATING, Phase.IDLE, Phase.GATING]
+    assert d.status.history[1].reason == "offline gate of v2 abandoned: alias 'challenger' moved to v3"
+
+
+def test_alias_removed_during_the_gate_goes_idle():
+    d = to_gating()
+    d.tick(1, registry=reg(candidate=None))
+    assert d.status.phase is Phase.IDLE and d.status.candidate_version is None
+    assert not any(isinstance(a, MarkInRegistry) for a in d.actions)
+    assert condition(d.status, "GatePassed").reason == "Abandoned"
+    d.tick(1, registry=reg(candidate="2"))  # set again: judged again
+    assert d.status.phase is Phase.GATING
+
+
+def test_stable_alias_moved_during_the_gate_judges_against_the_new_stable():
+    d = to_gating()
+    d.tick(1, registry=reg(stable="5"))
+    assert d.status.phase is Phase.GATING and d.status.stable_version == "5"
+    assert gate_versions(d.spec, d.status) == ("2", "5")
+    # Metrics read for the old stable (last tick's status) cannot decide against the new one.
+    d.tick(1, registry=reg(stable="5"), gate_metrics=GOOD)
+    assert d.status.phase is Phase.GATING
+    # A stable alias removed is not a new stable: the gate goes on against the last one.
+    d.tick(1, registry=reg(stable=None))
+    assert d.status.phase is Phase.GATING and d.status.stable_version == "5"
+
+
+def test_abort_during_the_gate_and_promote_is_refused():
+    d = to_gating()
+    d.tick(1, commands=[Command("promote"), Command("pause")])
+    assert d.status.phase is Phase.GATING and d.events().count("CommandIgnored") == 2
+    d.tick(1, commands=[Command("abort")])
+    assert d.status.phase is Phase.ROLLING_BACK and d.status.rollback_kind == "abort"
+    d.tick(1, registry=reg(outcomes={"2": "aborted"}))
+    assert d.status.phase is Phase.ABORTED
+
+
+def test_gate_removed_from_the_spec_while_gating_deploys():
+    d = to_gating()
+    d.spec = make_spec()
+    d.tick(1)
+    assert d.status.phase is Phase.SHADOW and condition(d.status, "GatePassed").reason == "NoGate"
+
+
+def test_gate_checks_are_kept_through_the_rollout_and_cleared_by_the_next():
+    d = to_gating()
+    d.tick(1, gate_metrics=GOOD)
+    d.tick(1, candidate=READY)
+    d.tick(30, checks=passed("p95", "agree"))
+    assert d.status.phase is Phase.CANARY and len(d.status.gate_checks) == 2
+    d.tick(1, registry=reg(candidate="3"))  # superseded ...
+    d.tick(1, registry=reg(candidate="3", outcomes={"2": "rolled_back"}))
+    d.tick(1, registry=reg(candidate="3"))  # ... the next candidate starts with its own gate
+    assert d.status.phase is Phase.GATING and d.status.candidate_version == "3" and d.status.gate_checks == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Post-promotion watch: the checks keep running, a breach undoes the promotion
+
+
+WATCH_ANALYSIS = {
+    "metrics": [
+        {"name": "p95", "template": "latency_p95", "maxIncrease": "50%"},
+        {"name": "errors", "template": "error_rate", "max": 0.05, "failureLimit": 1},
+    ]
+}
+
+
+def watched(**overrides) -> Driver:
+    d = Driver(make_spec(postPromotion={"watch": "60s"}, analysis=WATCH_ANALYSIS, **overrides))
+    d.tick()
+    d.tick(1, candidate=READY)
+    d.tick(1, commands=[Command("promote", full=True)])
+    assert d.status.phase is Phase.PROMOTING
+    return d
+
+
+def to_watching() -> Driver:
+    d = watched()
+    d.tick(1, registry=reg(stable="2", candidate="2"))
+    assert d.status.phase is Phase.WATCHING
+    return d
+
+
+def errors(verdict="pass", value=0.0):
+    return [CheckResult(name="errors", verdict=verdict, candidate=value)]
+
+
+PROMOTED_REG = reg(stable="2", candidate="2")
+
+
+def test_promotion_with_a_watch_goes_to_watching():
+    d = to_watching()
+    assert (d.status.stable_version, d.status.previous_stable_version) == ("2", "1")
+    assert d.routing() == ApplyRouting("2")  # promoted: all traffic on v2, as in Succeeded
+    assert d.events() == ["Promoted", "Watching"]
+    assert d.status.history[-1].reason == "v2 promoted: alias 'champion' moved; watching it for 60s"
+    assert not Phase.WATCHING.terminal and not Phase.GATING.terminal
+    assert watch_ends_at(d.spec, d.status) == d.now + timedelta(seconds=60)
+    assert not analysis_due(d.spec, d.status, d.now + timedelta(seconds=19))
+    assert analysis_due(d.spec, d.status, d.now + timedelta(seconds=20))  # one canary interval
+
+
+def test_watch_without_a_breach_ends_succeeded():
+    d = to_watching()
+    for _ in range(2):
+        d.tick(20, registry=PROMOTED_REG, checks=errors())
+        assert d.status.phase is Phase.WATCHING
+    d.tick(20, registry=PROMOTED_REG, checks=errors())
+    assert d.status.phase is Phase.SUCCEEDED
+    assert d.status.message == "v2 promoted; post-promotion watch passed (60s, no breach)"
+    assert "WatchPassed" in d.events()
+    assert not any(isinstance(a, (PromoteInRegistry, MarkInRegistry)) for a in d.actions)
+    d.tick(100, registry=PROMOTED_REG)
+    assert d.status.phase is Phase.SUCCEEDED
+
+
+def test_watch_breach_undoes_the_promotion():
+    d = to_watching()
+    d.tick(20, registry=PROMOTED_REG, checks=errors("fail", 0.2))
+    assert d.status.phase is Phase.WATCHING  # failureLimit 1: one failure is tolerated
+    d.tick(20, registry=PROMOTED_REG, checks=errors("fail", 0.3))
+    assert d.status.phase is Phase.ROLLING_BACK and d.status.rollback_kind == "undo"
+    assert "WatchBreached" in d.events()
+    assert d.status.message.startswith("post-promotion watch: errors")
+    assert d.status.message.endswith("v2 replaced by v1 again")
+    assert (d.status.stable_version, d.status.candidate_version, d.status.previous_stable_version) == ("1", "2", "2")
+    assert d.routing() == ApplyRouting("1")  # clients go back at once
+    (promote,) = [a for a in d.actions if isinstance(a, PromoteInRegistry)]
+    assert promote.version == "1" and "post-promotion watch" in promote.summary
+    d.tick(1, registry=reg(stable="1", candidate="2"))
+    (mark,) = [a for a in d.actions if isinstance(a, MarkInRegistry)]
+    assert (mark.version, mark.outcome) == ("2", "rolled_back") and "post-promotion watch" in mark.reason
+    d.tick(1, registry=reg(stable="1", candidate="2", outcomes={"2": "rolled_back"}))
+    assert d.status.phase is Phase.ROLLED_BACK and d.status.stable_version == "1"
+    d.tick(30, registry=reg(stable="1", candidate="2"))
+    assert d.status.phase is Phase.ROLLED_BACK  # the undone version is not rolled out again
+
+
+def test_watch_counts_its_own_failures():
+    d = Driver(make_spec(postPromotion={"watch": "60s"}, analysis=WATCH_ANALYSIS))
+    d.tick()
+    d.tick(1, candidate=READY)
+    d.tick(30, checks=[*errors("fail", 0.2), *passed("p95")])  # one failure, within failureLimit 1
+    assert d.status.phase is Phase.SHADOW and d.status.checks[0].failures == 1
+    d.tick(1, commands=[Command("promote", full=True)])
+    d.tick(1, registry=PROMOTED_REG)
+    assert d.status.phase is Phase.WATCHING
+    assert all(c.failures == 0 for c in d.status.checks)  # the canary's failure is not held against the watch
+    d.tick(20, registry=PROMOTED_REG, checks=errors("fail", 0.2))
+    assert d.status.phase is Phase.WATCHING and d.status.checks[-1].failures == 1
+
+
+def test_inconclusive_or_error_windows_neither_undo_nor_extend_the_watch():
+    d = to_watching()
+    d.tick(20, registry=PROMOTED_REG, checks=errors("inconclusive"))
+    d.tick(20, registry=PROMOTED_REG, checks=errors("error"))
+    assert d.status.phase is Phase.WATCHING
+    d.tick(20, registry=PROMOTED_REG, checks=errors("inconclusive"))
+    assert d.status.phase is Phase.SUCCEEDED
+
+
+def test_user_undo_during_the_watch():
+    d = to_watching()
+    assert command_problem("undo", d.status) is None
+    d.tick(5, registry=PROMOTED_REG, commands=[Command("undo")])
+    assert d.status.phase is Phase.ROLLING_BACK and "undone by user" in d.status.message
+
+
+def test_stable_alias_moved_by_hand_ends_the_watch():
+    d = to_watching()
+    d.tick(5, registry=reg(stable="7", candidate="2"))
+    assert d.status.phase is Phase.SUCCEEDED and d.status.stable_version == "7"
+    assert "moved to v7 by hand" in d.status.history[-1].reason
+    assert not any(isinstance(a, PromoteInRegistry) for a in d.actions)
+
+
+def test_new_candidate_waits_for_the_watch_to_end():
+    d = to_watching()
+    d.tick(5, registry=reg(stable="2", candidate="3"))
+    assert d.status.phase is Phase.WATCHING and d.status.candidate_version == "2"
+    assert "v3 starts when the watch ends" in d.status.message
+    d.tick(60, registry=reg(stable="2", candidate="3"))
+    assert d.status.phase is Phase.SUCCEEDED
+    d.tick(1, registry=reg(stable="2", candidate="3"))
+    assert d.status.phase is Phase.SHADOW and (d.status.stable_version, d.status.candidate_version) == ("2", "3")
+
+
+def test_promotion_without_a_watch_still_succeeds_at_once():
+    d = promoted()
+    assert d.status.phase is Phase.SUCCEEDED
+
+
+def test_statuses_with_gate_and_watch_round_trip_through_json():
+    d = to_gating()
+    d.tick(1, gate_metrics=BAD)
+    again = RolloutStatus.model_validate_json(d.status.model_dump_json(by_alias=True))
+    assert again == d.status
+    w = to_watching()
+    assert RolloutStatus.model_validate_json(w.status.model_dump_json(by_alias=True)) == w.status
+
+
+def test_watch_removed_from_the_spec_ends_it():
+    d = to_watching()
+    d.spec = make_spec(analysis=WATCH_ANALYSIS)
+    d.tick(1, registry=PROMOTED_REG)
+    assert d.status.phase is Phase.SUCCEEDED and "removed from the spec" in d.status.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Invariants of the gate and the watch over arbitrary observations
+
+
+GATED_WATCHED = make_spec(gate=GATE, postPromotion={"watch": "60s"}, analysis=WATCH_ANALYSIS)
+_VERSIONS = st.sampled_from(["1", "2", "3", None])
+_METRICS = st.sampled_from([GOOD, BAD, offline({}), {}, None])
+_chaos = st.builds(
+    Observation,
+    registry=st.one_of(
+        st.just(reg()),
+        st.just(reg(stable="2", candidate="2")),
+        st.none(),
+        st.builds(reg, stable=_VERSIONS, candidate=_VERSIONS, outcomes=st.sampled_from([{}, {"2": "rejected"}, {"2": "rolled_back"}])),
+    ),
+    candidate=st.one_of(st.none(), st.just(READY)),
+    checks=st.one_of(st.none(), st.sampled_from([errors(), errors("fail", 1.0), passed("p95", "errors")])),
+    commands=st.lists(st.builds(Command, kind=st.sampled_from(["promote", "abort", "retry", "undo"]), full=st.booleans()), max_size=1),
+    gate_metrics=_METRICS,
+    gate_error=st.sampled_from([None, "MLflow unreachable"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=40), _chaos), min_size=10, max_size=50))
+def test_gate_and_watch_invariants(sequence):
+    status, now = RolloutStatus(), T0
+    for seconds, obs in sequence:
+        now += timedelta(seconds=seconds)
+        before = status
+        result = step(GATED_WATCHED, status, obs, now)
+        status = result.status
+        routing = next((a for a in result.actions if isinstance(a, ApplyRouting)), None)
+        # Nothing is deployed while gating, nor for a rejected candidate.
+        if status.phase is Phase.GATING or status.rollback_kind == "rejected":
+            assert routing is None or routing.candidate_version is None
+        # A rejection only ever comes from the gate, and only with the gate's reason.
+        for mark in (a for a in result.actions if isinstance(a, MarkInRegistry)):
+            assert (mark.outcome == "rejected") == (status.rollback_kind == "rejected")
+            if mark.outcome == "rejected":
+                assert mark.reason.startswith("offline gate failed: ")
+        # The gate never passes on metrics it did not get (no command skips it either).
+        if before.phase is Phase.GATING and status.phase in (Phase.SHADOW, Phase.CANARY):
+            assert obs.gate_metrics and status.history[-1].reason.startswith("offline gate passed")
+        # Watching is entered only from a promotion that landed in the registry.
+        if status.phase is Phase.WATCHING and before.phase is not Phase.WATCHING:
+            assert status.history[-1].from_phase is Phase.PROMOTING
+            assert obs.registry is not None and obs.registry.stable_version == status.stable_version
+        for earlier, later in pairwise(status.history):
+            assert earlier.to is later.from_phase
