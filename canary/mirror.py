@@ -7,9 +7,12 @@ hangs or fails can never delay or fail a client. The queue is bounded: when the 
 keep up, new copies are dropped (and counted) instead of piling up in memory.
 
 Each shadow answer is compared with the stable's answer to the same request, instance by
-instance. A shadow that failed, timed out, or answered something that cannot be matched
-instance by instance agrees on none of the instances: a version that cannot answer the live
-traffic must not look like one that agrees with it.
+instance (canary/predictions.py: labels equal, probabilities by their top class, floats within
+the tolerance), and for regression values the relative error of each instance is recorded. A
+shadow that failed, timed out, or answered something that cannot be matched instance by
+instance agrees on none of the instances (and is as far as it gets, relative error 2): a version
+that cannot answer the live traffic must not look like one that agrees with it. Its predictions
+are counted for the drift signals like the stable's.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from typing import Any
 import httpx
 
 from canary.feedback import PredictionLog
-from canary.predictions import DEFAULT_TOLERANCE, Protocol, Tolerance, count_agreements, instances_from_body
+from canary.predictions import (
+    DEFAULT_TOLERANCE,
+    Protocol,
+    Tolerance,
+    count_agreements,
+    instances_from_body,
+    relative_errors,
+)
 from canary.serving_metrics import SHADOW, ServingMetrics
 
 log = logging.getLogger("modelrollout.mirror")
@@ -150,7 +160,10 @@ class Mirror:
         if job.stable_instances is not None:
             agreed = count_agreements(job.stable_instances, instances, self._tolerance)
             self._metrics.observe_comparison(job.model, job.shadow.version, len(job.stable_instances), agreed)
+            errors = relative_errors(job.stable_instances, instances)
+            self._metrics.observe_relative_errors(job.model, job.shadow.version, errors)
         if instances is not None:
+            self._metrics.observe_predictions(job.model, job.shadow.version, SHADOW, instances)
             score = self._predictions.record(job.request_id, job.model, job.shadow.version, SHADOW, instances)
             if score is not None:
-                self._metrics.observe_feedback(score.model, score.version, score.role, score.total, score.correct)
+                self._metrics.observe_score(score)

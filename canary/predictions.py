@@ -5,6 +5,24 @@ against ground-truth labels sent to ``POST /feedback``. Both need the same two t
 answer split into one prediction per request instance (whatever the protocol), and one rule for
 "these two predictions are the same" — labels (ints, strings, booleans) must be equal, floats
 must be close within a relative/absolute tolerance, lists and objects agree element by element.
+
+What counts as what (the quality signals in canary/serving_metrics.py follow the same rules):
+
+- a **class label**: an int, a string or a boolean;
+- a **probability vector**: a list of two or more finite numbers in [0, 1] that sum to 1
+  (within 1e-3) — V1 ``predictions`` as ``[[p0, p1, ...], ...]``, or a V2 output of shape
+  ``[N, K]``. Its label is the index of the largest probability (the first on a tie), and it is
+  compared with other predictions and with labels by that label: two retrained models never
+  give identical probabilities, but they should give the same class. Ground-truth labels for a
+  probability model are class indices;
+- a V2 answer with several outputs is one object per instance; its label is the output named
+  ``label``/``class``/``prediction(s)``/``predicted_class``, else the argmax of an output whose
+  name contains ``prob`` (``probabilities``, ``predict_proba``) and holds a probability vector;
+- a **regression value**: a float. Two agree when their relative difference
+  ``|a - b| / max(|a|, |b|)`` is within the tolerance (math.isclose), which is also what the
+  shadow's relative-error histogram measures;
+- anything else (lists that are not probabilities, objects without a label) is compared as a
+  whole, element by element, and is neither a class nor a value for the drift signals.
 """
 
 from __future__ import annotations
@@ -125,12 +143,153 @@ def values_agree(a: Any, b: Any, tolerance: Tolerance = DEFAULT_TOLERANCE) -> bo
     return bool(a == b)
 
 
+# A probability vector may be off 1 by float32 rounding over many classes, not by more.
+PROBABILITY_SUM_TOLERANCE = 1e-3
+_LABEL_OUTPUTS = ("label", "labels", "class", "predicted_class", "prediction", "predictions")
+
+
+def probability_vector(value: Any) -> tuple[float, ...] | None:
+    """``value`` as class probabilities, or None when it is not a probability vector.
+
+    Two or more finite numbers (booleans excluded), each in [0, 1], summing to 1 within
+    PROBABILITY_SUM_TOLERANCE. One number is never a vector: a lone score in [0, 1] cannot be
+    told apart from a regression value.
+    """
+    if not isinstance(value, list) or len(value) < 2 or not all(_is_number(v) for v in value):
+        return None
+    probs = tuple(float(v) for v in value)
+    if not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs):
+        return None
+    if abs(math.fsum(probs) - 1.0) > PROBABILITY_SUM_TOLERANCE:
+        return None
+    return probs
+
+
+def argmax(probs: tuple[float, ...]) -> int:
+    """Index of the largest probability; the first one on a tie."""
+    best = 0
+    for i, p in enumerate(probs):
+        if p > probs[best]:
+            best = i
+    return best
+
+
+def instance_probabilities(value: Any) -> tuple[float, ...] | None:
+    """The probability vector of one instance: the instance itself, or a V2 ``*prob*`` output."""
+    probs = probability_vector(value)
+    if probs is not None or not isinstance(value, dict):
+        return probs
+    for name, output in value.items():
+        if "prob" in str(name).lower():
+            probs = probability_vector(output)
+            if probs is not None:
+                return probs
+    return None
+
+
+def _is_label(value: Any) -> bool:
+    return isinstance(value, (str, bool)) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def predicted_label(value: Any) -> Any | None:
+    """The class an instance predicts, or None when it predicts no class (a value, a list...).
+
+    A label as is; a probability vector's argmax; a V2 object's label output, else the argmax of
+    its probability output.
+    """
+    if _is_label(value):
+        return value
+    if isinstance(value, dict):
+        for name in _LABEL_OUTPUTS:
+            if name in value and _is_label(value[name]):
+                return value[name]
+    probs = instance_probabilities(value)
+    return argmax(probs) if probs is not None else None
+
+
+def regression_value(value: Any) -> float | None:
+    """A float prediction as a number for the value histogram; None for labels and the rest."""
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
+
+
+def _has_class_structure(value: Any) -> bool:
+    """A probability vector, or an object with a label or probability output."""
+    if isinstance(value, dict):
+        return predicted_label(value) is not None
+    return instance_probabilities(value) is not None
+
+
+def predictions_agree(a: Any, b: Any, tolerance: Tolerance = DEFAULT_TOLERANCE) -> bool:
+    """Whether two predictions (or a prediction and a label) are the same prediction.
+
+    When either side carries probabilities (a probability vector, or an object with a label or
+    probability output), the two agree when their labels do; otherwise as values_agree.
+    """
+    if _has_class_structure(a) or _has_class_structure(b):
+        la, lb = _comparable_label(a), _comparable_label(b)
+        if la is None or lb is None:
+            return False
+        # Labels compare exactly; a label 2.0 still names class index 2.
+        return values_agree(la, lb, DEFAULT_TOLERANCE)
+    return values_agree(a, b, tolerance)
+
+
+def _comparable_label(value: Any) -> Any | None:
+    label = predicted_label(value)
+    return value if label is None and _is_number(value) else label
+
+
+# The largest relative difference: two numbers of opposite signs (or one NaN).
+MAX_RELATIVE_ERROR = 2.0
+
+
+def relative_error(a: float, b: float) -> float:
+    """``|a - b| / max(|a|, |b|)`` in [0, 2]: symmetric, 0 when equal, as math.isclose's rel_tol.
+
+    ``values_agree(a, b, Tolerance(rel=r, abs=0))`` is the same rule as ``relative_error(a, b) <= r``.
+    Two NaNs are the same (0), one NaN is as far as it gets (2).
+    """
+    if math.isnan(a) or math.isnan(b):
+        return 0.0 if math.isnan(a) and math.isnan(b) else MAX_RELATIVE_ERROR
+    if a == b:  # also both infinite with the same sign, and both zero
+        return 0.0
+    scale = max(abs(a), abs(b))
+    if math.isinf(scale):  # unequal, and one of them infinite
+        return MAX_RELATIVE_ERROR
+    return abs(a - b) / scale
+
+
+def relative_errors(reference: list[Any], other: list[Any] | None) -> list[float]:
+    """Per instance, how far ``other``'s regression values are from ``reference``'s.
+
+    Only instances where the reference is a float (a regression prediction) count. When the
+    other answer is missing or cannot be matched instance by instance, each such instance is
+    MAX_RELATIVE_ERROR: a version that cannot answer must not look close.
+    """
+    numeric = [i for i, r in enumerate(reference) if isinstance(r, float)]
+    if not numeric:
+        return []
+    if other is None or len(other) != len(reference):
+        return [MAX_RELATIVE_ERROR] * len(numeric)
+    out = []
+    for i in numeric:
+        theirs = other[i]
+        if _is_number(theirs):
+            out.append(relative_error(float(reference[i]), float(theirs)))
+        else:
+            out.append(MAX_RELATIVE_ERROR)
+    return out
+
+
 def count_agreements(reference: list[Any], other: list[Any] | None, tolerance: Tolerance = DEFAULT_TOLERANCE) -> int:
     """How many instances of ``other`` agree with ``reference``, position by position.
 
     An answer that is missing or has a different number of instances agrees on none: it
-    could not be matched to the instances at all.
+    could not be matched to the instances at all. Probability answers agree on their labels
+    (predictions_agree).
     """
     if other is None or len(other) != len(reference):
         return 0
-    return sum(1 for x, y in zip(reference, other, strict=True) if values_agree(x, y, tolerance))
+    return sum(1 for x, y in zip(reference, other, strict=True) if predictions_agree(x, y, tolerance))

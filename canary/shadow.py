@@ -7,8 +7,11 @@ Run as `modelrollout shadow-server`. The primary InferenceService's predictor `l
 a share of the requests to the candidate's `<name>-shadow` InferenceService, compares the
 answers instance by instance (V1 and V2, numeric tolerance), and exports the same metrics as the
 local router (canary/serving_metrics.py): requests, errors and latency of the shadow,
-agreement with the stable, and accuracy against labels sent to `POST /feedback` keyed by the
-CloudEvent id.
+agreement with the stable (and the relative error of regression values), the predicted classes
+and values of both for drift, and accuracy, calibration and label lag against labels sent to
+`POST /feedback` keyed by the CloudEvent id (late labels are counted, as on the router). The
+label lag is measured from when the comparator paired the request's two events, which trails
+the request by the logger's delivery time.
 
 The primary never waits on any of this: the logger is asynchronous, every event is answered
 202 at once, unpaired halves and queued copies are bounded (oldest dropped, counted), and one
@@ -36,10 +39,30 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from canary.feedback import FeedbackConflict, FeedbackRequest, PredictionLog, UnknownRequests
+from canary.feedback import (
+    FeedbackConflict,
+    FeedbackItem,
+    FeedbackRequest,
+    PredictionLog,
+    UnknownRequests,
+    feedback_answer,
+)
 from canary.mirror import Mirror, MirrorJob, Target
-from canary.predictions import DEFAULT_TOLERANCE, Protocol, Tolerance, instances_from_body
-from canary.serving_metrics import EXPOSITION_CONTENT_TYPE, SHADOW, STABLE, MetricFamilies, ServingMetrics
+from canary.predictions import (
+    DEFAULT_TOLERANCE,
+    Protocol,
+    Tolerance,
+    instances_from_body,
+)
+from canary.serving_metrics import (
+    DEFAULT_MAX_CLASSES,
+    EXPOSITION_CONTENT_TYPE,
+    PREDICTION_VALUE_BUCKETS,
+    SHADOW,
+    STABLE,
+    MetricFamilies,
+    ServingMetrics,
+)
 
 log = logging.getLogger("modelrollout.shadow")
 
@@ -81,6 +104,8 @@ class ComparatorSettings:
     feedback_max_entries: int = 50_000
     feedback_ttl_seconds: float = 3600.0
     tolerance: Tolerance = DEFAULT_TOLERANCE
+    max_classes: int = DEFAULT_MAX_CLASSES  # distinct predicted classes counted per rollout
+    prediction_buckets: tuple[float, ...] = PREDICTION_VALUE_BUCKETS  # regression-value histogram bounds
 
 
 @dataclass
@@ -107,7 +132,7 @@ class _Shadowed:
 @dataclass
 class _State:
     settings: ComparatorSettings
-    families: MetricFamilies = field(default_factory=MetricFamilies)
+    families: MetricFamilies
     shadows: dict[tuple[str, str], _Shadowed] = field(default_factory=dict)
     pending: OrderedDict[str, _Half] = field(default_factory=OrderedDict)
     ignored: int = 0  # events for InferenceServices nobody shadows
@@ -163,7 +188,8 @@ def _should_replay(shadow: _Shadowed) -> bool:
 
 
 def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
-    state = _State(settings or ComparatorSettings())
+    settings = settings or ComparatorSettings()
+    state = _State(settings, MetricFamilies(settings.prediction_buckets, settings.max_classes))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -282,6 +308,7 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
             shadow.metrics.observe_request(target.model, target.stable_version, STABLE, seconds, False)
         shadow.predictions.start(event_id)
         if stable is not None:
+            shadow.metrics.observe_predictions(target.model, target.stable_version, STABLE, stable)
             score = shadow.predictions.record(event_id, target.model, target.stable_version, STABLE, stable)
             assert score is None  # labels cannot precede the request's first record
         if not _should_replay(shadow):
@@ -302,7 +329,7 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
     @app.post("/feedback", response_model=None)
     async def feedback(body: FeedbackRequest) -> dict[str, Any] | JSONResponse:
         # Each rollout remembers its own requests: route every label to the one that knows it.
-        by_shadow: dict[tuple[str, str], list] = {}
+        by_shadow: dict[tuple[str, str], list[FeedbackItem]] = {}
         unknown = []
         for item in body.items:
             owner = next((k for k, s in state.shadows.items() if item.request_id in s.predictions), None)
@@ -311,22 +338,27 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
             else:
                 by_shadow.setdefault(owner, []).append(item)
         if unknown:
-            return JSONResponse({"error": f"unknown or expired request id(s): {', '.join(unknown)}"}, status_code=404)
-        scored = []
+            listed = ", ".join(repr(u) for u in unknown)
+            message = (
+                f"no predictions remembered for request id(s) {listed} "
+                "(unknown, or dropped from the feedback memory long ago)"
+            )
+            return JSONResponse({"error": message}, status_code=404)
+        results = []
         # All or nothing per rollout; a batch spanning rollouts is rare and not atomic across them.
         try:
             for key, items in by_shadow.items():
                 shadow = state.shadows[key]
-                for request_id, scores in shadow.predictions.apply(items):
-                    for s in scores:
-                        shadow.metrics.observe_feedback(s.model, s.version, s.role, s.total, s.correct)
-                    scored.append({"requestId": request_id, "versions": [
-                        {"version": s.version, "role": s.role, "total": s.total, "correct": s.correct} for s in scores]})
+                applied = shadow.predictions.apply(items)
+                for one in applied:
+                    for score in one.scores:
+                        shadow.metrics.observe_score(score)
+                results.extend(applied)
         except UnknownRequests as err:
             return JSONResponse({"error": str(err)}, status_code=404)
         except FeedbackConflict as err:
             return JSONResponse({"error": str(err)}, status_code=err.status)
-        return {"scored": scored}
+        return feedback_answer(results)
 
     @app.get("/metrics")
     async def metrics() -> Response:

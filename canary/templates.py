@@ -9,9 +9,24 @@ window; `minSamples` and `noData` are judged on it.
 The `local` provider reads the metrics exported by the local router
 (`controller/local/router.py`). On KServe, `knative` reads Knative's queue-proxy series and
 `istio` the mesh's, per version through the `revision` / `workload` variables the KServe platform
-fills in; both take agreement and accuracy from the shadow comparator (`canary/shadow.py`), which
-exports the router's series names. Queue-proxy and Istio latencies are in milliseconds: the
-templates divide by 1000 so every provider speaks seconds.
+fills in; both take the quality signals (agreement, accuracy, calibration, label lag, drift) from
+the shadow comparator (`canary/shadow.py`), which exports the router's series names. Queue-proxy
+and Istio latencies are in milliseconds: the templates divide by 1000 so every provider speaks
+seconds.
+
+Quality templates (canary/serving_metrics.py says what each series counts):
+- `brier_score`, `calibration_error` (ECE over 10 confidence bins): labelled probability
+  predictions only; no data for a model that returns labels.
+- `label_lag_p50`/`label_lag_p95`: seconds from a request to its labels; `late_labels` (count)
+  and `late_label_rate` (share of arriving labels): labels that came after the predictions were
+  dropped (feedback TTL or entry limit), which accuracy never sees.
+- `prediction_psi` (classes) and `prediction_ks` (regression values, binned): drift of the
+  candidate's predictions from the stable's in the same window. One query compares both
+  versions, so they have no baseline value of their own (`has_baseline=False`): judge them with
+  `max`. PSI over *value buckets* and the p-values need per-bucket counts of both sides: see
+  DISTRIBUTIONS and canary/drift.py.
+- `shadow_relative_error_p50`/`_p95`: for regression, how far the shadow's values are from the
+  stable's (``|a - b| / max(|a|, |b|)``; an unanswered instance counts 2).
 
 A limit of Prometheus itself: a series that first appears inside a window (say the first 503 a
 workload ever answers) loses its first increment to rate()/increase(), so an error class that is
@@ -109,16 +124,181 @@ LOCAL = {
     ),
 }
 
+# --- quality signals: calibration, label lag, drift ----------------------------------------------
+
+# The stable's side of a comparison rendered for the candidate (drift compares both in one query).
+_BASELINE_SEL = 'rollout="{{ rollout }}",version="{{ stable_version }}",role="stable"'
+# The floor on proportions in PSI, as canary.drift.PSI_EPSILON: an empty class is not infinite drift.
+_PSI_EPSILON = "0.0001"
+
+
+def _increase(metric: str, selector: str = _LOCAL_SEL) -> str:
+    return f"increase({metric}{{{selector}}}[{{{{ interval }}}}])"
+
+
+def _sum_increase(metric: str, selector: str = _LOCAL_SEL) -> str:
+    return f"sum({_increase(metric, selector)})"
+
+
+def _label_lag(quantile: float) -> Template:
+    return Template(
+        query=(
+            f"histogram_quantile({quantile}, sum by (le) "
+            f"(rate(modelrollout_feedback_label_lag_seconds_bucket{{{_LOCAL_SEL}}}[{{{{ interval }}}}])))"
+        ),
+        description=(
+            f"p{round(quantile * 100)} of the seconds between a request and its ground-truth labels "
+            "(late labels included; above 86400 s reads 86400)"
+        ),
+        samples=_sum_increase("modelrollout_feedback_label_lag_seconds_count"),
+    )
+
+
+def _class_shares(selector: str) -> str:
+    counts = f"sum by (class) ({_increase('modelrollout_predictions_total', selector)})"
+    return f"clamp_min({counts} / scalar(sum({counts})), {_PSI_EPSILON})"
+
+
+def _value_cdf(selector: str) -> str:
+    buckets = f"sum by (le) ({_increase('modelrollout_prediction_value_bucket', selector)})"
+    return f"{buckets} / scalar({_sum_increase('modelrollout_prediction_value_count', selector)})"
+
+
+def _relative_error(quantile: float) -> Template:
+    selector = 'rollout="{{ rollout }}",version="{{ version }}"'
+    return Template(
+        query=(
+            f"histogram_quantile({quantile}, sum by (le) "
+            f"(rate(modelrollout_shadow_relative_error_bucket{{{selector}}}[{{{{ interval }}}}])))"
+        ),
+        description=(
+            f"p{round(quantile * 100)} relative difference |shadow - stable| / max(|shadow|, |stable|) of "
+            "mirrored regression predictions (2 for an instance the shadow did not answer)"
+        ),
+        samples=_sum_increase("modelrollout_shadow_relative_error_count", selector),
+        has_baseline=False,
+        phases=(SHADOW,),
+    )
+
+
+_LATE = _sum_increase("modelrollout_feedback_late_labels_total")
+_ARRIVED = f"({_sum_increase('modelrollout_feedback_total')} + {_LATE})"
+
+QUALITY = {
+    "brier_score": Template(
+        query=(
+            f"{_sum_increase('modelrollout_feedback_brier_score_sum')} / "
+            f"{_sum_increase('modelrollout_feedback_brier_score_count')}"
+        ),
+        description=(
+            "mean multi-class Brier score of labelled probability predictions: sum of squared "
+            "differences between the probabilities and the one-hot label (0 best, 2 worst)"
+        ),
+        samples=_sum_increase("modelrollout_feedback_brier_score_count"),
+    ),
+    "calibration_error": Template(
+        query=(
+            "sum(abs("
+            f"sum by (bin) ({_increase('modelrollout_feedback_calibration_correct_total')}) - "
+            f"sum by (bin) ({_increase('modelrollout_feedback_calibration_confidence_total')})"
+            f")) / {_sum_increase('modelrollout_feedback_calibration_total')}"
+        ),
+        description=(
+            "expected calibration error of labelled probability predictions: the gap between "
+            "confidence and accuracy over 10 confidence bins, weighted by count (0 is perfect)"
+        ),
+        samples=_sum_increase("modelrollout_feedback_calibration_total"),
+    ),
+    "label_lag_p50": _label_lag(0.5),
+    "label_lag_p95": _label_lag(0.95),
+    "late_labels": Template(
+        query=_LATE,
+        description="labels that arrived after their predictions were dropped (feedback TTL or entry limit)",
+        samples=_ARRIVED,
+    ),
+    "late_label_rate": Template(
+        query=f"{_LATE} / {_ARRIVED}",
+        description="share of arriving labels that came too late to be scored",
+        samples=_ARRIVED,
+    ),
+    "prediction_psi": Template(
+        query=(
+            f"sum(({_class_shares(_LOCAL_SEL)} - {_class_shares(_BASELINE_SEL)}) * "
+            f"ln({_class_shares(_LOCAL_SEL)} / {_class_shares(_BASELINE_SEL)}))"
+        ),
+        description=(
+            "population stability index between the candidate's and the stable's predicted classes "
+            "in the window (< 0.1 no shift, > 0.25 large)"
+        ),
+        samples=_sum_increase("modelrollout_predictions_total"),
+        has_baseline=False,
+    ),
+    "prediction_ks": Template(
+        query=f"max(abs({_value_cdf(_LOCAL_SEL)} - {_value_cdf(_BASELINE_SEL)}))",
+        description=(
+            "Kolmogorov-Smirnov distance between the candidate's and the stable's regression "
+            "predictions in the window, on the value histogram's buckets (0 same, 1 disjoint)"
+        ),
+        samples=_sum_increase("modelrollout_prediction_value_count"),
+        has_baseline=False,
+    ),
+    "shadow_relative_error_p50": _relative_error(0.5),
+    "shadow_relative_error_p95": _relative_error(0.95),
+}
+LOCAL.update(QUALITY)
+
+
+@dataclass(frozen=True)
+class DistributionQuery:
+    """A per-version distribution for the drift statistics of canary/drift.py.
+
+    Render `query` like a template, once for the candidate and once for the stable (role
+    `stable`); it returns an instant vector with one series per value of the label `by`. Pass
+    ``{series["metric"][by]: float(series["value"][1])}`` of each side to `compare` (named
+    function of canary.drift): ``class_psi`` / ``class_chi_square`` for classes, and for values
+    ``drift.Binned.from_le`` on each side, then ``binned_psi`` / ``ks_test``.
+    """
+
+    query: str
+    by: str
+    description: str
+    compare: tuple[str, ...]
+    phases: tuple[str, ...] = (SHADOW, CANARY)
+
+
+DISTRIBUTIONS = {
+    "prediction_classes": DistributionQuery(
+        query=f"sum by (class) ({_increase('modelrollout_predictions_total')})",
+        by="class",
+        description="predicted instances per class in the window",
+        compare=("class_psi", "class_chi_square"),
+    ),
+    "prediction_values": DistributionQuery(
+        query=f"sum by (le) ({_increase('modelrollout_prediction_value_bucket')})",
+        by="le",
+        description="regression predictions in the window, cumulative per histogram bucket",
+        compare=("binned_psi", "ks_test"),
+    ),
+}
+
+
 # The comparator's series (same names as the router's): agreement needs mirrored traffic; its
 # accuracy covers stable and shadow only, since the logger cannot tell canary revisions apart.
+# The same holds for every quality signal: on KServe they exist in the shadow phase.
+def _shadow_only(template: Template, note: str = " (stable and shadow, from the comparator)") -> Template:
+    return Template(
+        query=template.query,
+        description=template.description + note,
+        samples=template.samples,
+        has_baseline=template.has_baseline,
+        phases=(SHADOW,),
+    )
+
+
 _COMPARATOR = {
     "shadow_agreement": LOCAL["shadow_agreement"],
-    "accuracy": Template(
-        query=LOCAL["accuracy"].query,
-        description=LOCAL["accuracy"].description + " (stable and shadow, from the comparator)",
-        samples=LOCAL["accuracy"].samples,
-        phases=(SHADOW,),
-    ),
+    "accuracy": _shadow_only(LOCAL["accuracy"]),
+    **{name: _shadow_only(template) for name, template in QUALITY.items()},
 }
 
 

@@ -13,8 +13,10 @@ routing again changes nothing and resets nothing). Until then every client reque
   shadow's predictions are compared with the stable's.
 
 Every answer's predictions are remembered by request id for ``POST /feedback``
-(canary/feedback.py). ``GET /metrics`` exports what canary/templates.py queries
-(canary/serving_metrics.py).
+(canary/feedback.py); labels that come after the predictions were dropped are answered 200
+and counted as late, with their reason. ``GET /metrics`` exports what canary/templates.py
+queries (canary/serving_metrics.py): traffic, agreement, accuracy, label lag, calibration and the
+distribution of predictions per version and role.
 """
 
 from __future__ import annotations
@@ -40,10 +42,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from canary.feedback import FeedbackConflict, FeedbackRequest, PredictionLog, UnknownRequests
+from canary.feedback import (
+    FeedbackConflict,
+    FeedbackRequest,
+    PredictionLog,
+    UnknownRequests,
+    feedback_answer,
+)
 from canary.mirror import PASSED_HEADERS, Mirror, MirrorJob, Target
 from canary.predictions import Protocol, Tolerance, instances_from_body
-from canary.serving_metrics import CANARY, EXPOSITION_CONTENT_TYPE, SHADOW, STABLE, ServingMetrics
+from canary.serving_metrics import (
+    CANARY,
+    DEFAULT_MAX_CLASSES,
+    EXPOSITION_CONTENT_TYPE,
+    PREDICTION_VALUE_BUCKETS,
+    SHADOW,
+    STABLE,
+    MetricFamilies,
+    ServingMetrics,
+    check_buckets,
+)
 from controller.local.traffic import ShareDeck
 
 log = logging.getLogger("modelrollout.router")
@@ -130,6 +148,8 @@ class RouterSettings:
     feedback_ttl_seconds: float = 3600.0
     rel_tolerance: float = 1e-6
     abs_tolerance: float = 1e-9
+    max_classes: int = DEFAULT_MAX_CLASSES
+    prediction_buckets: tuple[float, ...] = PREDICTION_VALUE_BUCKETS
 
 
 @dataclass
@@ -159,7 +179,9 @@ class RouterState:
     def __init__(self, settings: RouterSettings) -> None:
         self.settings = settings
         self.tolerance = Tolerance(rel=settings.rel_tolerance, abs=settings.abs_tolerance)
-        self.metrics = ServingMetrics(settings.rollout)
+        self.metrics = ServingMetrics(
+            settings.rollout, MetricFamilies(settings.prediction_buckets, settings.max_classes)
+        )
         self.predictions = PredictionLog(
             max_entries=settings.feedback_max_entries,
             ttl_seconds=settings.feedback_ttl_seconds,
@@ -340,19 +362,10 @@ def create_app(settings: RouterSettings) -> FastAPI:
             return _error(404, str(exc))
         except FeedbackConflict as exc:
             return _error(exc.status, str(exc))
-        scored = []
-        for request_id, scores in results:
-            for s in scores:
-                state.metrics.observe_feedback(s.model, s.version, s.role, s.total, s.correct)
-            scored.append(
-                {
-                    "requestId": request_id,
-                    "versions": [
-                        {"version": s.version, "role": s.role, "total": s.total, "correct": s.correct} for s in scores
-                    ],
-                }
-            )
-        return {"scored": scored}
+        for applied in results:
+            for score in applied.scores:
+                state.metrics.observe_score(score)
+        return feedback_answer(results)
 
     @app.post("/v1/models/{model}:predict")
     async def v1_predict(model: str, request: Request) -> Response:
@@ -411,6 +424,7 @@ async def _forward(state: RouterState, request: Request, model: str, protocol: P
         if 200 <= upstream.status_code < 300:
             instances = instances_from_body(protocol, upstream.content)
             if instances is not None:
+                state.metrics.observe_predictions(model, target.version, role, instances)
                 state.predictions.record(request_id, model, target.version, role, instances)
                 stable_instances = instances if role == STABLE else None
     elapsed = time.perf_counter() - started
@@ -435,6 +449,13 @@ async def _forward(state: RouterState, request: Request, model: str, protocol: P
 # --- the process -------------------------------------------------------------------------------------------
 
 
+def _bucket_list(text: str) -> tuple[float, ...]:
+    try:
+        return check_buckets([float(part) for part in text.split(",") if part.strip()])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     defaults = RouterSettings(rollout="")
     p = argparse.ArgumentParser(prog="python -m controller.local.router", description="The router of one rollout.")
@@ -450,14 +471,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--feedback-ttl", type=float, default=defaults.feedback_ttl_seconds, help="seconds")
     p.add_argument("--rel-tolerance", type=float, default=defaults.rel_tolerance)
     p.add_argument("--abs-tolerance", type=float, default=defaults.abs_tolerance)
+    p.add_argument(
+        "--max-classes",
+        type=int,
+        default=defaults.max_classes,
+        help="distinct predicted classes counted per model; later ones count as __other__",
+    )
+    p.add_argument(
+        "--prediction-buckets",
+        type=_bucket_list,
+        default=defaults.prediction_buckets,
+        help=(
+            "comma-separated increasing bounds of the regression-value histogram, e.g. "
+            "--prediction-buckets=-1,0,1 (default: 0 and ±1, 2, 5 × 10^-2 … 10^5)"
+        ),
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
-    for name in ("max_body_bytes", "mirror_queue_size", "mirror_workers", "feedback_max_entries"):
+    for name in ("max_body_bytes", "mirror_queue_size", "mirror_workers", "feedback_max_entries", "max_classes"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("upstream_timeout", "shadow_timeout", "feedback_ttl"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
+    for name in ("rel_tolerance", "abs_tolerance"):
+        if not getattr(args, name) >= 0:  # also NaN
+            p.error(f"--{name.replace('_', '-')} must be 0 or more")
     return args
 
 
@@ -474,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         feedback_ttl_seconds=args.feedback_ttl,
         rel_tolerance=args.rel_tolerance,
         abs_tolerance=args.abs_tolerance,
+        max_classes=args.max_classes,
+        prediction_buckets=args.prediction_buckets,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # httpx logs every upstream call at INFO: one line per client request and per mirrored copy.

@@ -10,6 +10,7 @@ and routing never leak between tests.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 import uuid
@@ -104,9 +105,12 @@ class FakeServer:
     """A real HTTP server in a thread that answers like a KServe V1 server with a fixed class.
 
     ``delay`` and ``status`` may be changed while it runs; ``received`` counts the requests.
+    ``answer``, when given, computes the predictions from the instances instead (e.g. a real
+    sklearn model in this process, altered on purpose).
     """
 
     prediction: Any = 0
+    answer: Callable[[list[Any]], list[Any]] | None = None
     delay: float = 0.0
     status: int = 200
     received: int = 0
@@ -131,6 +135,8 @@ class FakeServer:
                 await asyncio.sleep(0.02)
             if self.status != 200:
                 return JSONResponse(status_code=self.status, content={"error": "injected failure"})
+            if self.answer is not None:
+                return {"predictions": self.answer(body["instances"])}
             return {"predictions": [self.prediction] * len(body["instances"])}
 
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1)
@@ -665,9 +671,20 @@ def test_feedback_memory_is_bounded(
     router.put_routing(routing(stable.url))
     for name in "abcde":
         router.predict([[1, 2, 3, 4]], request_id=f"id-{name}")
+    # Pushed out by the entry limit before its label came: taken, counted late, not scored.
     evicted = router.feedback({"requestId": "id-a", "label": 0})
-    assert evicted.status_code == 404 and "'id-a'" in evicted.json()["error"]
+    assert evicted.status_code == 200, evicted.text
+    assert evicted.json()["scored"] == []
+    assert [(late["requestId"], late["reason"]) for late in evicted.json()["late"]] == [("id-a", "evicted")]
+    assert evicted.json()["late"][0]["versions"] == [{"version": "1", "role": "stable", "labels": 1}]
+    labels = {"model": "iris", "version": "1", "role": "stable"}
+    assert router.metric("modelrollout_feedback_late_labels_total", reason="evicted", **labels) == 1
+    assert router.metric("modelrollout_feedback_total", **labels) == 0
+    assert router.feedback({"requestId": "id-a", "label": 0}).status_code == 409  # counted once
     assert router.feedback({"requestId": "id-c", "label": 0}).status_code == 200
+    assert router.metric("modelrollout_feedback_total", **labels) == 1
+    unknown = router.feedback({"requestId": "id-z", "label": 0})
+    assert unknown.status_code == 404 and "'id-z'" in unknown.json()["error"]
 
 
 # --- body size ---------------------------------------------------------------------------------------------
@@ -737,7 +754,9 @@ def test_local_templates_read_the_router_through_prometheus(
 
         def evaluate(phase: str, role: str, expect: dict[str, Callable[[float], bool]]) -> None:
             for name, template in templates.LOCAL.items():
-                if phase not in template.phases:
+                # The quality templates need probability and regression answers, which these
+                # models do not give: test_quality_templates_read_the_router_through_prometheus.
+                if phase not in template.phases or name in templates.QUALITY:
                     continue
                 sides = [("2", role)] + ([("1", "stable")] if template.has_baseline else [])
                 for version, side_role in sides:
@@ -797,3 +816,443 @@ def test_local_templates_read_the_router_through_prometheus(
         )
     finally:
         remove_targets(prometheus_server.data_dir, "router-contract")
+
+
+# --- quality signals: calibration, regression, label lag, drift ------------------------------------
+
+
+@dataclass(frozen=True)
+class QualityModels:
+    proba: Process  # a LogisticRegression on iris answering predict_proba: [[p0, p1, p2], ...]
+    regressor: Process  # a LinearRegression of the class index on the four features: floats
+    classifier: Any
+    regression: Any
+
+
+@pytest.fixture(scope="module")
+def quality_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QualityModels]:
+    import mlflow.sklearn
+    from sklearn.linear_model import LinearRegression
+
+    base = tmp_path_factory.mktemp("quality-models")
+    features, labels = iris()
+    classifier = fit_logistic()
+    mlflow.sklearn.save_model(
+        classifier, str(base / "proba"), serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba"
+    )
+    regression = LinearRegression().fit(features, labels.astype(float))
+    regressor_path = save_sklearn(regression, base / "regressor")
+    proba, regressor = start_model_servers([("iris", base / "proba", "1"), ("iris", regressor_path, "1")], base)
+    yield QualityModels(proba, regressor, classifier, regression)
+    proba.stop()
+    regressor.stop()
+
+
+def _labelled(router: Router, name: str) -> dict[str, float]:
+    """{label value: sample value} of one series family with one extra label, for version 1 stable."""
+    text = router.http.get(router.url + "/metrics").text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name:
+                key = s.labels.get("class") or s.labels.get("bin") or s.labels.get("le") or ""
+                out[f'{s.labels["version"]}/{s.labels["role"]}/{key}'] = s.value
+    return out
+
+
+def _bins(confidence: Any) -> Any:
+    import numpy as np
+
+    # (0, 0.1] -> 0 ... (0.9, 1] -> 9, as canary.calibration; no confidence here sits on an edge.
+    return np.clip(np.ceil(np.asarray(confidence) * 10).astype(int) - 1, 0, 9)
+
+
+def test_probability_answers_are_calibrated_scored_by_top_class_and_counted_by_class(
+    start_router: Callable[..., Router], models: Models, quality_models: QualityModels
+) -> None:
+    import numpy as np
+
+    router = start_router()
+    router.put_routing(routing(quality_models.proba.url, models.constant.url, "shadow", shadow=100))
+    features, labels = iris()
+    probs: list[list[float]] = []
+    truth: list[int] = []
+    for r in range(5):  # V1: five requests of ten rows
+        picked = list(range(r, 150, 15))[:10]
+        answer = router.predict(features[picked].tolist(), request_id=f"p-{r}")
+        assert answer.status_code == 200
+        probs += answer.json()["predictions"]
+        truth += labels[picked].tolist()
+    v2 = router.http.post(
+        router.url + "/v2/models/iris/infer",
+        json={"inputs": [{"name": "x", "shape": [5, 4], "datatype": "FP64", "data": features[100:105].tolist()}]},
+        headers={"x-request-id": "p-v2"},
+    )
+    assert v2.status_code == 200 and v2.json()["outputs"][0]["shape"] == [5, 3]
+    probs += np.asarray(v2.json()["outputs"][0]["data"]).reshape(5, 3).tolist()
+    truth += labels[100:105].tolist()
+    wait_until(lambda: _mirrored(router) == 6, what="6 mirrored requests")
+    items = [{"requestId": f"p-{r}", "labels": truth[r * 10 : r * 10 + 10]} for r in range(5)]
+    answer = router.feedback({"items": [*items, {"requestId": "p-v2", "labels": truth[50:]}]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["late"] == [] and len(answer.json()["scored"]) == 6
+
+    p, y = np.asarray(probs), np.asarray(truth)
+    top = p.argmax(axis=1)
+    brier = ((p - np.eye(3)[y]) ** 2).sum(axis=1)
+    stable = {"model": "iris", "version": "1", "role": "stable"}
+    shadow = {"model": "iris", "version": "2", "role": "shadow"}
+    # Accuracy and agreement by the top class: the constant shadow agrees where the stable says 0.
+    assert router.metric("modelrollout_feedback_total", **stable) == 55
+    assert router.metric("modelrollout_feedback_correct_total", **stable) == int((top == y).sum())
+    assert router.metric("modelrollout_feedback_correct_total", **shadow) == int((y == 0).sum())
+    assert router.metric("modelrollout_shadow_comparisons_total", model="iris", version="2") == 55
+    assert router.metric("modelrollout_shadow_agreements_total", model="iris", version="2") == int((top == 0).sum())
+    # Calibration of the stable's probabilities; the label-only shadow has none.
+    assert router.metric("modelrollout_feedback_brier_score_count", **stable) == 55
+    assert router.metric("modelrollout_feedback_brier_score_sum", **stable) == pytest.approx(brier.sum())
+    assert router.metric("modelrollout_feedback_brier_score_count", **shadow) == 0
+    which = _bins(p.max(axis=1))
+    count = _labelled(router, "modelrollout_feedback_calibration_total")
+    confidence = _labelled(router, "modelrollout_feedback_calibration_confidence_total")
+    correct = _labelled(router, "modelrollout_feedback_calibration_correct_total")
+    for b in range(10):
+        key = f"1/stable/{(b + 1) / 10:.1f}"
+        assert count[key] == (which == b).sum(), key
+        assert confidence[key] == pytest.approx(p.max(axis=1)[which == b].sum()), key
+        assert correct[key] == (top == y)[which == b].sum(), key
+    assert sum(v for k, v in count.items() if k.startswith("2/shadow/")) == 0
+    # Drift counters: the stable's top classes, the shadow's constant 0.
+    classes = _labelled(router, "modelrollout_predictions_total")
+    assert {k: v for k, v in classes.items() if k.startswith("1/")} == {
+        "1/stable/0": (top == 0).sum(), "1/stable/1": (top == 1).sum(), "1/stable/2": (top == 2).sum(),
+        "1/stable/__other__": 0,
+    }  # fmt: skip
+    assert {k: v for k, v in classes.items() if k.startswith("2/")} == {
+        "2/shadow/0": 55, "2/shadow/1": 0, "2/shadow/2": 0, "2/shadow/__other__": 0,
+    }  # fmt: skip
+    # Every version that answered a request observed one label lag per labelled request.
+    assert router.metric("modelrollout_feedback_label_lag_seconds_count", **stable) == 6
+    assert router.metric("modelrollout_feedback_label_lag_seconds_count", **shadow) == 6
+
+
+def test_labels_a_probability_model_cannot_index(
+    start_router: Callable[..., Router], quality_models: QualityModels
+) -> None:
+    router = start_router()
+    router.put_routing(routing(quality_models.proba.url))
+    features, _ = iris()
+    probs = router.predict(features[[0, 60, 120, 10]].tolist(), request_id="odd").json()["predictions"]
+    for body, status in (
+        ({"requestId": "odd", "labels": {"a": 1}}, 422),
+        ({"requestId": "odd", "labels": [0, 1]}, 400),
+        ({"requestId": "odd", "labels": "0123"}, 422),
+    ):
+        assert router.feedback(body).status_code == status, body
+    # A class name, a class beyond the vector, an index as a float, no label at all.
+    answer = router.feedback({"requestId": "odd", "labels": ["setosa", 7, 2.0, None]})
+    assert answer.status_code == 200, answer.text
+    stable = {"model": "iris", "version": "1", "role": "stable"}
+    assert router.metric("modelrollout_feedback_total", **stable) == 4
+    top_120 = max(range(3), key=lambda k: probs[2][k])
+    assert router.metric("modelrollout_feedback_correct_total", **stable) == int(top_120 == 2)
+    # Only 7 and 2.0 are class indices; 7 had probability 0, which adds 1.
+    expected = sum(q * q for q in probs[1]) + 1 + sum((q - (k == 2)) ** 2 for k, q in enumerate(probs[2]))
+    assert router.metric("modelrollout_feedback_brier_score_count", **stable) == 2
+    assert router.metric("modelrollout_feedback_brier_score_sum", **stable) == pytest.approx(expected)
+
+
+def test_regression_answers_give_values_relative_errors_and_tolerant_agreement(
+    start_router: Callable[..., Router], quality_models: QualityModels, fake_servers: Callable[..., FakeServer]
+) -> None:
+    import numpy as np
+
+    regression = quality_models.regression
+    shifted = fake_servers(answer=lambda rows: [float(v) + 0.05 for v in regression.predict(np.asarray(rows))])
+    bounds = (-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
+    router = start_router(
+        # "=": argparse would read a value starting with "-" as an option.
+        "--rel-tolerance", "0.05", "--abs-tolerance", "0", "--prediction-buckets=" + ",".join(map(str, bounds))
+    )
+    router.put_routing(routing(quality_models.regressor.url, shifted.url, "shadow", shadow=100))
+    features, labels = iris()
+    values: list[float] = []
+    for r in range(6):
+        answer = router.predict(features[r * 25 : r * 25 + 25].tolist(), request_id=f"reg-{r}")
+        assert answer.status_code == 200
+        values += answer.json()["predictions"]
+    wait_until(lambda: _mirrored(router) == 6, what="6 mirrored requests")
+    stable_values = np.asarray(values)
+    assert stable_values.dtype == float and stable_values.min() < 0 < stable_values.max()
+    shadow_values = regression.predict(features) + 0.05
+    relative = np.abs(shadow_values - stable_values) / np.maximum(np.abs(shadow_values), np.abs(stable_values))
+    agreed = int((relative <= 0.05).sum())
+    assert 50 < agreed < 140  # the +0.05 shift is within 5% only for values above about 1
+    assert router.metric("modelrollout_shadow_comparisons_total", model="iris", version="2") == 150
+    assert router.metric("modelrollout_shadow_agreements_total", model="iris", version="2") == agreed
+    text = router.http.get(router.url + "/metrics").text
+    buckets = {
+        s.labels["le"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "modelrollout_shadow_relative_error_bucket"
+    }
+    for le in ("0.01", "0.05", "0.1", "0.5", "2.0"):
+        assert buckets[le] == (relative <= float(le)).sum(), le
+    # The value histograms, on the router's --prediction-buckets.
+    histogram = _labelled(router, "modelrollout_prediction_value_bucket")
+    for bound in bounds:
+        assert histogram[f"1/stable/{bound}"] == (stable_values <= bound).sum(), bound
+        assert histogram[f"2/shadow/{bound}"] == (shadow_values <= bound).sum(), bound
+    assert histogram["1/stable/+Inf"] == histogram["2/shadow/+Inf"] == 150
+    assert all(not k.startswith(("1/", "2/")) or v == 0 for k, v in _labelled(router, "modelrollout_predictions_total").items())
+    # Ground truth for a regression: right when within the same relative tolerance.
+    truth = labels.astype(float)
+    items = [{"requestId": f"reg-{r}", "labels": truth[r * 25 : r * 25 + 25].tolist()} for r in range(6)]
+    assert router.feedback({"items": items}).status_code == 200
+    within = np.abs(stable_values - truth) <= 0.05 * np.maximum(np.abs(stable_values), np.abs(truth))
+    assert router.metric("modelrollout_feedback_correct_total", model="iris", version="1", role="stable") == int(
+        within.sum()
+    )
+
+
+def test_bad_quality_options_are_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for args, needle in (
+        (["--prediction-buckets", "1,1"], "increase strictly"),
+        (["--prediction-buckets", "a,b"], "--prediction-buckets"),
+        (["--max-classes", "0"], "--max-classes must be at least 1"),
+        (["--rel-tolerance", "-0.1"], "--rel-tolerance must be 0 or more"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "controller.local.router", "--rollout", "r", "--port", "1", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2 and needle in done.stderr, (args, done.stderr)
+
+
+def test_label_lag_and_labels_that_come_too_late(
+    start_router: Callable[..., Router], fake_servers: Callable[..., FakeServer]
+) -> None:
+    stable = fake_servers(prediction=1)
+    shadow = fake_servers(prediction=2)
+    router = start_router("--feedback-ttl", "3")
+    router.put_routing(routing(stable.url, shadow.url, "shadow", shadow=100))
+    sent = time.monotonic()
+    assert router.predict([[1, 2, 3, 4]], request_id="soon").status_code == 200
+    assert router.predict([[1, 2, 3, 4]] * 2, request_id="late").status_code == 200
+    wait_until(lambda: _mirrored(router) == 2, what="2 mirrored requests")
+    time.sleep(max(0.0, sent + 1.1 - time.monotonic()))
+    soon = router.feedback({"requestId": "soon", "label": 1})
+    assert soon.status_code == 200, soon.text
+    assert 1.05 <= soon.json()["scored"][0]["lagSeconds"] < 3.0
+
+    time.sleep(max(0.0, sent + 3.2 - time.monotonic()))  # past the 3 s TTL
+    wrong = router.feedback({"requestId": "late", "labels": [1]})
+    assert wrong.status_code == 400 and "2 instance(s)" in wrong.json()["error"]
+    late = router.feedback({"items": [{"requestId": "late", "labels": [1, 2]}]})
+    assert late.status_code == 200, late.text
+    (entry,) = late.json()["late"]
+    assert (entry["requestId"], entry["reason"]) == ("late", "expired") and entry["lagSeconds"] >= 3.0
+    assert {(v["version"], v["role"], v["labels"]) for v in entry["versions"]} == {("1", "stable", 2), ("2", "shadow", 2)}
+    assert router.feedback({"requestId": "late", "labels": [1, 2]}).status_code == 409
+    assert router.feedback({"requestId": "never", "labels": [1, 2]}).status_code == 404
+
+    for version, role, right in (("1", "stable", 1), ("2", "shadow", 0)):
+        labels = {"model": "iris", "version": version, "role": role}
+        assert router.metric("modelrollout_feedback_late_labels_total", reason="expired", **labels) == 2
+        assert router.metric("modelrollout_feedback_late_labels_total", reason="evicted", **labels) == 0
+        assert router.metric("modelrollout_feedback_total", **labels) == 1  # the late ones are not scored
+        assert router.metric("modelrollout_feedback_correct_total", **labels) == right
+        lag = {le: router.metric("modelrollout_feedback_label_lag_seconds_bucket", le=le, **labels) for le in ("1.0", "2.0", "5.0")}
+        assert lag == {"1.0": 0, "2.0": 1, "5.0": 2}, (version, lag)
+
+
+def test_predicted_classes_are_capped(
+    start_router: Callable[..., Router], fake_servers: Callable[..., FakeServer]
+) -> None:
+    many = fake_servers(answer=lambda rows: [f"class-{int(row[0])}" for row in rows])
+    router = start_router("--max-classes", "3")
+    router.put_routing(routing(many.url))
+    assert router.predict([[i, 0, 0, 0] for i in range(10)]).status_code == 200
+    assert router.predict([[0, 0, 0, 0], [9, 0, 0, 0], [1, 0, 0, 0]]).status_code == 200
+    assert _labelled(router, "modelrollout_predictions_total") == {
+        "1/stable/class-0": 2, "1/stable/class-1": 2, "1/stable/class-2": 1, "1/stable/__other__": 8,
+    }  # fmt: skip
+    # A candidate added later gets exactly the tracked classes, at 0.
+    router.put_routing(routing(many.url, many.url, "canary", weight=0))
+    assert {k: v for k, v in _labelled(router, "modelrollout_predictions_total").items() if k.startswith("2/")} == {
+        "2/canary/class-0": 0, "2/canary/class-1": 0, "2/canary/class-2": 0, "2/canary/__other__": 0,
+    }  # fmt: skip
+
+
+def test_quality_templates_read_the_router_through_prometheus(
+    start_router: Callable[..., Router],
+    quality_models: QualityModels,
+    fake_servers: Callable[..., FakeServer],
+    prometheus_server: Any,
+) -> None:
+    """Every quality template, rendered as the analysis renders it, on two real routers' series.
+
+    One router serves probabilities (stable: the logistic model; shadow: a prior that says 1/3
+    for every class), one serves regression values (stable: the linear model; shadow: the same
+    shifted by 0.3). The drift templates equal canary/drift.py on the DISTRIBUTIONS vectors.
+    """
+    import numpy as np
+
+    from canary import drift, templates
+    from canary.metrics import PrometheusProvider, render
+    from controller.local.prometheus_server import remove_targets, write_targets
+    from tests.fixtures.prometheus import query, wait_for_target_up
+
+    _, labels = iris()
+    regression = quality_models.regression
+    prior = fake_servers(answer=lambda rows: [[1 / 3, 1 / 3, 1 / 3]] * len(rows))
+    shifted = fake_servers(answer=lambda rows: [float(v) + 0.3 for v in regression.predict(np.asarray(rows))])
+    suffix = uuid.uuid4().hex[:6]
+    by_router = {"classes": f"q-classes-{suffix}", "values": f"q-values-{suffix}"}
+    # 8 requests remembered: of each round of 10, the first two are evicted before their labels.
+    classes = start_router("--rollout", by_router["classes"], "--feedback-max-entries", "8")
+    values = start_router("--rollout", by_router["values"])
+    url = prometheus_server.url
+    targets = [r.url.removeprefix("http://") for r in (classes, values)]
+    write_targets(prometheus_server.data_dir, "router-quality", targets, {})
+    provider = PrometheusProvider(url)
+    try:
+        for target in targets:
+            wait_for_target_up(url, target)
+        classes.put_routing(routing(quality_models.proba.url, prior.url, "shadow", shadow=100))
+        values.put_routing(routing(quality_models.regressor.url, shifted.url, "shadow", shadow=100))
+        for rollout in by_router.values():  # the zeros are scraped before any traffic
+            wait_until(
+                lambda r=rollout: bool(query(url, f'modelrollout_requests_total{{rollout="{r}",role="shadow"}}')),
+                what=f"{rollout} scraped",
+            )
+
+        scored_probs: list[list[float]] = []
+        scored_truth: list[int] = []
+        deadline, round_ = time.monotonic() + 3.0, 0
+        while time.monotonic() < deadline:
+            sent = []
+            for k in range(10):
+                row = (round_ * 10 + k) * 7 % 150
+                answer = classes.predict(rows(row, 1), request_id=f"c{round_}-{k}")
+                sent.append((f"c{round_}-{k}", row, answer.json()["predictions"][0]))
+                values.predict(rows(row, 1), request_id=f"v{round_}-{k}")
+            wait_until(
+                lambda n=round_: _labelled_total(classes, by_router["classes"], "modelrollout_requests_total", "shadow")
+                == 10 * (n + 1),
+                what="mirrored",
+            )
+            for k, (request_id, row, probs) in enumerate(sent):
+                answer = classes.feedback({"requestId": request_id, "label": int(labels[row])})
+                assert answer.status_code == 200 and bool(answer.json()["late"]) == (k < 2), answer.text
+                if k >= 2:
+                    scored_probs.append(probs)
+                    scored_truth.append(int(labels[row]))
+                assert values.feedback({"requestId": f"v{round_}-{k}", "label": float(labels[row])}).status_code == 200
+            round_ += 1
+            time.sleep(0.1)  # spread over several scrapes
+
+        final_scored = _labelled_total(classes, by_router["classes"], "modelrollout_feedback_total")
+        final_values = _labelled_total(values, by_router["values"], "modelrollout_prediction_value_count", role="shadow")
+        assert final_scored == 8 * round_
+        wait_until(
+            lambda: _scraped(url, by_router["classes"], "modelrollout_feedback_total", "stable") == final_scored
+            and _scraped(url, by_router["values"], "modelrollout_prediction_value_count", "shadow") == final_values,
+            what="final values scraped",
+        )
+        at = time.time()
+
+        def variables(name: str, version: str, role: str) -> dict[str, str]:
+            return {
+                "rollout": by_router[name], "model": "iris", "namespace": "", "version": version, "role": role,
+                "interval": "1m", "stable_version": "1", "candidate_version": "2",
+            }  # fmt: skip
+
+        values_templates = {"prediction_ks", "shadow_relative_error_p50", "shadow_relative_error_p95"}
+        got: dict[tuple[str, str], float] = {}
+        for name, template in templates.QUALITY.items():
+            where = "values" if name in values_templates else "classes"
+            sides = [("2", "shadow")] + ([("1", "stable")] if template.has_baseline else [])
+            for version, role in sides:
+                bound = variables(where, version, role)
+                value = provider.query_value(render(template.query, bound), at=at)
+                samples = provider.query_value(render(template.samples or "", bound), at=at)
+                assert value is not None and math.isfinite(value), (name, version, value)
+                assert samples is not None and samples > 0, (name, version, samples)
+                got[(name, version)] = value
+        assert {name for name, _ in got} == set(templates.QUALITY)
+
+        p, y = np.asarray(scored_probs), np.asarray(scored_truth)
+        confidence, top = p.max(axis=1), p.argmax(axis=1)
+        which = _bins(confidence)
+        ece = sum(abs((top == y)[which == b].sum() - confidence[which == b].sum()) for b in range(10)) / len(y)
+        assert got[("brier_score", "1")] == pytest.approx(((p - np.eye(3)[y]) ** 2).sum(axis=1).mean(), rel=1e-6)
+        assert got[("brier_score", "2")] == pytest.approx(2 / 3, rel=1e-6)  # (2/3)^2 + 2 (1/3)^2 for any label
+        assert got[("calibration_error", "1")] == pytest.approx(ece, rel=1e-6, abs=1e-9)
+        assert 0 <= got[("calibration_error", "2")] <= 1
+        assert got[("late_label_rate", "1")] == pytest.approx(0.2, rel=1e-6)  # 2 of every 10
+        assert got[("late_labels", "1")] >= 2 * round_
+        for version in ("1", "2"):
+            assert 0 < got[("label_lag_p50", version)] <= got[("label_lag_p95", version)] <= 5.0  # sent at once
+        assert 0 < got[("shadow_relative_error_p50", "2")] <= got[("shadow_relative_error_p95", "2")] <= 2
+        # Drift: the prior always says class 0; the shifted values move mass across bounds.
+        assert got[("prediction_psi", "2")] > 1
+        assert 0.05 < got[("prediction_ks", "2")] < 1
+
+        def vector(name: str, which: str, version: str, role: str) -> dict[str, float]:
+            spec = templates.DISTRIBUTIONS[name]
+            result = query(url, render(spec.query, variables(which, version, role)), at=at)
+            return {s["metric"][spec.by]: float(s["value"][1]) for s in result}
+
+        base, cand = vector("prediction_classes", "classes", "1", "stable"), vector("prediction_classes", "classes", "2", "shadow")
+        assert set(base) == set(cand) == {"0", "1", "2", "__other__"}
+        assert got[("prediction_psi", "2")] == pytest.approx(drift.class_psi(base, cand), rel=1e-9)
+        assert drift.class_chi_square(base, cand).pvalue < 1e-6
+        base_values = drift.Binned.from_le(vector("prediction_values", "values", "1", "stable"))
+        cand_values = drift.Binned.from_le(vector("prediction_values", "values", "2", "shadow"))
+        assert got[("prediction_ks", "2")] == pytest.approx(drift.ks_statistic(base_values, cand_values), abs=1e-9)
+        assert drift.ks_test(base_values, cand_values).pvalue < 0.05
+        assert drift.binned_psi(base_values, cand_values) > 0
+
+        # A version with no traffic yet: no value, zero samples (its series exist at 0).
+        classes.put_routing(routing(quality_models.proba.url, prior.url, "shadow", shadow=0, candidate_version="3"))
+        values.put_routing(routing(quality_models.regressor.url, shifted.url, "shadow", shadow=0, candidate_version="3"))
+        for name in by_router:
+            check = templates.QUALITY["late_label_rate" if name == "classes" else "prediction_ks"].samples or ""
+            wait_until(
+                lambda n=name, q=check: provider.query_value(render(q, variables(n, "3", "shadow"))) == 0.0,
+                what="idle version scraped twice",
+            )
+        for name, template in templates.QUALITY.items():
+            bound = variables("values" if name in values_templates else "classes", "3", "shadow")
+            # A count of late labels is 0; every ratio, quantile and distance is 0/0: no data.
+            expected = 0.0 if name == "late_labels" else None
+            assert provider.query_value(render(template.query, bound)) == expected, name
+            assert provider.query_value(render(template.samples or "", bound)) == 0.0, name
+    finally:
+        provider.close()
+        remove_targets(prometheus_server.data_dir, "router-quality")
+
+
+def _labelled_total(router: Router, rollout: str, name: str, role: str = "stable") -> float:
+    text = router.http.get(router.url + "/metrics").text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and s.labels.get("rollout") == rollout and s.labels.get("role") == role
+    )
+
+
+def _scraped(url: str, rollout: str, name: str, role: str) -> float | None:
+    from tests.fixtures.prometheus import query
+
+    result = query(url, f'sum({name}{{rollout="{rollout}",role="{role}"}})')
+    return float(result[0]["value"][1]) if result else None

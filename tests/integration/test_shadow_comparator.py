@@ -19,14 +19,18 @@ from tests.fixtures.modelserver import Process, fit_logistic, free_port, iris, s
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory) -> Iterator[dict[str, Process]]:
+    import mlflow.sklearn
     from sklearn.linear_model import LogisticRegression
 
     base = tmp_path_factory.mktemp("comparator")
     features, labels = iris()
     good = save_sklearn(fit_logistic(), base / "good")
     poor = save_sklearn(LogisticRegression(max_iter=500).fit(features, np.random.default_rng(3).permutation(labels)), base / "poor")
-    procs = start_model_servers([("iris", good, "1"), ("iris", good, "2"), ("iris", poor, "3")], base)
-    yield dict(zip(("stable", "same", "poor"), procs))
+    # The same model as "good", answering its class probabilities instead of the class.
+    mlflow.sklearn.save_model(fit_logistic(), str(base / "proba"), serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba")
+    specs = [("iris", good, "1"), ("iris", good, "2"), ("iris", poor, "3"), ("iris", base / "proba", "4")]
+    procs = start_model_servers(specs, base)
+    yield dict(zip(("stable", "same", "poor", "proba"), procs))
     for proc in procs:
         proc.stop()
 
@@ -178,3 +182,70 @@ def test_bad_targets_are_refused_with_the_fields(servers):
         c.shadow(servers["same"].url, "2")
         assert httpx.delete(c.url + "/admin/shadows/ml/iris-isvc").status_code == 204
         assert httpx.get(c.url + "/admin/shadows").json() == []
+
+
+def _by(c: Comparator, name: str, label: str, version: str) -> dict[str, float]:
+    return {
+        dict(lbl)[label]: v
+        for (n, lbl), v in c.metrics().items()
+        if n == name and dict(lbl)["version"] == version
+    }
+
+
+def test_probability_shadow_is_compared_by_top_class_calibrated_and_counted(servers):
+    features, labels = iris()
+    rows, truth = features[1::4], labels[1::4]
+    with Comparator(ComparatorSettings()) as c:
+        c.shadow(servers["proba"].url, "4")
+        ids = traffic(c, servers["stable"], rows, "proba")
+        wait_for(lambda: c.value("modelrollout_shadow_comparisons_total", version="4") == len(rows))
+        # The stable answers classes, the shadow probabilities of the same model: same top class.
+        assert c.value("modelrollout_shadow_agreements_total", version="4") == len(rows)
+        answer = httpx.post(c.url + "/feedback", json={"items": [{"requestId": i, "labels": [int(y)]} for i, y in zip(ids, truth)]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["late"] == [] and len(answer.json()["scored"]) == len(rows)
+        probs = np.asarray(httpx.post(servers["proba"].url + "/v1/models/iris:predict", json={"instances": rows.tolist()}).json()["predictions"])
+        top = probs.argmax(axis=1)
+        for version in ("1", "4"):
+            assert c.value("modelrollout_feedback_correct_total", version=version) == (top == truth).sum()
+            assert c.value("modelrollout_feedback_label_lag_seconds_count", version=version) == len(rows)
+        brier = ((probs - np.eye(3)[truth]) ** 2).sum(axis=1)
+        assert c.value("modelrollout_feedback_brier_score_count", version="4") == len(rows)
+        assert c.value("modelrollout_feedback_brier_score_sum", version="4") == pytest.approx(brier.sum())
+        assert c.value("modelrollout_feedback_brier_score_count", version="1") == 0  # labels have no calibration
+        bins = np.clip(np.ceil(probs.max(axis=1) * 10).astype(int) - 1, 0, 9)
+        counted = _by(c, "modelrollout_feedback_calibration_total", "bin", "4")
+        assert counted == {f"{(b + 1) / 10:.1f}": (bins == b).sum() for b in range(10)}
+        # Both predict the same classes: the drift counters are equal, class by class.
+        stable_classes = _by(c, "modelrollout_predictions_total", "class", "1")
+        assert stable_classes == _by(c, "modelrollout_predictions_total", "class", "4")
+        assert stable_classes == {"0": (top == 0).sum(), "1": (top == 1).sum(), "2": (top == 2).sum(), "__other__": 0}
+
+
+def test_late_and_malformed_labels_on_the_comparator(servers):
+    features, labels = iris()
+    with Comparator(ComparatorSettings(feedback_ttl_seconds=1.5)) as c:
+        c.shadow(servers["same"].url, "2")
+        ids = traffic(c, servers["stable"], features[:3], "lag")
+        paired = time.monotonic()  # every request was paired (its lag starts) before this
+        wait_for(lambda: c.value("modelrollout_requests_total", version="2", role="shadow") == 3)
+        time.sleep(max(0.0, paired + 0.6 - time.monotonic()))
+        soon = httpx.post(c.url + "/feedback", json={"requestId": ids[0], "labels": [int(labels[0])]})
+        assert soon.status_code == 200 and soon.json()["scored"][0]["lagSeconds"] >= 0.5
+        for body, status in (
+            ({"requestId": ids[1], "labels": [0, 1]}, 400),
+            ({"requestId": ids[1], "labels": 0}, 422),
+            ({"requestId": ids[1]}, 422),
+            ({"items": [{"requestId": ids[1], "labels": [0]}, {"requestId": "never", "labels": [0]}]}, 404),
+        ):
+            assert httpx.post(c.url + "/feedback", json=body).status_code == status, body
+        time.sleep(max(0.0, paired + 1.6 - time.monotonic()))  # past the 1.5 s TTL
+        late = httpx.post(c.url + "/feedback", json={"items": [{"requestId": i, "labels": [int(y)]} for i, y in zip(ids[1:], labels[1:3])]})
+        assert late.status_code == 200, late.text
+        assert [(e["requestId"], e["reason"]) for e in late.json()["late"]] == [(ids[1], "expired"), (ids[2], "expired")]
+        assert httpx.post(c.url + "/feedback", json={"requestId": ids[1], "labels": [0]}).status_code == 409
+        for version, role in (("1", "stable"), ("2", "shadow")):
+            assert c.value("modelrollout_feedback_late_labels_total", version=version, reason="expired") == 2
+            assert c.value("modelrollout_feedback_total", version=version) == 1
+            lag = {le: c.value("modelrollout_feedback_label_lag_seconds_bucket", version=version, le=le) for le in ("0.5", "10.0")}
+            assert lag == {"0.5": 0, "10.0": 3}, (role, lag)  # late labels have a lag too

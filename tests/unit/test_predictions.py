@@ -8,10 +8,18 @@ import math
 import pytest
 
 from canary.predictions import (
+    MAX_RELATIVE_ERROR,
     Protocol,
     Tolerance,
     count_agreements,
+    instance_probabilities,
     instances_from_body,
+    predicted_label,
+    predictions_agree,
+    probability_vector,
+    regression_value,
+    relative_error,
+    relative_errors,
     v1_instances,
     v2_instances,
     values_agree,
@@ -110,3 +118,124 @@ def test_count_agreements_by_position() -> None:
     assert count_agreements([0, 1, 2, 2], [0, 1, 1, 2]) == 3
     assert count_agreements([0, 1], None) == 0
     assert count_agreements([0, 1], [0, 1, 2]) == 0  # cannot be matched instance by instance
+
+
+# --- probabilities, labels, values ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([0.2, 0.8], (0.2, 0.8)),
+        ([1, 0, 0], (1.0, 0.0, 0.0)),  # one-hot ints are probabilities too
+        ([0.3333333, 0.3333333, 0.3333334], (0.3333333, 0.3333333, 0.3333334)),
+        ([0.5004, 0.5], (0.5004, 0.5)),  # float32 rounding: off by < 1e-3
+        ([0.6, 0.6], None),  # sums to 1.2
+        ([0.5], None),  # one number is a score, not a vector
+        ([1.5, -0.5], None),  # sums to 1 but not probabilities
+        ([math.nan, 1.0], None),
+        ([True, False], None),
+        (["0.5", "0.5"], None),
+        ([[0.5, 0.5]], None),
+        (0.5, None),
+        ([], None),
+    ],
+)
+def test_probability_vector(value: object, expected: tuple[float, ...] | None) -> None:
+    assert probability_vector(value) == expected
+
+
+def test_v2_probability_outputs() -> None:
+    one_output = {"outputs": [{"name": "predictions", "shape": [2, 3], "datatype": "FP64", "data": [0.1, 0.2, 0.7, 0.5, 0.5, 0.0]}]}
+    first, second = v2_instances(one_output)
+    assert predicted_label(first) == 2 and predicted_label(second) == 0  # a tie: the first class
+    named = {
+        "outputs": [
+            {"name": "predict_proba", "shape": [1, 2], "datatype": "FP32", "data": [0.9, 0.1]},
+            {"name": "score", "shape": [1], "datatype": "FP32", "data": [0.3]},
+        ]
+    }
+    (instance,) = v2_instances(named)
+    assert instance_probabilities(instance) == (0.9, 0.1) and predicted_label(instance) == 0
+    with_label = {"label": "setosa", "probabilities": [0.1, 0.9]}
+    assert predicted_label(with_label) == "setosa"  # the model's own label output wins
+    assert instance_probabilities({"scores": [0.1, 0.9]}) is None  # no "prob" in the name
+    assert predicted_label({"scores": [0.1, 0.9]}) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "label"),
+    [(2, 2), ("setosa", "setosa"), (True, True), (0.7, None), ([0.1, 0.5, 0.4], 1), ([1.0, 2.0], None), (None, None)],
+)
+def test_predicted_label(value: object, label: object) -> None:
+    assert predicted_label(value) == label
+
+
+def test_regression_value_is_a_finite_float() -> None:
+    assert regression_value(2.5) == 2.5
+    for not_a_value in (2, True, "2.5", math.inf, math.nan, [2.5], None):
+        assert regression_value(not_a_value) is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "agree"),
+    [
+        ([0.7, 0.2, 0.1], [0.6, 0.3, 0.1], True),  # same top class, different probabilities
+        ([0.7, 0.2, 0.1], [0.2, 0.7, 0.1], False),
+        ([0.7, 0.2, 0.1], 0, True),  # a probability prediction against its label
+        ([0.7, 0.2, 0.1], 0.0, True),
+        ([0.7, 0.2, 0.1], 1, False),
+        ([0.7, 0.2, 0.1], "setosa", False),
+        ({"label": 1, "score": 0.91}, {"label": 1, "score": 0.72}, True),
+        ({"label": 1, "score": 0.91}, 1, True),
+        ({"label": 1}, {"x": 1}, False),
+        ({"x": 1.0}, {"x": 1.0}, True),  # no label: compared as values
+        (1.0, 1.0 + 1e-9, True),
+        (1.0, 1.05, False),
+        ([1.0, 2.0], [1.0, 2.0], True),  # not probabilities: element by element
+    ],
+)
+def test_predictions_agree(a: object, b: object, agree: bool) -> None:
+    assert predictions_agree(a, b) is agree
+    assert predictions_agree(b, a) is agree
+
+
+def test_regression_agreement_is_a_relative_tolerance() -> None:
+    within_5 = Tolerance(rel=0.05, abs=0.0)
+    assert predictions_agree(100.0, 104.9, within_5)
+    assert not predictions_agree(100.0, 105.3, within_5)
+    assert count_agreements([100.0, 10.0, -3.0], [104.0, 11.0, -3.1], within_5) == 2
+    # The same rule as relative_error <= r.
+    for a, b in ((100.0, 104.9), (100.0, 105.3), (10.0, 11.0), (-3.0, -3.1), (0.0, 0.01)):
+        assert values_agree(a, b, within_5) is (relative_error(a, b) <= 0.05)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "error"),
+    [
+        (100.0, 110.0, 10 / 110),
+        (110.0, 100.0, 10 / 110),
+        (-2.0, -1.0, 0.5),
+        (1.0, -1.0, 2.0),
+        (0.0, 0.0, 0.0),
+        (0.0, 3.0, 1.0),
+        (math.nan, math.nan, 0.0),
+        (math.nan, 1.0, 2.0),
+        (math.inf, math.inf, 0.0),
+        (math.inf, 1.0, 2.0),
+        (math.inf, -math.inf, 2.0),
+    ],
+)
+def test_relative_error(a: float, b: float, error: float) -> None:
+    assert relative_error(a, b) == pytest.approx(error)
+
+
+def test_relative_errors_per_instance() -> None:
+    assert relative_errors([1.0, 2.0, 4.0], [1.0, 3.0, 2.0]) == pytest.approx([0.0, 1 / 3, 0.5])
+    # Labels have no relative error; a non-number answer to a value is as far as it gets.
+    assert relative_errors([0, 1, 2], [0, 2, 2]) == []
+    assert relative_errors([1.0, 2], [1.0, 2]) == [0.0]
+    assert relative_errors([1.0, 2.0], [1.0, "x"]) == [0.0, MAX_RELATIVE_ERROR]
+    # No answer, or one that cannot be matched instance by instance.
+    assert relative_errors([1.0, 2.0], None) == [MAX_RELATIVE_ERROR] * 2
+    assert relative_errors([1.0, 2.0], [1.0]) == [MAX_RELATIVE_ERROR] * 2
