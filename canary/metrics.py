@@ -24,7 +24,9 @@ import ast
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import requests
@@ -113,6 +115,18 @@ def render(query: str, variables: Mapping[str, str]) -> str:
     return rendered
 
 
+@dataclass(frozen=True)
+class RangeSeries:
+    """One series of a range query: its labels and its (unix time, value) points, oldest first."""
+
+    labels: dict[str, str]
+    points: tuple[tuple[float, float], ...]
+
+    @property
+    def has_data(self) -> bool:
+        return any(math.isfinite(value) for _, value in self.points)
+
+
 class MetricsProvider(Protocol):
     """What the analysis needs from a metrics backend: one number per query."""
 
@@ -192,12 +206,60 @@ class PrometheusProvider:
             return 1
         return len(result)
 
+    def query_vector(self, promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+        """Every series of an instant query as (labels, value), NaN/±Inf included as they are.
+
+        For the few callers that want several series on purpose (a histogram's buckets by `le`);
+        a check never does, it goes through `query_value`. A scalar is one series without labels.
+        """
+        result = self._query(promql, at)
+        if _is_scalar(result):
+            return [({}, _number(result[1], promql))]
+        if any(not isinstance(item, dict) or "value" not in item for item in result):
+            raise UnexpectedResult(f"query returned a range vector, expected an instant vector: {_shorten(promql)}")
+        return [(dict(item.get("metric", {})), _number(item["value"][1], promql)) for item in result]
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[RangeSeries]:
+        """The query evaluated every `step` seconds from unix time `start` to `end` (both whole
+        seconds, as the library rounds them), one RangeSeries per result series.
+
+        Points where the query had no value are simply absent (Prometheus leaves them out); NaN
+        points (0/0, a quantile of an empty histogram) are kept as NaN so a plot shows the gap.
+        """
+        if not (math.isfinite(start) and math.isfinite(end) and end >= start):
+            raise ValueError(f"query_range: need start <= end, got {start!r} .. {end!r}")
+        if not (math.isfinite(step) and step > 0):
+            raise ValueError(f"query_range: step must be a positive number of seconds, got {step!r}")
+        result = self._call(
+            lambda: self._client.custom_query_range(
+                promql,
+                start_time=datetime.fromtimestamp(start, timezone.utc),
+                end_time=datetime.fromtimestamp(end, timezone.utc),
+                step=repr(float(step)),
+            ),
+            promql,
+            "/api/v1/query_range",
+        )
+        if _is_scalar(result) or any(not isinstance(item, dict) or "values" not in item for item in result):
+            raise UnexpectedResult(f"range query did not return a matrix: {_shorten(promql)}")
+        return [
+            RangeSeries(
+                labels=dict(item.get("metric", {})),
+                points=tuple((float(t), _number(v, promql)) for t, v in item["values"]),
+            )
+            for item in result
+        ]
+
     def _query(self, promql: str, at: float | None) -> list[Any]:
         params = {} if at is None else {"time": repr(float(at))}
+        return self._call(lambda: self._client.custom_query(promql, params=params), promql, "/api/v1/query")
+
+    def _call(self, request: Callable[[], Any], promql: str, endpoint: str) -> list[Any]:
+        """Run one library request, turning every way it can fail into a MetricsError."""
         try:
-            return list(self._client.custom_query(promql, params=params))
+            return list(request())
         except PrometheusApiClientException as exc:
-            raise self._http_error(str(exc), promql) from None
+            raise self._http_error(str(exc), promql, endpoint) from None
         except requests.Timeout:
             raise MetricsUnavailable(
                 f"Prometheus at {self.url} did not answer within {self.timeout:g} s"
@@ -217,7 +279,7 @@ class PrometheusProvider:
                 f"request to Prometheus at {self.url} failed: {_one_line(str(exc))}"
             ) from None
 
-    def _http_error(self, message: str, promql: str) -> MetricsError:
+    def _http_error(self, message: str, promql: str, endpoint: str = "/api/v1/query") -> MetricsError:
         """Turn the library's "HTTP Status Code N (b'...')" into our error with Prometheus' text."""
         match = _LIBRARY_HTTP_ERROR.match(message)
         status = int(match.group(1)) if match else 0
@@ -239,7 +301,7 @@ class PrometheusProvider:
             )
         # Not Prometheus' JSON error: a proxy, a Prometheus still starting, or another server.
         return MetricsUnavailable(
-            f"Prometheus at {self.url} answered HTTP {status or '?'} to /api/v1/query "
+            f"Prometheus at {self.url} answered HTTP {status or '?'} to {endpoint} "
             f"(is the URL right and Prometheus ready?)"
         )
 
@@ -247,6 +309,14 @@ class PrometheusProvider:
 def _is_scalar(result: list[Any]) -> bool:
     # The library returns data.result and drops resultType; a scalar or string is [time, "value"].
     return len(result) == 2 and not isinstance(result[0], dict)
+
+
+def _number(raw: Any, promql: str) -> float:
+    """A sample value as Prometheus writes it ("0.25", "NaN", "+Inf") as a float."""
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise UnexpectedResult(f"query returned {raw!r}, not a number: {_shorten(promql)}") from None
 
 
 def _finite(raw: Any, promql: str) -> float | None:

@@ -263,6 +263,109 @@ def lint(file: FileOption) -> None:
         console.print(f"{file}: {rollout.metadata.name}: ok ({len(rollout.spec.analysis.metrics)} checks)")
 
 
+@app.command()
+@one_line_errors
+def report(
+    name: NameArg,
+    file: Annotated[
+        Optional[Path], typer.Option("-f", "--file", help="The rollout file `local run` was given (local: required)")
+    ] = None,
+    home: HomeOption = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Directory to write (default: ./modelrollout-report-NAME)")
+    ] = None,
+    version: Annotated[
+        Optional[str], typer.Option("--version", help="Report on the latest attempt of this candidate version (default: the latest attempt)")
+    ] = None,
+    prometheus_url: Annotated[
+        Optional[str],
+        typer.Option(envvar="PROMETHEUS_URL", help="Prometheus to re-measure from (default: `local up`'s)"),
+    ] = None,
+    no_metrics: Annotated[bool, typer.Option("--no-metrics", help="Make the report without Prometheus")] = False,
+    mlflow: Annotated[
+        bool, typer.Option("--mlflow", help="Tag the model version with a summary and log the report to its run")
+    ] = False,
+    mlflow_uri: Annotated[
+        Optional[str], typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow for --mlflow (default: `local up`'s)")
+    ] = None,
+    kube: Annotated[bool, typer.Option("--kube", help="Read the ModelRollout from a cluster instead of local state")] = False,
+    namespace: Annotated[
+        Optional[str], typer.Option("-n", "--namespace", help="--kube: namespace (default: the context's)")
+    ] = None,
+    kubeconfig: Annotated[Optional[Path], typer.Option("--kubeconfig", help="--kube: kubeconfig file")] = None,
+    context: Annotated[Optional[str], typer.Option("--context", help="--kube: kubeconfig context")] = None,
+) -> None:
+    """Write an HTML report (with PNG plots) of a rollout: phases and weights, each check against its
+    threshold, latency of candidate vs stable, and the decision with its evidence."""
+    from rich.markup import escape
+
+    from canary.metrics import MetricsError, PrometheusProvider
+    from controller import report as report_module
+    from controller.cluster_access import ClusterAccessError
+    from controller.report_metrics import check_reachable
+    from controller.report_sources import SourceError, from_cluster, from_local
+
+    where = LocalHome.resolve(home)
+
+    def local_service(kind: str) -> str:
+        try:
+            services = where.services()
+        except ServicesNotRunning as err:
+            flag = "--prometheus-url (or --no-metrics)" if kind == "prometheus" else "--mlflow-uri"
+            raise UsageError(f"{err}, or pass {flag}") from None
+        return services.prometheus if kind == "prometheus" else services.mlflow
+
+    try:
+        if kube:
+            try:
+                record = from_cluster(name, namespace, kubeconfig, context)
+            except UsageError as err:  # the API server's words may hold [brackets]: print them as they are
+                raise UsageError(escape(str(err))) from None
+        elif file is None:
+            raise UsageError(
+                "-f FILE is required: the local status does not hold the spec; pass the rollout file `local run` was given"
+            )
+        else:
+            record = from_local(where.state_dir, name, file)
+        provider = None
+        if not no_metrics:
+            if not prometheus_url and kube:
+                raise UsageError("--prometheus-url (or PROMETHEUS_URL) is required with --kube, or pass --no-metrics")
+            provider = PrometheusProvider(prometheus_url or local_service("prometheus"), timeout=10)
+            try:
+                check_reachable(provider)
+            except MetricsError as err:
+                raise UsageError(f"{escape(str(err))}; pass --no-metrics to report without measurements") from None
+        directory = out or report_module.default_directory(name)
+        try:
+            with console.status("measuring and plotting…"):
+                made = report_module.write(record, directory, provider, version)
+        except OSError as err:  # --out is a file, or not writable
+            raise UsageError(escape(f"{directory}: cannot write the report: {err.strerror or err}")) from None
+    except (SourceError, report_module.ReportError, MetricsError, ClusterAccessError) as err:
+        raise UsageError(escape(str(err))) from None
+    console.print(f"report written: {made.index} ({len(made.images)} plots)", highlight=False, markup=False)
+    console.print(f"  {made.summary}", highlight=False, markup=False)
+    if not mlflow:
+        return
+    from registry.connection import connect
+    from registry.errors import RegistryError
+    from registry.report_upload import upload_report
+
+    client = connect(mlflow_uri or local_service("mlflow"), timeout_s=10, max_retries=0)
+    model = record.rollout.spec.model.name
+    try:
+        uploaded = upload_report(client, model, made.attempt.version or "", name, made.directory, made.summary)
+    except RegistryError as err:
+        raise UsageError(escape(str(err))) from None
+    where_logged = " (the version has no run: a run of its own)" if uploaded.own_run else ""
+    console.print(
+        f"  MLflow: {model} v{made.attempt.version} tagged; report logged to {uploaded.artifact_uri}{where_logged}",
+        highlight=False,
+        markup=False,
+    )
+
+
 @app.command("shadow-server")
 @one_line_errors
 def shadow_server(
