@@ -20,6 +20,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from canary.durations import parse_duration
 from canary.engine import CommandKind, command_problem
@@ -65,7 +66,7 @@ def one_line_errors(func: Callable) -> Callable:
         except (*EXPECTED, UsageError) as err:
             text = str(err) if not isinstance(err, FileNotFoundError) else f"{err.filename}: file not found"
             for line in text.splitlines() or [type(err).__name__]:
-                errors.print(f"[red]error:[/red] {line}", highlight=False, markup=True)
+                errors.print(f"[red]error:[/red] {escape(line)}", highlight=False, markup=True)  # text is not markup
             raise typer.Exit(2) from None
 
     return wrapper

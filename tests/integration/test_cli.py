@@ -62,6 +62,10 @@ def test_lint_accepts_a_good_file(tmp_path):
             {**ROLLOUT, "spec": {**ROLLOUT["spec"], "analysis": {"metrics": [{"name": "x", "template": "nope", "max": 1}]}}},
             ["unknown template 'nope'"],
         ),
+        (  # user text is printed as it is, never read as rich markup
+            {**ROLLOUT, "spec": {**ROLLOUT["spec"], "analysis": {"metrics": [{"name": "x", "template": "[red]nope", "max": 1}]}}},
+            ["unknown template '[red]nope'"],
+        ),
     ],
 )
 def test_lint_rejects_bad_files(tmp_path, content, fragments):
