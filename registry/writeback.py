@@ -42,10 +42,14 @@ def truncate_tag_value(value: str, limit: int = MAX_TAG_VALUE_CHARS) -> str:
     """`value` cut to `limit` characters, ending with a marker that says how much was dropped."""
     if len(value) <= limit:
         return value
-    # The marker's own length depends on the count it shows; one adjustment settles it.
-    marker = f"…[truncated {len(value) - limit} chars]"
-    marker = f"…[truncated {len(value) - (limit - len(marker))} chars]"
-    return value[: limit - len(marker)] + marker
+    # The marker's own length depends on the count it shows (99 -> 100 adds a digit): settle it.
+    dropped = len(value) - limit
+    while True:
+        marker = f"…[truncated {dropped} chars]"
+        kept = max(limit - len(marker), 0)
+        if len(value) - kept == dropped:
+            return value[:kept] + marker
+        dropped = len(value) - kept
 
 
 def _utc_now() -> str:

@@ -170,7 +170,8 @@ def test_alias_moves_arrive_verified_and_a_wrong_secret_is_rejected(
     }
     assert len(events) == 3 and len({e.delivery_id for e in events}) == 3
     assert receiver.counters.get("rejected_401") == 2
-    assert receiver.counters.get("accepted") >= 3
+    # The router counts an outcome after `on_event` returns, so the count may trail the events briefly.
+    eventually("three accepted deliveries", lambda: receiver.counters.get("accepted") >= 3)
 
 
 def test_mlflow_test_deliveries_show_what_mlflow_sees(

@@ -427,7 +427,7 @@ BAD: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "message"), BAD, ids=[f"{p}={v!r}"[:60] for p, v, _ in BAD])
+@pytest.mark.parametrize(("path", "value", "message"), BAD, ids=[(f"{p} deleted" if v is _DELETE else f"{p}={v!r}")[:60] for p, v, _ in BAD])
 def test_bad_document_is_refused_by_schema_and_pydantic(path, value, message):
     document = changed(path, value, changed("status", {"phase": "Idle"}))
     errors = schema_errors(document)
