@@ -26,16 +26,21 @@ prometheus:
 demo: $(STAMP) prometheus
 	$(BIN)/modelrollout demo
 
+# Two workers, a test file each at a time (module fixtures stay whole): most of the suite's time is
+# spent waiting on rollout intervals, not computing. The slowest tests are listed at the end.
 test: $(STAMP) prometheus
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 # Unit tests only: seconds, no services.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 # The benchmarks (benchmarks/README.md): each prints its figures as ratios measured in the same run.
+# The last two start real processes on 127.0.0.1 (model servers and a router; an mlflow server).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.decisions
+	$(BIN)/python -m benchmarks.router_overhead
+	$(BIN)/python -m benchmarks.registry_poll
 
 # The ModelRollout CRD, generated from canary/spec.py (through a temporary file, so a failure
 # leaves the committed one whole), and the chart's crds/, which Helm installs verbatim: a mirror
