@@ -1,9 +1,11 @@
-"""Checks: measure each metric for candidate and baseline, then judge it against its thresholds.
+"""Checks: measure each metric for candidate and baseline, then judge it.
 
-`judge` is pure (values in, verdict out) so every threshold rule is unit-tested without
-Prometheus; `analyse` is the thin part that renders the queries and asks the metrics provider.
-A query that fails is an `error` verdict, never a pass; missing data is judged by the check's
-`noData` policy.
+Two judges (`MetricCheck.judge`): `threshold` holds one interval's value against max/min/
+maxIncrease/maxDecrease; `judge` below is that rule, pure (values in, verdict out) so it is
+unit-tested without Prometheus. `sequential` weighs everything since the step began with an
+always-valid statistical test (canary/sequential_check.py). `evaluate` runs one check of either
+kind, `analyse` every check of a phase. A query that fails is an `error` verdict, never a pass;
+missing data is judged by the check's `noData` policy.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from canary import sequential_check, templates
 from canary.durations import format_duration
 from canary.metrics import MetricsError, MetricsProvider, render
 from canary.spec import MetricCheck, ModelRolloutSpec, Verdict, relative_ratio
@@ -50,8 +53,13 @@ class AnalysisContext:
     # Per version, what serves it on the platform (templates.PLATFORM_VARIABLES: the Knative
     # revision, the workload, the InferenceService); empty on the local platform.
     platform: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Time since the step's analysis began (engine.analysed_seconds): the sequential judge's
+    # window. None: one window.
+    analysed_seconds: float | None = None
 
-    def variables(self, version: str, role: str) -> dict[str, str]:
+    def variables(self, version: str, role: str, *, whole_step: bool = False) -> dict[str, str]:
+        """A query's variables; `whole_step` makes `{{ interval }}` the step so far, not one window."""
+        window = self.analysed_seconds if whole_step and self.analysed_seconds is not None else self.window_seconds
         return {
             **self.platform.get(version, {}),
             "rollout": self.rollout,
@@ -61,8 +69,19 @@ class AnalysisContext:
             "candidate_version": self.candidate_version,
             "version": version,
             "role": role,
-            "interval": format_duration(self.window_seconds),
+            "interval": format_duration(window),
         }
+
+    @property
+    def looks(self) -> int:
+        """How many windows the step has been judged, this one included.
+
+        Rounded down: a window ends at the first tick after its length, so k windows take a little
+        longer than k lengths (rounding to nearest would count a look too many after a few).
+        """
+        if self.analysed_seconds is None or self.window_seconds <= 0:
+            return 1
+        return max(1, math.floor(self.analysed_seconds / self.window_seconds + 1e-9))
 
 
 def _fmt(value: float | None) -> str:
@@ -71,6 +90,8 @@ def _fmt(value: float | None) -> str:
 
 def describe_thresholds(check: MetricCheck, baseline: float | None = None) -> str:
     """Human-readable thresholds, with the baseline-derived bound when the baseline is known."""
+    if check.judge == "sequential":
+        return sequential_check.describe(check, _judge_queries(check))
     parts = []
     if check.max is not None:
         parts.append(f"<= {_fmt(check.max)}")
@@ -85,6 +106,17 @@ def describe_thresholds(check: MetricCheck, baseline: float | None = None) -> st
         bound = f" ({_fmt(baseline * (1 - ratio))})" if baseline is not None else ""
         parts.append(f">= stable -{ratio:.0%}{bound}")
     return ", ".join(parts)
+
+
+def _judge_queries(check: MetricCheck) -> templates.JudgeQueries | None:
+    """A sequential check's judge queries, found by template name alone: the kind (latency or a
+    rate) and which direction is worse are the same in every provider, so the bound reads right
+    ("10% slower", "2 points below") where the spec's provider is not at hand."""
+    for provider in templates.PROVIDERS.values():
+        template = provider.get(check.template or "")
+        if template is not None and template.judge is not None:
+            return template.judge
+    return None
 
 
 def _missing(check: MetricCheck, m: Measurement) -> str | None:
@@ -181,18 +213,48 @@ def applicable_checks(spec: ModelRolloutSpec, phase: str) -> list[MetricCheck]:
     return [c for c in spec.analysis.metrics if phase in spec.analysis.phases_for(c)]
 
 
+def judge_sequentially(
+    spec: ModelRolloutSpec, check: MetricCheck, ctx: AnalysisContext, provider: MetricsProvider
+) -> CheckResult:
+    """A `judge: sequential` check on the step so far (raises MetricsError when a query fails)."""
+    queries = spec.analysis.template_for(check).judge
+    assert queries is not None, "the spec accepts judge: sequential only on templates with judge queries"
+    fields = ("buckets",) if queries.kind == "latency" else ("events", "trials")
+
+    def rendered(version: str, role: str) -> dict[str, str]:
+        variables = ctx.variables(version, role, whole_step=True)
+        return {name: render(getattr(queries, name), variables) for name in fields}
+
+    result = sequential_check.judge_check(
+        check,
+        queries,
+        provider,
+        candidate_query=rendered(ctx.candidate_version, ctx.candidate_role),
+        baseline_query=rendered(ctx.stable_version, "stable"),
+        looks=ctx.looks,
+        max_intervals=spec.max_intervals(check, ctx.candidate_role),
+    )
+    return CheckResult(
+        name=check.name,
+        verdict=result.verdict,
+        candidate=result.candidate,
+        baseline=result.baseline,
+        samples=result.samples,
+        threshold=result.threshold,
+        message=result.message,
+    )
+
+
+def evaluate(spec: ModelRolloutSpec, check: MetricCheck, ctx: AnalysisContext, provider: MetricsProvider) -> CheckResult:
+    """One check's verdict by its judge; a failing query is an `error` verdict naming it."""
+    try:
+        if check.judge == "sequential":
+            return judge_sequentially(spec, check, ctx, provider)
+        return judge(check, measure(spec, check, ctx, provider))
+    except MetricsError as err:
+        return CheckResult(name=check.name, verdict="error", threshold=describe_thresholds(check), message=str(err))
+
+
 def analyse(spec: ModelRolloutSpec, ctx: AnalysisContext, provider: MetricsProvider) -> list[CheckResult]:
     """One verdict per check that applies to the candidate's role; a failing query is an `error`."""
-    results = []
-    for check in applicable_checks(spec, ctx.candidate_role):
-        try:
-            measurement = measure(spec, check, ctx, provider)
-        except MetricsError as err:
-            results.append(
-                CheckResult(
-                    name=check.name, verdict="error", threshold=describe_thresholds(check), message=str(err)
-                )
-            )
-            continue
-        results.append(judge(check, measurement))
-    return results
+    return [evaluate(spec, check, ctx, provider) for check in applicable_checks(spec, ctx.candidate_role)]

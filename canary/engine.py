@@ -148,6 +148,14 @@ def window_seconds(spec: ModelRolloutSpec, status: RolloutStatus) -> float:
     return parse_duration(spec.canary.interval)
 
 
+def analysed_seconds(status: RolloutStatus, now: datetime) -> float | None:
+    """How long the current step has been analysed (since its candidate was ready): the window
+    of `judge: sequential` checks. None outside an analysed step."""
+    if status.analysis_started_at is None:
+        return None
+    return max((now - status.analysis_started_at).total_seconds(), 0.0)
+
+
 def analysis_due(spec: ModelRolloutSpec, status: RolloutStatus, now: datetime) -> bool:
     """True when the controller should query metrics and pass the results in `Observation.checks`.
 
@@ -283,6 +291,7 @@ class _Step:
         self.s.step = step
         self.s.step_started_at = self.now
         self.s.window_started_at = None  # set once the candidate is ready
+        self.s.analysis_started_at = None
         self.set_weights()
 
     def start(self, version: str, reason: str) -> None:
@@ -458,7 +467,7 @@ class _Step:
         if s.window_started_at is None:
             if health is not None and health.ready:
                 self.condition("CandidateReady", True, "Ready")
-                s.window_started_at = self.now
+                s.window_started_at = s.analysis_started_at = self.now
             elif self.deadline_passed():
                 # Readiness is unknown while the registry is down (no artifact to start from): say so.
                 cause = f" (registry unavailable: {self.obs.registry_error})" if self.obs.registry is None and self.obs.registry_error else ""

@@ -128,7 +128,7 @@ class RangeSeries:
 
 
 class MetricsProvider(Protocol):
-    """What the analysis needs from a metrics backend: one number per query."""
+    """What the analysis needs from a metrics backend: one number per query, or a histogram's series."""
 
     def query_value(self, promql: str) -> float | None:
         """The query's value now; None when there is no data (empty result, NaN, ±Inf).
@@ -136,6 +136,11 @@ class MetricsProvider(Protocol):
         Raises a MetricsError subclass when the query is invalid, does not reduce to one number,
         or the backend cannot be reached.
         """
+        ...
+
+    def query_vector(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        """Every series of the query now as (labels, value): a histogram's buckets by `le` for the
+        sequential judge. Raises as `query_value`."""
         ...
 
 

@@ -1,7 +1,7 @@
 """The sequential statistical judge: candidate vs baseline, re-judged every interval, always valid.
 
-How the controller uses it
---------------------------
+How the controller uses it (canary/sequential_check.py, for `judge: sequential` checks)
+-------------------------------------------------------------------------------------
 At the end of each analysis interval it reads, per version, the data accumulated SINCE THE STEP
 STARTED (not just the last interval): `Counts` (an `increase()` of two counters over the step so
 far) for error and accuracy checks, a `Histogram` (`sum by (le) (increase(..._bucket[...]))`)

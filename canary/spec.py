@@ -165,6 +165,11 @@ class CanarySpec(_Model):
 
 NoData = Literal["fail", "inconclusive", "pass"]
 PhaseName = Literal["shadow", "canary"]
+JudgeName = Literal["threshold", "sequential"]
+
+# Defaults of the sequential judge's settings (a threshold check must leave them unset).
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_MAX_INTERVALS = 3
 
 
 class MetricCheck(_Model):
@@ -172,10 +177,30 @@ class MetricCheck(_Model):
     template: str | None = None
     query: str | None = Field(None, description="PromQL with {{ variables }}, rendered per version")
     samples_query: str | None = Field(None, description="PromQL counting the observations behind `query`")
+    judge: JudgeName = Field(
+        "threshold",
+        description="threshold: each interval's value against max/min/maxIncrease/maxDecrease. sequential: "
+        "candidate vs stable on everything since the step began, an always-valid statistical test "
+        "(latency, error_rate and accuracy templates)",
+    )
     max: float | None = None
     min: float | None = None
     max_increase: Relative | None = None
     max_decrease: Relative | None = None
+    tolerance: Relative | None = Field(
+        None,
+        description="judge sequential: how much worse than the stable is acceptable. Latency: a slowdown "
+        "ratio ('10%' = 10% slower); error rate and accuracy: absolute points ('1%' = one point)",
+    )
+    # `_no_bool`: YAML `true` would otherwise read as 1 (maxIntervals 1, confidence 1.0).
+    confidence: Annotated[float, Field(gt=0.5, lt=1), BeforeValidator(_no_bool)] | None = Field(
+        None, description=f"judge sequential: confidence of each verdict (default {DEFAULT_CONFIDENCE})"
+    )
+    max_intervals: Annotated[int, Field(ge=1, le=100), BeforeValidator(_no_bool)] | None = Field(
+        None,
+        description="judge sequential: intervals a step waits for a clear verdict; after that, no regression "
+        f"found counts as a pass (default {DEFAULT_MAX_INTERVALS}, fewer if progressDeadline ends sooner)",
+    )
     failure_limit: int = Field(0, ge=0, description="Failed checks tolerated; one more rolls back")
     consecutive: bool = Field(False, description="Count only consecutive failures: a pass resets the count")
     no_data: NoData = "inconclusive"
@@ -186,6 +211,18 @@ class MetricCheck(_Model):
     def _shape(self) -> MetricCheck:
         if (self.template is None) == (self.query is None):
             raise ValueError(f"metric {self.name!r}: give exactly one of 'template' or 'query'")
+        if self.judge == "sequential":
+            self._sequential_shape()
+            return self
+        sequential_only = [
+            alias for alias, value in (("tolerance", self.tolerance), ("confidence", self.confidence), ("maxIntervals", self.max_intervals))
+            if value is not None
+        ]  # fmt: skip
+        if sequential_only:
+            raise ValueError(
+                f"metric {self.name!r}: {', '.join(sequential_only)} only apply with judge: sequential "
+                "(this check's judge is threshold)"
+            )
         if all(t is None for t in (self.max, self.min, self.max_increase, self.max_decrease)):
             raise ValueError(f"metric {self.name!r}: give at least one threshold (max, min, maxIncrease, maxDecrease)")
         if self.max is not None and self.min is not None and self.min > self.max:
@@ -200,9 +237,43 @@ class MetricCheck(_Model):
                     )
         return self
 
+    def _sequential_shape(self) -> None:
+        where = f"metric {self.name!r} (judge: sequential)"
+        if self.template is None:
+            raise ValueError(
+                f"{where}: needs a builtin template (latency_p50/p95/p99, error_rate, accuracy): the judge reads "
+                "raw counts the template knows how to query; a custom query can only be judged by threshold"
+            )
+        thresholds = [
+            alias for alias, value in (("max", self.max), ("min", self.min), ("maxIncrease", self.max_increase), ("maxDecrease", self.max_decrease))
+            if value is not None
+        ]  # fmt: skip
+        if thresholds:
+            raise ValueError(
+                f"{where}: {', '.join(thresholds)} belong to judge: threshold; the sequential judge's bound is "
+                "`tolerance` (add a second, threshold check for an absolute limit)"
+            )
+        if self.tolerance is None:
+            raise ValueError(
+                f"{where}: give `tolerance`, how much worse than the stable is acceptable "
+                "(latency: '10%' slower; error rate, accuracy: '1%' = one point)"
+            )
+        if self.failure_limit or self.consecutive:
+            raise ValueError(
+                f"{where}: failureLimit and consecutive do not apply: the judge already accounts for judging "
+                "again every interval, and its fail is final"
+            )
+        if self.min_samples < 2:
+            raise ValueError(f"{where}: minSamples must be at least 2 (a variance needs two observations)")
+
     @property
     def uses_baseline(self) -> bool:
-        return self.max_increase is not None or self.max_decrease is not None
+        return self.judge == "sequential" or self.max_increase is not None or self.max_decrease is not None
+
+    @property
+    def sequential_confidence(self) -> float:
+        return self.confidence if self.confidence is not None else DEFAULT_CONFIDENCE
+
 
 
 def _provider_schema(schema: dict[str, Any]) -> None:
@@ -236,6 +307,12 @@ class AnalysisSpec(_Model):
                     template = templates.lookup(self.provider, check.template)
                 except KeyError as err:
                     raise ValueError(f"metric {check.name!r}: {err.args[0]}") from None
+                if check.judge == "sequential" and template.judge is None:
+                    usable = sorted(name for name, t in templates.PROVIDERS[self.provider].items() if t.judge is not None)
+                    raise ValueError(
+                        f"metric {check.name!r}: template {check.template!r} cannot be judged sequentially; "
+                        f"templates that can: {', '.join(usable)}"
+                    )
                 if check.uses_baseline and not template.has_baseline:
                     raise ValueError(
                         f"metric {check.name!r}: template {check.template!r} has no baseline value, "
@@ -490,6 +567,17 @@ class ModelRolloutSpec(_Model):
         description="Keep judging the promoted version for a while; a breach undoes the promotion automatically",
     )
 
+    def max_intervals(self, check: MetricCheck, phase: str) -> int:
+        """Windows a sequential check may hold a step of `phase` ("shadow" or "canary") for a clear
+        verdict: its `maxIntervals`, else DEFAULT_MAX_INTERVALS or as many as end before
+        `progressDeadline` (a 5m shadow under a 10m deadline: 1), so the default never collides
+        with the deadline."""
+        if check.max_intervals is not None:
+            return check.max_intervals
+        window = parse_duration(self.shadow.duration if phase == "shadow" else self.canary.interval)
+        fit = math.ceil(parse_duration(self.progress_deadline) / window) - 1
+        return max(1, min(DEFAULT_MAX_INTERVALS, fit))
+
     def watch_checks(self) -> list[MetricCheck]:
         """The checks of the post-promotion watch: the canary checks' absolute bounds (max, min).
 
@@ -544,6 +632,23 @@ class ModelRolloutSpec(_Model):
                     f"progressDeadline ({self.progress_deadline}) must be longer than {field} ({value}), "
                     "or no step could ever finish"
                 )
+        # A sequential check may hold a step for maxIntervals windows: the deadline must outlast them.
+        # (The default fits itself in: `max_intervals`.)
+        window_of = dict(windows)
+        for check in self.analysis.metrics:
+            if check.judge != "sequential" or check.max_intervals is None:
+                continue
+            for phase in self.analysis.phases_for(check):
+                field = "canary.interval" if phase == "canary" else "shadow.duration"
+                if field not in window_of:
+                    continue
+                waits = check.max_intervals * parse_duration(window_of[field])
+                if waits >= deadline:
+                    raise ValueError(
+                        f"metric {check.name!r}: maxIntervals ({check.max_intervals}) x {field} "
+                        f"({window_of[field]}) is not shorter than progressDeadline ({self.progress_deadline}): "
+                        "the deadline would roll back a step the judge is still allowed to wait on"
+                    )
         return self
 
 
@@ -626,6 +731,9 @@ class RolloutStatus(_Model):
     step_started_at: datetime | None = None
     # Start of the current analysis window; unset until the candidate is ready.
     window_started_at: datetime | None = None
+    # When the step's first window started (the candidate ready at this step's weights): the
+    # sequential judge weighs everything since then, the threshold judge one window.
+    analysis_started_at: datetime | None = None
     paused_from: Phase | None = None
     rollback_kind: RollbackKind | None = None
     message: str = ""

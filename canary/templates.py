@@ -28,6 +28,10 @@ Quality templates (canary/serving_metrics.py says what each series counts):
 - `shadow_relative_error_p50`/`_p95`: for regression, how far the shadow's values are from the
   stable's (``|a - b| / max(|a|, |b|)``; an unanswered instance counts 2).
 
+Latency, error-rate and accuracy templates also carry `judge` (JudgeQueries): the raw counts
+behind their value (histogram buckets, events and trials), which `judge: sequential` checks read
+over the whole step instead of the value over one window (canary/sequential_check.py).
+
 A limit of Prometheus itself: a series that first appears inside a window (say the first 503 a
 workload ever answers) loses its first increment to rate()/increase(), so an error class that is
 brand new reads low for one window. The local router creates its series at 0 to avoid this; Knative
@@ -38,6 +42,7 @@ for error checks rather than loosen them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 # Every variable a query may use. Unknown ones are rejected when the spec is loaded.
 TEMPLATE_VARIABLES = (
@@ -62,6 +67,28 @@ CANARY = "canary"
 
 
 @dataclass(frozen=True)
+class JudgeQueries:
+    """What the sequential judge (canary/sequential.py) reads per version: the raw counts behind a
+    template's value, over the step so far (`{{ interval }}` is then the time since the step's
+    analysis began, not one interval).
+
+    - kind "latency": `buckets` is a histogram's cumulative counts `sum by (le)`; its `le` bounds
+      times `bucket_scale` are seconds (Knative and Istio count milliseconds); `quantile` is the
+      tail the judge watches besides the rank test (the template's p95 watches the slowest 5%).
+    - kind "rate": `events` out of `trials` (errors of requests, correct of labelled), each one
+      number; `worse` says which direction is a regression.
+    """
+
+    kind: Literal["latency", "rate"]
+    buckets: str = ""
+    bucket_scale: float = 1.0
+    quantile: float = 0.95
+    events: str = ""
+    trials: str = ""
+    worse: Literal["higher", "lower"] = "higher"
+
+
+@dataclass(frozen=True)
 class Template:
     query: str
     description: str
@@ -70,6 +97,8 @@ class Template:
     has_baseline: bool = True
     # Phases where the signal exists: agreement needs mirrored traffic, so only the shadow.
     phases: tuple[str, ...] = (SHADOW, CANARY)
+    # The counts the sequential judge needs; None: the template supports only `judge: threshold`.
+    judge: JudgeQueries | None = None
 
 
 _LOCAL_SEL = 'rollout="{{ rollout }}",version="{{ version }}",role="{{ role }}"'
@@ -84,6 +113,11 @@ def _latency(quantile: float) -> Template:
         ),
         description=f"p{round(quantile * 100)} latency in seconds of requests answered by the version",
         samples=_LOCAL_REQUESTS,
+        judge=JudgeQueries(
+            kind="latency",
+            buckets=f"sum by (le) (increase(modelrollout_request_duration_seconds_bucket{{{_LOCAL_SEL}}}[{{{{ interval }}}}]))",
+            quantile=quantile,
+        ),
     )
 
 
@@ -98,6 +132,11 @@ LOCAL = {
         ),
         description="share of requests to the version that failed (5xx, timeout, connection error)",
         samples=_LOCAL_REQUESTS,
+        judge=JudgeQueries(
+            kind="rate",
+            events=f"sum(increase(modelrollout_request_errors_total{{{_LOCAL_SEL}}}[{{{{ interval }}}}]))",
+            trials=_LOCAL_REQUESTS,
+        ),
     ),
     "shadow_agreement": Template(
         query=(
@@ -121,6 +160,12 @@ LOCAL = {
         ),
         description="share of predictions matching ground-truth labels sent to POST /feedback",
         samples=f"sum(increase(modelrollout_feedback_total{{{_LOCAL_SEL}}}[{{{{ interval }}}}]))",
+        judge=JudgeQueries(
+            kind="rate",
+            events=f"sum(increase(modelrollout_feedback_correct_total{{{_LOCAL_SEL}}}[{{{{ interval }}}}]))",
+            trials=f"sum(increase(modelrollout_feedback_total{{{_LOCAL_SEL}}}[{{{{ interval }}}}]))",
+            worse="lower",
+        ),
     ),
 }
 
@@ -292,6 +337,7 @@ def _shadow_only(template: Template, note: str = " (stable and shadow, from the 
         samples=template.samples,
         has_baseline=template.has_baseline,
         phases=(SHADOW,),
+        judge=template.judge,
     )
 
 
@@ -307,6 +353,12 @@ def _histogram_ms(metric: str, selector: str, quantile: float, description: str,
         query=f"histogram_quantile({quantile}, sum by (le) (rate({metric}{{{selector}}}[{{{{ interval }}}}]))) / 1000",
         description=description,
         samples=samples,
+        judge=JudgeQueries(
+            kind="latency",
+            buckets=f"sum by (le) (increase({metric}{{{selector}}}[{{{{ interval }}}}]))",
+            bucket_scale=0.001,
+            quantile=quantile,
+        ),
     )
 
 
@@ -316,6 +368,11 @@ def _error_rate(total: str, errors: str, description: str) -> Template:
         query=f"(sum(rate({errors}[{{{{ interval }}}}])) or vector(0)) / sum(rate({total}[{{{{ interval }}}}]))",
         description=description,
         samples=f"sum(increase({total}[{{{{ interval }}}}]))",
+        judge=JudgeQueries(
+            kind="rate",
+            events=f"sum(increase({errors}[{{{{ interval }}}}]))",
+            trials=f"sum(increase({total}[{{{{ interval }}}}]))",
+        ),
     )
 
 

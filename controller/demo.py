@@ -3,7 +3,9 @@
 It starts MLflow and Prometheus, registers four versions of an iris classifier, runs the
 controller (`modelrollout local run`, as its own process, exactly as a user would) and sends
 labelled traffic through the rollout's router. Then it moves the `challenger` alias three times:
-a good v2 is promoted, a slow v3 is rolled back on latency, a poor v4 is rolled back on quality.
+a good v2 is promoted, a slow v3 is rolled back on latency (a threshold check), a poor v4 is
+rolled back on quality (agreement with the stable, and the sequential statistical judge on
+accuracy against the labels).
 It prints the timeline as the controller records it and a final table, stops everything it
 started, and succeeds only if all three outcomes happened.
 """
@@ -75,8 +77,10 @@ spec:
         minSamples: 15
       - name: accuracy
         template: accuracy
-        maxDecrease: "10%"
-        minSamples: 10
+        judge: sequential
+        tolerance: "5%"
+        maxIntervals: 2
+        minSamples: 20
 """
 
 

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -33,7 +33,7 @@ from kubernetes.client.exceptions import ApiException
 
 from canary.engine import RecordEvent
 from canary.metrics import PrometheusProvider
-from canary.spec import Condition, Phase, RolloutStatus, SpecError
+from canary.spec import Condition, RolloutStatus, SpecError
 from controller.commands import CommandRequest, clear_patch, read_command
 from controller.crd import GROUP, PLURAL, VERSION
 from controller.kserve import KServePlatform

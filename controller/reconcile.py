@@ -20,14 +20,7 @@ from datetime import datetime
 
 import mlflow
 
-from canary.analysis import (
-    AnalysisContext,
-    CheckResult,
-    analyse,
-    describe_thresholds,
-    judge,
-    measure,
-)
+from canary.analysis import AnalysisContext, CheckResult, analyse, evaluate
 from canary.engine import (
     ABORTED,
     ACTIVE,
@@ -44,6 +37,7 @@ from canary.engine import (
     PromoteInRegistry,
     RecordEvent,
     RegistryView,
+    analysed_seconds,
     analysis_due,
     candidate_role,
     gate_versions,
@@ -51,7 +45,7 @@ from canary.engine import (
     window_seconds,
 )
 from canary.gate import OfflineMetrics
-from canary.metrics import MetricsError, MetricsProvider
+from canary.metrics import MetricsProvider
 from canary.spec import ModelRollout, Phase, RolloutStatus
 from controller.platform import Platform, Routing
 from registry import run_metrics, writeback
@@ -204,13 +198,7 @@ def _watch_analysis(rollout: ModelRollout, status: RolloutStatus, ports: Ports) 
         window_seconds=window_seconds(spec, status),
         platform={promoted: ports.platform.analysis_variables(rollout.metadata.name, promoted)},
     )
-    results = []
-    for check in spec.watch_checks():
-        try:
-            results.append(judge(check, measure(spec, check, ctx, ports.metrics)))
-        except MetricsError as err:
-            results.append(CheckResult(name=check.name, verdict="error", threshold=describe_thresholds(check), message=str(err)))
-    return results
+    return [evaluate(spec, check, ctx, ports.metrics) for check in spec.watch_checks()]
 
 
 def _analysis(rollout: ModelRollout, status: RolloutStatus, ports: Ports, now: datetime):
@@ -229,6 +217,7 @@ def _analysis(rollout: ModelRollout, status: RolloutStatus, ports: Ports, now: d
         candidate_role=candidate_role(status),
         window_seconds=window_seconds(spec, status),
         platform={v: ports.platform.analysis_variables(rollout.metadata.name, v) for v in versions},
+        analysed_seconds=analysed_seconds(status, now),
     )
     return analyse(spec, ctx, ports.metrics)
 

@@ -4,8 +4,8 @@ histograms of candidate and baseline.
 Queries are rendered exactly as the analysis renders them (`AnalysisContext.variables` and
 `canary.metrics.render`, per version and role), with the window of the phase they were judged in,
 so a point at time t is what a check ending at t would have seen. At the end of each analysed
-step the checks are judged again at that instant (`canary.analysis.measure` and `judge`): the
-verdicts the controller reached, recomputed from the data Prometheus still holds.
+step the checks are judged again at that instant (`canary.analysis.evaluate`, by each check's
+judge): the verdicts the controller reached, recomputed from the data Prometheus still holds.
 
 No data is not an error here (a plot says "no data"); a query Prometheus cannot run is recorded
 as the check's problem; an unreachable Prometheus (`MetricsUnavailable`) propagates, because
@@ -15,12 +15,11 @@ nothing else in the report can be measured either.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from canary.analysis import AnalysisContext, CheckResult, applicable_checks, describe_thresholds, judge, measure
+from canary.analysis import AnalysisContext, CheckResult, applicable_checks, evaluate
 from canary.durations import parse_duration
 from canary.metrics import (
     MetricsError,
@@ -37,8 +36,6 @@ from controller.report_timeline import Attempt, Segment
 # Points per plotted segment: enough for a smooth line, few enough for a quick query.
 _POINTS_PER_SEGMENT = 300
 _MIN_STEP_S = 0.5
-# A histogram's buckets inside a latency template: `rate(<name>_bucket{<selector>}[{{ interval }}])`.
-_BUCKETS_IN_TEMPLATE = re.compile(r"rate\((?P<metric>[A-Za-z_:][\w:]*_bucket)(?P<selector>\{.*?\})\[\{\{ interval \}\}\]\)")
 
 
 @dataclass(frozen=True)
@@ -91,6 +88,9 @@ class _At:
     def query_value(self, promql: str) -> float | None:
         return self.provider.query_value(promql, at=self.at)
 
+    def query_vector(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        return self.provider.query_vector(promql, at=self.at)
+
 
 def check_reachable(provider: PrometheusProvider) -> None:
     """MetricsUnavailable (one line) unless Prometheus answers a trivial query."""
@@ -132,12 +132,7 @@ def _judge_at(
     spec: ModelRolloutSpec, check: MetricCheck, ctx: AnalysisContext, provider: PrometheusProvider, at: float
 ) -> CheckResult:
     """The check judged as the controller would have at unix time `at` (a failing query: `error`)."""
-    try:
-        return judge(check, measure(spec, check, ctx, _At(provider, at)))
-    except MetricsUnavailable:
-        raise
-    except MetricsError as err:
-        return CheckResult(name=check.name, verdict="error", threshold=describe_thresholds(check), message=str(err))
+    return evaluate(spec, check, ctx, _At(provider, at))
 
 
 def _step(start: float, end: float) -> float:
@@ -181,25 +176,26 @@ def measure_checks(
                 raise
             except MetricsError as err:
                 problem = problem or str(err)
-            windows.append(Window(segment, candidate, baseline, _judge_at(spec, ran, ctx, provider, end)))
+            # A sequential check weighs the whole step (here from the segment's start, which is at
+            # most the candidate's start-up earlier than the controller's).
+            judged_ctx = replace(ctx, analysed_seconds=end - start)
+            windows.append(Window(segment, candidate, baseline, _judge_at(spec, ran, judged_ctx, provider, end)))
         if check.uses_baseline and not attempt.stable_version and problem is None:
             problem = "the stable version this attempt was compared with is not recorded, so its baseline is not shown"
         evidence.append(CheckEvidence(check, template, tuple(windows), recorded.get(check.name), problem))
     return evidence
 
 
-def latency_template(spec: ModelRolloutSpec) -> tuple[str, str, float] | None:
-    """(bucket metric, selector template, seconds per unit) of the provider's latency histogram,
-    read from its `latency_p95` template so that every provider (local, knative, istio) is covered."""
+def latency_template(spec: ModelRolloutSpec) -> tuple[str, float] | None:
+    """(bucket query with `{{ variables }}`, seconds per bucket unit) of the provider's latency
+    histogram: what the sequential judge reads for `latency_p95`, so every provider is covered."""
     try:
-        query = lookup(spec.analysis.provider, "latency_p95").query
+        queries = lookup(spec.analysis.provider, "latency_p95").judge
     except KeyError:
         return None
-    found = _BUCKETS_IN_TEMPLATE.search(query)
-    if found is None:
+    if queries is None or queries.kind != "latency":
         return None
-    scale = 0.001 if re.search(r"/\s*1000\s*$", query) else 1.0  # templates that divide ms by 1000
-    return found["metric"], found["selector"], scale
+    return queries.buckets, queries.bucket_scale
 
 
 def measure_latency(
@@ -221,9 +217,8 @@ def measure_latency(
             problem = f"provider {spec.analysis.provider!r} has no latency histogram template"
             out.append(LatencyEvidence(role, label, seconds, (), (), (), problem))
             continue
-        metric, selector, scale = shape
-        ctx = analysis_context(record, attempt, role)
-        query = f"sum by (le) (increase({metric}{selector}[{seconds}s]))"
+        query, scale = shape
+        ctx = replace(analysis_context(record, attempt, role), window_seconds=seconds)
         try:
             cand = _buckets(provider, render(query, ctx.variables(ctx.candidate_version, role)), end.timestamp())
             base = (

@@ -84,7 +84,9 @@ class LocalRunner:
             )
             for check in spec.analysis.metrics:
                 template = spec.analysis.template_for(check)
-                for query in filter(None, (template.query, template.samples)):
+                judged = template.judge
+                judge_queries = (judged.buckets, judged.events, judged.trials) if judged is not None and check.judge == "sequential" else ()
+                for query in filter(None, (template.query, template.samples, *judge_queries)):
                     try:
                         self.metrics.check_query(render(query, ctx.variables("0", "stable")))
                     except MetricsError as err:
