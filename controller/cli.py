@@ -24,6 +24,7 @@ from rich.markup import escape
 
 from canary.durations import parse_duration
 from canary.engine import CommandKind, command_problem
+from canary.serving_metrics import DEFAULT_MAX_CLASSES, PREDICTION_VALUE_BUCKETS, check_buckets
 from canary.spec import SpecError, load_rollouts
 from controller.local.home import LocalHome, Services, ServicesNotRunning
 from controller.local.mlflow_server import MlflowServerError
@@ -372,16 +373,49 @@ def report(
 def shadow_server(
     host: Annotated[str, typer.Option(help="Listen address; 0.0.0.0 inside a cluster")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Listen port")] = 8090,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest CloudEvent accepted")] = 1 << 20,
-    mirror_workers: Annotated[int, typer.Option(help="Concurrent replays per shadow")] = 4,
-) -> None:
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest CloudEvent accepted")] = 1 << 20,
+    mirror_workers: Annotated[int, typer.Option(min=1, help="Concurrent replays per shadow")] = 4,
+    mirror_queue_size: Annotated[
+        int, typer.Option(min=1, help="Replays waiting per shadow; beyond it copies are dropped and counted")
+    ] = 1000,
+    shadow_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a replay to the shadow may take")] = 5.0,
+    feedback_ttl: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a prediction waits for its ground-truth label")
+    ] = 3600.0,
+    feedback_max_entries: Annotated[int, typer.Option(min=1, help="Predictions kept for labels at most")] = 50_000,
+    max_classes: Annotated[
+        int, typer.Option(min=1, help="Distinct predicted classes counted per model; later ones count as __other__")
+    ] = DEFAULT_MAX_CLASSES,
+    prediction_buckets: Annotated[
+        str,
+        typer.Option(help="Comma-separated increasing bounds of the regression-value histogram, e.g. -1,0,1 "
+                          "[default: 0 and ±1, 2, 5 × 10^-2 … 10^5]"),
+    ] = "",
+) -> None:  # fmt: skip
     """The shadow comparator for KServe: pairs logger CloudEvents, replays them to the shadow, compares."""
     import uvicorn
 
     from canary.shadow import ComparatorSettings, create_app
 
+    try:
+        buckets = (
+            check_buckets([float(part) for part in prediction_buckets.split(",") if part.strip()])
+            if prediction_buckets
+            else PREDICTION_VALUE_BUCKETS
+        )
+    except ValueError as err:
+        raise typer.BadParameter(f"{prediction_buckets!r}: {err}", param_hint="--prediction-buckets") from None
     _logging()
-    settings = ComparatorSettings(max_body_bytes=max_body_bytes, mirror_workers=mirror_workers)
+    settings = ComparatorSettings(
+        max_body_bytes=max_body_bytes,
+        mirror_workers=mirror_workers,
+        mirror_queue_size=mirror_queue_size,
+        shadow_timeout_seconds=shadow_timeout,
+        feedback_ttl_seconds=feedback_ttl,
+        feedback_max_entries=feedback_max_entries,
+        max_classes=max_classes,
+        prediction_buckets=buckets,
+    )
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning")
 
 
