@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -66,6 +67,15 @@ class UnexpectedResult(MetricsError):
 
 class MetricsUnavailable(MetricsError):
     """Prometheus could not be reached or did not answer like a Prometheus API."""
+
+
+def without_credentials(url: str) -> str:
+    """`url` with any `user:password@` shown as `***@`: what messages, the status and reports may
+    show of a Prometheus URL that carries basic-auth credentials."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def escape_label_value(value: str) -> str:
@@ -155,6 +165,7 @@ class PrometheusProvider:
 
     def __init__(self, url: str, timeout: float = 5.0) -> None:
         self.url = url.rstrip("/")
+        self.shown_url = without_credentials(self.url)  # the URL in messages: never a password
         self.timeout = timeout
         self._client = PrometheusConnect(
             url=self.url,
@@ -267,21 +278,21 @@ class PrometheusProvider:
             raise self._http_error(str(exc), promql, endpoint) from None
         except requests.Timeout:
             raise MetricsUnavailable(
-                f"Prometheus at {self.url} did not answer within {self.timeout:g} s"
+                f"Prometheus at {self.shown_url} did not answer within {self.timeout:g} s"
             ) from None
         except requests.ConnectionError as exc:
             raise MetricsUnavailable(
-                f"cannot connect to Prometheus at {self.url}: {_root_cause(exc)}"
+                f"cannot connect to Prometheus at {self.shown_url}: {_root_cause(exc)}"
             ) from None
         except (ValueError, KeyError, TypeError):
             # 200 but not `{"data": {"result": ...}}` JSON: the URL is some other HTTP server.
             # (Before RequestException: requests' JSONDecodeError is both.)
             raise MetricsUnavailable(
-                f"{self.url} did not answer like a Prometheus API (is the URL right?)"
+                f"{self.shown_url} did not answer like a Prometheus API (is the URL right?)"
             ) from None
         except requests.RequestException as exc:
             raise MetricsUnavailable(
-                f"request to Prometheus at {self.url} failed: {_one_line(str(exc))}"
+                f"request to Prometheus at {self.shown_url} failed: {_one_line(str(exc))}"
             ) from None
 
     def _http_error(self, message: str, promql: str, endpoint: str = "/api/v1/query") -> MetricsError:
@@ -300,13 +311,13 @@ class PrometheusProvider:
             if error_type == "bad_data" or status == 400:
                 return QueryRejected(f"Prometheus rejected the query: {detail}: {_shorten(promql)}")
             if error_type in ("timeout", "canceled", "unavailable") or status == 503:
-                return MetricsUnavailable(f"Prometheus at {self.url} could not answer: {detail}")
+                return MetricsUnavailable(f"Prometheus at {self.shown_url} could not answer: {detail}")
             return QueryFailed(
                 f"Prometheus could not evaluate the query ({error_type}): {detail}: {_shorten(promql)}"
             )
         # Not Prometheus' JSON error: a proxy, a Prometheus still starting, or another server.
         return MetricsUnavailable(
-            f"Prometheus at {self.url} answered HTTP {status or '?'} to {endpoint} "
+            f"Prometheus at {self.shown_url} answered HTTP {status or '?'} to {endpoint} "
             f"(is the URL right and Prometheus ready?)"
         )
 

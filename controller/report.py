@@ -121,7 +121,7 @@ def write(
         latency=latency,
         latency_image=latency_image,
         metrics_note=None if provider is not None else "Not measured: the report was made with --no-metrics.",
-        prometheus=provider.url if provider is not None else None,
+        prometheus=provider.shown_url if provider is not None else None,
     )
     index = directory / INDEX
     index.write_text(report_html.render(page), encoding="utf-8")

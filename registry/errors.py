@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import requests
@@ -31,10 +32,16 @@ class VersionNotFound(RegistryError):
 
 
 def registry_uri(client: mlflow.MlflowClient) -> str:
-    """The URL the client talks to for registry calls, for error messages."""
+    """The URL the client talks to for registry calls, for error messages: credentials in it
+    (`https://user:token@host`) are shown as `***@`, since messages reach the status, Events and
+    MLflow tags."""
     # MlflowClient keeps the resolved registry URI only in a private attribute; the tracking
     # URI is the same for every deployment this project supports, so it is the fallback.
-    return str(getattr(client, "_registry_uri", None) or client.tracking_uri)
+    uri = str(getattr(client, "_registry_uri", None) or client.tracking_uri)
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _one_line(text: str) -> str:
