@@ -8,7 +8,8 @@ keep up, new copies are dropped (and counted) instead of piling up in memory.
 
 Each shadow answer is compared with the stable's answer to the same request, instance by
 instance (canary/predictions.py: labels equal, probabilities by their top class, floats within
-the tolerance), and for regression values the relative error of each instance is recorded. A
+the tolerance — the job's own, the rollout's when the request came, else the Mirror's default),
+and for regression values the relative error of each instance is recorded. A
 shadow that failed, timed out, or answered something that cannot be matched instance by
 instance agrees on none of the instances (and is as far as it gets, relative error 2): a version
 that cannot answer the live traffic must not look like one that agrees with it. Its predictions
@@ -66,6 +67,9 @@ class MirrorJob:
     # The model name in the shadow's URL when it differs from `model` (a KServe shadow
     # InferenceService serves under its own name); `model` stays the metrics' label.
     path_model: str | None = None
+    # The rollout's tolerance when the request was served (it travels with each routing, so it
+    # may change while copies wait); None: the Mirror's default.
+    tolerance: Tolerance | None = None
 
 
 class Mirror:
@@ -158,7 +162,8 @@ class Mirror:
             log.debug("shadow %s: %s: %s", job.shadow.version, type(exc).__name__, exc)
         self._metrics.observe_request(job.model, job.shadow.version, SHADOW, time.perf_counter() - started, failed)
         if job.stable_instances is not None:
-            agreed = count_agreements(job.stable_instances, instances, self._tolerance)
+            tolerance = self._tolerance if job.tolerance is None else job.tolerance
+            agreed = count_agreements(job.stable_instances, instances, tolerance)
             self._metrics.observe_comparison(job.model, job.shadow.version, len(job.stable_instances), agreed)
             errors = relative_errors(job.stable_instances, instances)
             self._metrics.observe_relative_errors(job.model, job.shadow.version, errors)

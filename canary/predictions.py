@@ -18,9 +18,10 @@ What counts as what (the quality signals in canary/serving_metrics.py follow the
 - a V2 answer with several outputs is one object per instance; its label is the output named
   ``label``/``class``/``prediction(s)``/``predicted_class``, else the argmax of an output whose
   name contains ``prob`` (``probabilities``, ``predict_proba``) and holds a probability vector;
-- a **regression value**: a float. Two agree when their relative difference
-  ``|a - b| / max(|a|, |b|)`` is within the tolerance (math.isclose), which is also what the
-  shadow's relative-error histogram measures;
+- a **regression value**: a float. Two agree when ``|a - b| <= max(rel * max(|a|, |b|), abs)``
+  (math.isclose with the Tolerance's ``rel`` and ``abs``): the relative difference
+  ``|a - b| / max(|a|, |b|)``, which the shadow's relative-error histogram measures, is within
+  ``rel``, or the two are within ``abs`` of each other (for values near zero);
 - anything else (lists that are not probabilities, objects without a label) is compared as a
   whole, element by element, and is neither a class nor a value for the drift signals.
 """
@@ -31,7 +32,10 @@ import json
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 
 class Protocol(StrEnum):
@@ -44,15 +48,78 @@ class Protocol(StrEnum):
         return f"/v1/models/{model}:predict" if self is Protocol.V1 else f"/v2/models/{model}/infer"
 
 
+def tolerance_value(value: Any) -> float:
+    """``value`` as a tolerance: a finite number >= 0; ValueError saying what is wrong otherwise.
+
+    Booleans and strings are refused rather than coerced: ``true`` is no tolerance, and a quoted
+    number is text to a Kubernetes API server too (the spec loader reads an unquoted ``1e-6`` as
+    the number it is, as YAML 1.2 does).
+    """
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            raise ValueError(f"expected a number, got the string {value!r}") from None
+        raise ValueError(f"expected a number, got the string {value!r} (write it without quotes)")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"expected a finite number >= 0, got {value!r}")
+    return number
+
+
+# A tolerance field of a pydantic model. The bound is stated for the JSON schema (and the CRD);
+# tolerance_value is the authority and runs first, so its message is the one users see.
+ToleranceValue = Annotated[float, Field(ge=0), BeforeValidator(tolerance_value)]
+
+
 @dataclass(frozen=True)
 class Tolerance:
-    """How close two floats must be to count as the same prediction (math.isclose semantics)."""
+    """How close two floats must be to count as the same prediction (math.isclose semantics):
+    ``|a - b| <= max(rel * max(|a|, |b|), abs)``."""
 
     rel: float = 1e-6
     abs: float = 1e-9
 
+    def __post_init__(self) -> None:
+        for name in ("rel", "abs"):
+            try:
+                tolerance_value(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"Tolerance.{name}: {exc}") from None
+
 
 DEFAULT_TOLERANCE = Tolerance()
+
+
+class Comparison(BaseModel):
+    """One rollout's tolerance as sent to the component that compares its predictions.
+
+    The body part ``comparison`` of the router's ``PUT /admin/routing`` and of the shadow
+    comparator's ``PUT /admin/shadows``: it travels with the routing, so each rollout (each
+    routing applied) has its own without restarting anything. A field left out is the process's
+    default (its ``--rel-tolerance``/``--abs-tolerance``).
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    relative_tolerance: ToleranceValue | None = Field(
+        None, description="rel: regression predictions agree when |a-b| <= max(rel x max(|a|,|b|), abs)"
+    )
+    absolute_tolerance: ToleranceValue | None = Field(None, description="abs, for values near zero")
+
+    def tolerance(self, default: Tolerance) -> Tolerance:
+        """This comparison's tolerance, ``default``'s value for each field left out."""
+        return Tolerance(
+            rel=default.rel if self.relative_tolerance is None else self.relative_tolerance,
+            abs=default.abs if self.absolute_tolerance is None else self.absolute_tolerance,
+        )
+
+
+def effective_tolerance(comparison: Comparison | None, default: Tolerance) -> Tolerance:
+    """The tolerance a routing asks for: its ``comparison``, else the process default."""
+    return default if comparison is None else comparison.tolerance(default)
 
 
 def v1_instances(body: Any) -> list[Any] | None:

@@ -5,7 +5,8 @@ Run as `modelrollout shadow-server`. The primary InferenceService's predictor `l
 `ce-type` = `org.kubeflow.serving.inference.request` / `.response`, `ce-inferenceservicename`,
 `ce-namespace`; the body is the payload). The comparator pairs the two halves by `ce-id`, replays
 a share of the requests to the candidate's `<name>-shadow` InferenceService, compares the
-answers instance by instance (V1 and V2, numeric tolerance), and exports the same metrics as the
+answers instance by instance (V1 and V2; regression values within the target's `comparison`
+tolerance, else the settings' default), and exports the same metrics as the
 local router (canary/serving_metrics.py): requests, errors and latency of the shadow,
 agreement with the stable (and the relative error of regression values), the predicted classes
 and values of both for drift, and accuracy, calibration and label lag against labels sent to
@@ -18,7 +19,9 @@ The primary never waits on any of this: the logger is asynchronous, every event 
 bounded mirror queue per rollout keeps a slow shadow from starving the others.
 
 The operator says which InferenceService is shadowed by whom with `PUT /admin/shadows`
-(re-sent every reconcile, idempotent) and `DELETE /admin/shadows/{namespace}/{name}`.
+(re-sent every reconcile, idempotent) and `DELETE /admin/shadows/{namespace}/{name}`. A target
+that differs only in its `comparison` keeps its queue, feedback memory and pending pairs: the new
+tolerance applies to requests paired from then on, and to labels scored from then on.
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ from canary.feedback import (
 from canary.mirror import Mirror, MirrorJob, Target
 from canary.predictions import (
     DEFAULT_TOLERANCE,
+    Comparison,
     Protocol,
     Tolerance,
+    effective_tolerance,
     instances_from_body,
 )
 from canary.serving_metrics import (
@@ -83,10 +88,17 @@ class ShadowTarget(BaseModel):
     shadow_url: str = Field(pattern=r"^https?://[^/\s]+/?$", description="base URL of the shadow InferenceService")
     shadow_model: str | None = Field(None, description="model name in the shadow's URL; default <inferenceService>-shadow")
     percent: int = Field(100, ge=1, le=100, description="share of paired requests replayed to the shadow")
+    comparison: Comparison | None = Field(
+        None, description="tolerance of regression predictions; left out: the comparator's default"
+    )
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.inference_service)
+
+    def same_shadow(self, other: ShadowTarget) -> bool:
+        """The same shadow of the same primary, whatever the tolerance of the comparison."""
+        return self.model_copy(update={"comparison": None}) == other.model_copy(update={"comparison": None})
 
     @property
     def path_model(self) -> str:
@@ -125,6 +137,7 @@ class _Shadowed:
     metrics: ServingMetrics
     mirror: Mirror
     predictions: PredictionLog
+    tolerance: Tolerance  # the target's comparison, else the settings' default
     dealt: int = 0  # paired requests seen, for the replayed share
     replayed: int = 0
 
@@ -204,13 +217,23 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
         current = state.shadows.get(target.key)
         if current is not None and current.target == target:
             return False
+        tolerance = effective_tolerance(target.comparison, state.settings.tolerance)
+        if current is not None and current.target.same_shadow(target):
+            # Only the tolerance changed: nothing to restart, no memory to lose.
+            current.target, current.tolerance = target, tolerance
+            current.predictions.tolerance = tolerance
+            log.info(
+                "shadow of %s/%s: tolerance rel=%g abs=%g",
+                target.namespace, target.inference_service, tolerance.rel, tolerance.abs,
+            )  # fmt: skip
+            return True
         if current is not None:
             await current.mirror.stop()
         metrics = ServingMetrics(target.rollout, state.families)
         metrics.prepare(target.model, target.stable_version, STABLE)
         metrics.prepare(target.model, target.candidate_version, SHADOW)
         s = state.settings
-        predictions = PredictionLog(s.feedback_max_entries, s.feedback_ttl_seconds, s.tolerance)
+        predictions = PredictionLog(s.feedback_max_entries, s.feedback_ttl_seconds, tolerance)
 
         def still_shadow(t: Target) -> bool:
             live = state.shadows.get(target.key)
@@ -223,10 +246,10 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
             queue_size=s.mirror_queue_size,
             workers=s.mirror_workers,
             timeout_seconds=s.shadow_timeout_seconds,
-            tolerance=s.tolerance,
+            tolerance=tolerance,
         )
         await mirror.start()
-        state.shadows[target.key] = _Shadowed(target, metrics, mirror, predictions)
+        state.shadows[target.key] = _Shadowed(target, metrics, mirror, predictions, tolerance)
         log.info("shadowing %s/%s: v%s mirrors v%s", target.namespace, target.inference_service, target.candidate_version, target.stable_version)
         return True
 
@@ -238,7 +261,14 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
             return JSONResponse({"error": "body too large"}, status_code=413)
         except ValidationError as err:
             fields = [".".join(str(p) for p in e["loc"]) for e in err.errors()]
-            return JSONResponse({"error": "invalid shadow target", "fields": fields, "detail": err.errors(include_url=False, include_input=False)}, status_code=422)
+            # Only loc, msg and type: a validator's `ctx` holds the exception itself, not JSON.
+            detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors()]
+            problems = "; ".join(
+                f"{f or 'body'}: {e['msg'].removeprefix('Value error, ')}" for f, e in zip(fields, detail, strict=True)
+            )
+            return JSONResponse(
+                {"error": f"invalid shadow target: {problems}", "fields": fields, "detail": detail}, status_code=422
+            )
         changed = await _install(target)
         return JSONResponse({"changed": changed, "shadow": target.model_dump(by_alias=True)})
 
@@ -323,6 +353,7 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
                 shadow=Target(target.candidate_version, target.shadow_url.rstrip("/")),
                 stable_instances=stable,
                 path_model=target.path_model,
+                tolerance=shadow.tolerance,
             )
         )
 

@@ -29,6 +29,7 @@ from pydantic.alias_generators import to_camel
 
 from canary import templates
 from canary.durations import DURATION_PATTERN, parse_duration
+from canary.predictions import DEFAULT_TOLERANCE, ToleranceValue
 
 API_VERSION = "modelrollout.io/v1alpha1"
 KIND = "ModelRollout"
@@ -135,10 +136,49 @@ class ModelRef(_Model):
         return self
 
 
+def _no_schema_default(schema: dict[str, Any]) -> None:
+    # Go writes 1e-06 for a tiny default, and YAML 1.1 readers (PyYAML, hence this project's own
+    # spec files) read that as the string "1e-06": kept out of the CRD, `kubectl get -o yaml` never
+    # shows the API server's copy of a default that a Python tool would then misread. pydantic
+    # fills the default in either way.
+    schema.pop("default", None)
+
+
+class ShadowComparison(_Model):
+    """When the shadow's regression predictions count as the stable's (canary/predictions.py).
+
+    Only floats use it: class labels must be equal and probability vectors agree on their top
+    class whatever it says. The router and the shadow comparator get it with every routing.
+    """
+
+    relative_tolerance: ToleranceValue = Field(
+        DEFAULT_TOLERANCE.rel,
+        json_schema_extra=_no_schema_default,
+        description=(
+            "Regression predictions a and b agree when |a-b| <= max(relativeTolerance x max(|a|,|b|), "
+            "absoluteTolerance) (Python's math.isclose), for the shadow's agreement with the stable and "
+            "for scoring predictions on feedback labels; e.g. 0.01 = within 1%. A finite number >= 0; "
+            "default 0.000001"
+        ),
+    )
+    absolute_tolerance: ToleranceValue = Field(
+        DEFAULT_TOLERANCE.abs,
+        json_schema_extra=_no_schema_default,
+        description=(
+            "Regression predictions closer than this agree whatever their relative difference: "
+            "the bound for values near zero. A finite number >= 0; default 0.000000001"
+        ),
+    )
+
+
 class ShadowSpec(_Model):
     enabled: bool = True
     duration: Duration = "5m"
     percent: int = Field(100, ge=1, le=100, description="Share of live requests mirrored to the shadow")
+    comparison: ShadowComparison = Field(
+        default_factory=ShadowComparison,
+        description="How the shadow's predictions are compared with the stable's (regression values)",
+    )
 
 
 class CanarySpec(_Model):
@@ -785,10 +825,20 @@ def parse_rollout(document: Any, source: str = "rollout") -> ModelRollout:
         raise SpecError(_describe(err, source)) from None
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-6` as the number Kubernetes (YAML 1.2) reads: YAML 1.1
+    wants a dot in a float, so plain PyYAML would hand the spec the string "1e-6"."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 def load_rollouts(text: str, source: str = "rollout.yaml") -> list[ModelRollout]:
     """Every ModelRollout in a (multi-document) YAML text; names must be unique."""
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = [d for d in yaml.load_all(text, Loader=_SpecLoader) if d is not None]
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

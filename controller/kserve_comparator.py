@@ -3,9 +3,10 @@
 On KServe the shadow is a `<name>-shadow` InferenceService that no client calls; the primary's
 logger sends every request/response pair to the comparator (`canary/shadow.py`), which replays
 the request to the shadow. The comparator must therefore know, for each shadowed primary, the
-shadow's address and the versions: this wrapper tells it on every `apply` (`PUT /admin/shadows`,
-idempotent, so a restarted comparator is reconfigured within one tick) and withdraws it when the
-rollout leaves the shadow role or is torn down (`DELETE /admin/shadows/{namespace}/{name}`).
+shadow's address, the versions and the rollout's comparison tolerance: this wrapper tells it on
+every `apply` (`PUT /admin/shadows`, idempotent, so a restarted comparator is reconfigured within
+one tick) and withdraws it when the rollout leaves the shadow role or is torn down
+(`DELETE /admin/shadows/{namespace}/{name}`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 
 import httpx
 
+from canary.predictions import Comparison
 from canary.shadow import ShadowTarget
 from controller.kserve import KServeError, KServePlatform
 from controller.platform import Routing, VersionHealth
@@ -54,6 +56,9 @@ class ComparedKServePlatform:
                 candidate_version=routing.candidate_version,
                 shadow_url=address,
                 percent=max(1, routing.shadow_percent),
+                comparison=Comparison(
+                    relative_tolerance=routing.relative_tolerance, absolute_tolerance=routing.absolute_tolerance
+                ),
             )
             self._send("PUT", "/admin/shadows", registration.model_dump(mode="json", by_alias=True, exclude_none=True))
             self._withdrawn.discard(rollout)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from canary.predictions import DEFAULT_TOLERANCE, tolerance_value
+
 CandidateRole = Literal["shadow", "canary"]
 _ROLES = ("shadow", "canary")
 
@@ -32,6 +34,10 @@ class Routing:
     candidate_role: CandidateRole | None = None
     candidate_weight: int = 0  # percent of client traffic answered by the candidate (role canary)
     shadow_percent: int = 0  # percent of requests mirrored to the candidate (role shadow)
+    # When two regression predictions are the same (spec.shadow.comparison): for the shadow's
+    # agreement with the stable and for scoring predictions on feedback labels.
+    relative_tolerance: float = DEFAULT_TOLERANCE.rel
+    absolute_tolerance: float = DEFAULT_TOLERANCE.abs
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -56,6 +62,11 @@ class Routing:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
                 raise ValueError(f"routing.{name} must be an integer from 0 to 100, got {value!r}")
+        for name in ("relative_tolerance", "absolute_tolerance"):
+            try:
+                tolerance_value(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"routing.{name}: {exc}") from None
 
     @property
     def versions(self) -> tuple[str, ...]:

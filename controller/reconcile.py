@@ -285,6 +285,8 @@ def carry_out(rollout: ModelRollout, action: Action, ports: Ports) -> None:
             candidate_role=action.candidate_role,
             candidate_weight=action.candidate_weight,
             shadow_percent=action.shadow_percent,
+            relative_tolerance=rollout.spec.shadow.comparison.relative_tolerance,
+            absolute_tolerance=rollout.spec.shadow.comparison.absolute_tolerance,
         )
         ports.platform.apply(name, routing, uris)
     elif isinstance(action, PromoteInRegistry):

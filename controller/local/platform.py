@@ -8,7 +8,8 @@ re-adopts them.
 
 `apply` runs every tick, so its steady state costs a few record reads and no HTTP: readiness is
 probed only until a server has answered once, and the router is sent a routing only when it
-differs from what that very router process last accepted. Ordering keeps clients away from
+differs from what that very router process last accepted (the payload holds the rollout's
+comparison tolerance too, so a changed tolerance is sent once, like a changed weight). Ordering keeps clients away from
 errors: a candidate enters the router's routing only once ready, and a version leaves the
 router's routing before its server is stopped (make before break).
 """
@@ -241,7 +242,16 @@ class LocalPlatform:
         candidate_ref = None
         if candidate is not None and candidate != stable_ref["version"] and self._probe_ready(servers[candidate]):
             candidate_ref = {"version": candidate, "url": f"http://127.0.0.1:{servers[candidate].port}"}
-        payload: dict[str, Any] = {"model": routing.model, "stable": stable_ref, "candidate": None}
+        payload: dict[str, Any] = {
+            "model": routing.model,
+            "stable": stable_ref,
+            "candidate": None,
+            # Always sent: it also rules how the stable's predictions are scored on labels.
+            "comparison": {
+                "relativeTolerance": routing.relative_tolerance,
+                "absoluteTolerance": routing.absolute_tolerance,
+            },
+        }
         if candidate_ref is not None:
             # Only the share that means something for the role: the router refuses the other.
             role = routing.candidate_role

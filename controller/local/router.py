@@ -12,6 +12,12 @@ routing again changes nothing and resets nothing). Until then every client reque
   to the shadow after the client's answer is ready (controller/local/mirror.py), and the
   shadow's predictions are compared with the stable's.
 
+Regression predictions agree within the routing's ``comparison`` tolerance (the rollout's
+``spec.shadow.comparison``; when the routing has none, the ``--rel-tolerance``/``--abs-tolerance``
+flags). Feedback labels are scored by the same rule, so agreement and accuracy never disagree on
+what "the same prediction" means. A new tolerance applies to requests served after it, without
+resetting anything.
+
 Every answer's predictions are remembered by request id for ``POST /feedback``
 (canary/feedback.py); labels that come after the predictions were dropped are answered 200
 and counted as late, with their reason. ``GET /metrics`` exports what canary/templates.py
@@ -22,7 +28,9 @@ distribution of predictions per version and role.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import re
 import sys
 import time
@@ -50,7 +58,13 @@ from canary.feedback import (
     feedback_answer,
 )
 from canary.mirror import PASSED_HEADERS, Mirror, MirrorJob, Target
-from canary.predictions import Protocol, Tolerance, instances_from_body
+from canary.predictions import (
+    Comparison,
+    Protocol,
+    Tolerance,
+    effective_tolerance,
+    instances_from_body,
+)
 from canary.serving_metrics import (
     CANARY,
     DEFAULT_MAX_CLASSES,
@@ -108,6 +122,9 @@ class Routing(_Model):
     candidate_role: Literal["shadow", "canary"] | None = None
     candidate_weight: int = Field(0, ge=0, le=100, description="percent of client requests the canary serves")
     shadow_percent: int = Field(0, ge=0, le=100, description="percent of client requests mirrored to the shadow")
+    comparison: Comparison | None = Field(
+        None, description="tolerance of regression predictions; left out: the router's --rel/--abs-tolerance"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Routing:
@@ -124,6 +141,10 @@ class Routing(_Model):
         if self.candidate_role == CANARY and self.shadow_percent:
             raise ValueError("shadowPercent is only for candidateRole 'shadow'")
         return self
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON document, without ``comparison`` when it was not given (as before it existed)."""
+        return self.model_dump(by_alias=True, mode="json", exclude={"comparison"} if self.comparison is None else None)
 
     def label_sets(self) -> list[tuple[str, str]]:
         """(version, role) of every version this routing sends requests to."""
@@ -159,6 +180,7 @@ class _Applied:
     routing: Routing
     canary_deck: ShareDeck
     shadow_deck: ShareDeck
+    tolerance: Tolerance  # the routing's comparison, else the process default
 
     def choose(self) -> tuple[Target, str]:
         r = self.routing
@@ -178,6 +200,7 @@ class RouterState:
 
     def __init__(self, settings: RouterSettings) -> None:
         self.settings = settings
+        # The process default; each routing may bring its own (_Applied.tolerance).
         self.tolerance = Tolerance(rel=settings.rel_tolerance, abs=settings.abs_tolerance)
         self.metrics = ServingMetrics(
             settings.rollout, MetricFamilies(settings.prediction_buckets, settings.max_classes)
@@ -213,12 +236,18 @@ class RouterState:
                 shadow = current.shadow_deck
         for version, role in routing.label_sets():
             self.metrics.prepare(routing.model, version, role)
+        tolerance = effective_tolerance(routing.comparison, self.tolerance)
         self.applied = _Applied(
             routing=routing,
             canary_deck=canary if canary is not None else ShareDeck(routing.candidate_weight),
             shadow_deck=shadow if shadow is not None else ShareDeck(routing.shadow_percent),
+            tolerance=tolerance,
         )
-        log.info("routing applied: %s", routing.model_dump_json(by_alias=True))
+        # Labels are scored when they come, by the rule of the routing applied then.
+        self.predictions.tolerance = tolerance
+        log.info(
+            "routing applied: %s (tolerance rel=%g abs=%g)", json.dumps(routing.wire()), tolerance.rel, tolerance.abs
+        )
         return True
 
     def is_current_shadow(self, target: Target) -> bool:
@@ -346,13 +375,13 @@ def create_app(settings: RouterSettings) -> FastAPI:
     @app.put("/admin/routing")
     async def put_routing(routing: Routing) -> dict[str, Any]:
         changed = state.apply(routing)
-        return {"changed": changed, "routing": routing.model_dump(by_alias=True, mode="json")}
+        return {"changed": changed, "routing": routing.wire()}
 
     @app.get("/admin/routing", response_model=None)
     async def get_routing() -> dict[str, Any] | JSONResponse:
         if state.applied is None:
             return _error(404, f"rollout {settings.rollout!r}: no routing configured")
-        return state.applied.routing.model_dump(by_alias=True, mode="json")
+        return state.applied.routing.wire()
 
     @app.post("/feedback", response_model=None)
     async def feedback(body: FeedbackRequest) -> dict[str, Any] | JSONResponse:
@@ -441,6 +470,7 @@ async def _forward(state: RouterState, request: Request, model: str, protocol: P
                     request_id=request_id,
                     shadow=shadow,
                     stable_instances=stable_instances,
+                    tolerance=applied.tolerance,
                 )
             )
     return response
@@ -495,7 +525,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     for name in ("rel_tolerance", "abs_tolerance"):
-        if not getattr(args, name) >= 0:  # also NaN
+        value = getattr(args, name)
+        if not (value >= 0 and math.isfinite(value)):  # also NaN
             p.error(f"--{name.replace('_', '-')} must be 0 or more")
     return args
 
