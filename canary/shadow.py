@@ -42,6 +42,7 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from canary.body_limit import BodySizeLimit
 from canary.feedback import (
     FeedbackConflict,
     FeedbackItem,
@@ -212,6 +213,8 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="modelrollout shadow comparator", lifespan=lifespan)
     app.state.comparator = state
+    # Every endpoint, /feedback and /admin included: FastAPI would read any body whole.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     async def _install(target: ShadowTarget) -> bool:
         current = state.shadows.get(target.key)
@@ -286,10 +289,7 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
     @app.post("/")
     @app.post("/events")
     async def event(request: Request) -> JSONResponse:
-        try:
-            body = await _read_limited(request, state.settings.max_body_bytes)
-        except BodyTooLarge:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+        body = await request.body()  # bounded by BodySizeLimit
         headers = request.headers
         event_id, kind = headers.get("ce-id"), headers.get("ce-type")
         if not event_id or kind not in (REQUEST_EVENT, RESPONSE_EVENT):

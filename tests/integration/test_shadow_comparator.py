@@ -156,6 +156,10 @@ def test_share_pairing_order_and_what_is_ignored(servers):
         assert httpx.post(c.url + "/", json=request, headers={"ce-type": REQUEST_EVENT}).status_code == 400
         big = httpx.post(c.url + "/", content=b"x" * (2 << 20), headers={"ce-id": "b", "ce-type": REQUEST_EVENT})
         assert big.status_code == 413
+        # Every endpoint is bounded, those FastAPI parses as JSON too.
+        for method, path in (("POST", "/feedback"), ("PUT", "/admin/shadows")):
+            answer = httpx.request(method, c.url + path, content=b"[" * (2 << 20), headers={"content-type": "application/json"})
+            assert answer.status_code == 413, (path, answer.text)
 
 
 def test_unreachable_shadow_counts_errors_and_never_slows_the_logger(servers):
