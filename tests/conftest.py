@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.local",
     "tests.fixtures.kube",
     "tests.fixtures.kserve_stack",
+    "tests.fixtures.faults",
 ]
