@@ -14,6 +14,7 @@ not sent for stage transitions. The snapshot comparison here stays the source of
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -124,8 +125,8 @@ class RegistryWatcher:
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
-        names = [w.name for w in watched]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        # Counted once, not names.count per name: a poll builds a watcher for every rollout's model.
+        duplicates = sorted(n for n, times in Counter(w.name for w in watched).items() if times > 1)
         if duplicates:
             raise ValueError(f"models watched more than once: {', '.join(duplicates)}")
         self.client = client

@@ -19,7 +19,7 @@ SECRET = "s3cr3t-t0ken"
         ("http://127.0.0.1:9090", "http://127.0.0.1:9090"),
         (f"https://admin:{SECRET}@prom.example:443/prefix", "https://***@prom.example:443/prefix"),
         (f"https://{SECRET}@prom.example", "https://***@prom.example"),
-        (f"http://user:p%40ss@[::1]:9090", "http://***@[::1]:9090"),  # an encoded @ in the password
+        ("http://user:p%40ss@[::1]:9090", "http://***@[::1]:9090"),  # an encoded @ in the password
     ],
 )
 def test_urls_are_shown_without_credentials(url: str, shown: str) -> None:

@@ -18,6 +18,7 @@ import httpx
 import psutil
 import pytest
 
+from controller.demo_models import pip_requirements
 from controller.local.platform import LocalPlatform
 from controller.local.prometheus_server import PrometheusServer
 from controller.platform import Platform, Routing, VersionHealth
@@ -54,7 +55,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         ("2", DummyClassifier(strategy="constant", constant=2).fit(X, y)),
     ):
         path = root / f"v{version}"
-        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle")
+        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle", pip_requirements=pip_requirements())
         uris[version] = str(path)
     uris["3"] = str(root / "no-such-model")  # fails to load
     return uris

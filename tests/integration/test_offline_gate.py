@@ -12,6 +12,7 @@ import mlflow
 import pytest
 
 from canary.spec import Phase, RolloutStatus, parse_rollout
+from controller.demo_models import pip_requirements
 from controller.local.home import LocalHome, Services
 from controller.local.platform import LocalPlatform
 from controller.local.ports import free_port
@@ -38,7 +39,9 @@ def champion_model(mlflow_server) -> tuple[str, str]:
     mlflow.set_experiment(TEST_EXPERIMENT)
     with mlflow.start_run() as run:
         mlflow.log_metric("val_accuracy", 0.90, step=0)
-        info = mlflow.sklearn.log_model(fit_iris(), name="model", serialization_format="cloudpickle")
+        info = mlflow.sklearn.log_model(
+            fit_iris(), name="model", serialization_format="cloudpickle", pip_requirements=pip_requirements()
+        )
         mlflow.log_metric("val_accuracy", 0.95, step=1)  # the run's latest value
         mlflow.log_metrics({"val_rmse": 0.40, "auc": 0.97})
     return str(info.model_uri), run.info.run_id

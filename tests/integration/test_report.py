@@ -30,6 +30,7 @@ from canary.metrics import PrometheusProvider
 from canary.serving_metrics import STABLE, MetricFamilies, ServingMetrics
 from canary.spec import Phase, RolloutStatus, load_rollouts
 from controller.cli import app
+from controller.demo_models import pip_requirements
 from controller.local.home import LocalHome
 from controller.local.ports import free_port
 from controller.local.state import StateStore
@@ -188,7 +189,9 @@ def run(mlflow_server, iris_model_uri, prometheus_server, metrics_exporter, tmp_
     # v1 and v2 come from a training run (their report goes to it); v3 was logged outside any run.
     mlflow.set_experiment("modelrollout-tests")
     with mlflow.start_run(run_name="report-training"):
-        trained = mlflow.sklearn.log_model(fit_iris(), name="model", serialization_format="cloudpickle")
+        trained = mlflow.sklearn.log_model(
+            fit_iris(), name="model", serialization_format="cloudpickle", pip_requirements=pip_requirements()
+        )
     sources = (trained.model_uri, trained.model_uri, iris_model_uri)
     versions = tuple(str(mlflow.register_model(uri, model).version) for uri in sources)
     v1, v2, v3 = versions

@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.demo_models import pip_requirements
 from tests.fixtures.modelserver import (
     Process,
     fit_logistic,
@@ -838,7 +839,8 @@ def quality_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quality
     features, labels = iris()
     classifier = fit_logistic()
     mlflow.sklearn.save_model(
-        classifier, str(base / "proba"), serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba"
+        classifier, str(base / "proba"), serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba",
+        pip_requirements=pip_requirements(),
     )
     regression = LinearRegression().fit(features, labels.astype(float))
     regressor_path = save_sklearn(regression, base / "regressor")

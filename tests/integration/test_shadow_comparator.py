@@ -14,6 +14,7 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from canary.shadow import REQUEST_EVENT, RESPONSE_EVENT, ComparatorSettings, create_app
+from controller.demo_models import pip_requirements
 from tests.fixtures.modelserver import Process, fit_logistic, free_port, iris, save_sklearn, start_model_servers
 
 
@@ -27,7 +28,10 @@ def servers(tmp_path_factory) -> Iterator[dict[str, Process]]:
     good = save_sklearn(fit_logistic(), base / "good")
     poor = save_sklearn(LogisticRegression(max_iter=500).fit(features, np.random.default_rng(3).permutation(labels)), base / "poor")
     # The same model as "good", answering its class probabilities instead of the class.
-    mlflow.sklearn.save_model(fit_logistic(), str(base / "proba"), serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba")
+    mlflow.sklearn.save_model(
+        fit_logistic(), str(base / "proba"), serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba",
+        pip_requirements=pip_requirements(),
+    )
     specs = [("iris", good, "1"), ("iris", good, "2"), ("iris", poor, "3"), ("iris", base / "proba", "4")]
     procs = start_model_servers(specs, base)
     yield dict(zip(("stable", "same", "poor", "proba"), procs))
