@@ -36,11 +36,14 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 # The benchmarks (benchmarks/README.md): each prints its figures as ratios measured in the same run.
-# The last two start real processes on 127.0.0.1 (model servers and a router; an mlflow server).
+# All but the first start real processes on 127.0.0.1 (model servers, a router, an mlflow server,
+# Prometheus, the operator against the tests' API emulator); about 12 minutes in all.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.decisions
 	$(BIN)/python -m benchmarks.router_overhead
 	$(BIN)/python -m benchmarks.registry_poll
+	$(BIN)/python -m benchmarks.operator_scale
+	$(BIN)/python -m benchmarks.promotion_latency
 
 # The ModelRollout CRD, generated from canary/spec.py (through a temporary file, so a failure
 # leaves the committed one whole), and the chart's crds/, which Helm installs verbatim: a mirror

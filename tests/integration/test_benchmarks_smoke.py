@@ -1,0 +1,87 @@
+"""The quick modes of the benchmarks that start real processes: they run and print whole tables.
+
+Each starts its own parts (model servers and a router; an `mlflow server`) on free loopback
+ports and stops them before returning; the figures themselves are machine-dependent, so only
+their shape is checked: every row there, every number positive and finite, nothing failed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from benchmarks import registry_poll, router_overhead
+from registry.connection import fail_fast_environment
+
+
+def table(out: str, first_cell: str) -> list[list[str]]:
+    """The rows (cells stripped) of the printed markdown table whose head starts with `first_cell`."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"\|\s*{re.escape(first_cell)}\s*\|", line))
+    assert set(lines[start + 1]) <= {"|", "-"}, "no rule under the table head"
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def positive(cell: str) -> float:
+    value = float(cell)
+    assert math.isfinite(value) and value > 0, cell
+    return value
+
+
+def test_router_overhead_quick_run_prints_every_case_with_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert router_overhead.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+
+    rows = table(out, "case")
+    assert [r[0] for r in rows] == list(router_overhead.CASES)
+    for name, p50, p99, per_second, requests, failed in rows:
+        assert positive(p50) <= positive(p99), name
+        positive(per_second)
+        assert int(requests) > 0 and int(failed) == 0, name
+
+    ratios = table(out.split("ratios against direct")[1], "case")
+    assert [r[0] for r in ratios] == [f"{name}/direct" for name in router_overhead.CASES[1:]]
+    for _name, p50, p99, per_second, _added in ratios:
+        positive(p50), positive(p99), positive(per_second)
+
+    mirror = re.search(r"(\d+) copies offered, (\d+) sent to the shadow \((\d+) failed there\), (\d+) dropped", out)
+    assert mirror is not None, out
+    offered, sent, failed, dropped = map(int, mirror.groups())
+    assert offered > 0 and failed == 0 and sent + dropped == offered
+    assert "machine: " in out
+
+
+def test_registry_poll_quick_run_prints_every_size_with_ratios(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The benchmark sets MLflow's process-wide HTTP settings (registry.connection.connect):
+    # registered here first, so they are restored for the tests that follow.
+    for key, value in fail_fast_environment().items():
+        monkeypatch.setenv(key, value)
+    assert registry_poll.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+
+    rows = table(out, "registered")
+    assert [int(r[0]) for r in rows] == list(registry_poll.QUICK_SIZES)
+    for registered, watched, p50, p95, calls, per_model, bare, poll_over_bare, setup in rows:
+        assert watched == registered
+        assert positive(p50) <= positive(p95)
+        assert float(calls) == 1  # under 1000 models: one search page per poll, however many watched
+        positive(per_model), positive(bare), positive(poll_over_bare), positive(setup)
+
+    ratios = table(out.split("ratios against the")[1], "registered")
+    assert [int(r[0]) for r in ratios] == list(registry_poll.QUICK_SIZES[1:])
+    for _registered, models, total, per_model in ratios:
+        positive(models), positive(total), positive(per_model)
+
+    assert "GET /api/2.0/mlflow/registered-models/search" in out
+    few = re.search(r"(\d+) watched of (\d+) registered: poll p50 ([\d.]+) ms .* filtered by name IN", out)
+    assert few is not None and few.group(1, 2) == ("5", "50"), out
+    assert "machine: " in out

@@ -1,0 +1,99 @@
+"""The quick modes of the two operator benchmarks: they run end to end and print whole tables.
+
+Each runs the operator as a process against its own Kubernetes API emulator; MLflow and Prometheus
+are the session's (the benchmarks take running ones, which saves starting an `mlflow server` per
+run; the session server has the webhook settings the promotion benchmark needs). The figures are
+machine-dependent, so only their shape is checked: every row there, every number positive and
+finite, the figures that must hold on any machine (e.g. a flat memory, no steady-state writes).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import pytest
+
+from benchmarks import operator_scale, promotion_latency
+
+
+def table(out: str, first_cell: str) -> list[list[str]]:
+    """The rows (cells stripped) of the first markdown table in `out` whose head starts with `first_cell`."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"\|\s*{re.escape(first_cell)}\s*\|", line))
+    assert set(lines[start + 1]) <= {"|", "-"}, "no rule under the table head"
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def positive(cell: str) -> float:
+    value = float(cell.rstrip("%"))
+    assert math.isfinite(value) and value > 0, cell
+    return value
+
+
+def test_operator_scale_quick_run_prints_both_sizes_and_their_ratios(
+    capsys: pytest.CaptureFixture[str], mlflow_server: Any, prometheus_server: Any
+) -> None:
+    argv = ["--quick", "--mlflow-uri", mlflow_server.url, "--prometheus-url", prometheus_server.url]
+    assert operator_scale.main(argv) == 0
+    out = capsys.readouterr().out
+    sizes = [operator_scale.BASELINE_N, operator_scale.QUICK_N]
+
+    first_round = table(out, "rollouts")
+    assert [int(r[0]) for r in first_round] == sizes
+    for _n, ready, first, last, round_s, per_rollout, operator_cpu, harness in first_round:
+        assert positive(first) <= positive(last)
+        positive(ready), positive(round_s), positive(per_rollout), positive(harness)
+        assert float(operator_cpu.rstrip("%")) >= 0
+
+    steady = table(out.split("steady state")[1], "rollouts")
+    assert [int(r[0]) for r in steady] == sizes
+    for n, per_s, asked, reconcile_ms, cpu_ms, operator_cpu, harness, writes, rss, rss_end, end_over_start in steady:
+        assert float(asked) == int(n) / operator_scale.QUICK_TICK_S
+        # Driven by the tick: about N / tick reconciles a second (a two-tick window counts 2N +- N).
+        assert 0.5 * float(asked) <= positive(per_s) <= 1.5 * float(asked), (n, per_s)
+        positive(reconcile_ms), positive(cpu_ms), positive(operator_cpu), positive(harness)
+        assert int(writes) == 0, "an idle rollout's reconcile wrote to the API"
+        assert positive(rss) > 50 and positive(rss_end) > 50  # MiB: a Python process with kopf and MLflow
+        assert 0.9 < positive(end_over_start) < 1.1
+
+    ratios = table(out.split("ratios against")[1], "rollouts")
+    assert [int(r[0]) for r in ratios] == sizes[1:]
+    for _n, times, *cells, per_extra in ratios:
+        assert float(times) == operator_scale.QUICK_N / operator_scale.BASELINE_N
+        for cell in cells:
+            positive(cell)
+        assert math.isfinite(float(per_extra))  # KiB per extra rollout: may be 0 or, by noise, below
+    assert "machine: " in out
+
+
+def test_promotion_latency_quick_run_prints_both_paths_and_the_ratio(
+    capsys: pytest.CaptureFixture[str], mlflow_server: Any, prometheus_server: Any
+) -> None:
+    argv = ["--quick", "--mlflow-uri", mlflow_server.url, "--prometheus-url", prometheus_server.url]
+    assert promotion_latency.main(argv) == 0
+    out = capsys.readouterr().out
+
+    rows = table(out, "path")
+    assert [r[0] for r in rows] == list(promotion_latency.PATHS)
+    for path, promotions, p50, worst, phase, isvc, comparator, comparator_max, call_ms in rows:
+        assert int(promotions) == promotion_latency.QUICK_REPEATS
+        assert positive(p50) <= positive(worst), path
+        assert max(positive(phase), positive(isvc)) <= float(worst), path
+        assert positive(comparator) <= positive(comparator_max), path
+        positive(call_ms)
+    by_path = {r[0]: r for r in rows}
+    # The poll path is bounded by its interval (plus a reconcile); the webhook path by nothing of it.
+    assert float(by_path["poll"][3]) < promotion_latency.QUICK_POLL_INTERVAL_S + 5
+
+    (ratio_row,) = table(out, "ratio")
+    assert ratio_row[0] == "webhook/poll"
+    for cell in ratio_row[1:]:
+        positive(cell)
+    assert "every promotion, shadow s: poll: " in out and "machine: " in out
