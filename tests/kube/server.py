@@ -65,9 +65,10 @@ def load_documents(source: Path | str | dict[str, Any]) -> list[dict[str, Any]]:
 class EmulatorServer:
     """One emulator, its HTTP listener and its loop thread. `start()`, use `url`, `stop()`."""
 
-    def __init__(self, home: Path, change_log_size: int = 5000):
+    def __init__(self, home: Path, change_log_size: int = 5000, request_log_size: int = 1000):
         self.home = home
         self._change_log_size = change_log_size
+        self._request_log_size = request_log_size
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -126,12 +127,30 @@ class EmulatorServer:
             site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)  # the OS picks a free port: no race
             await site.start()
             self.port = runner.addresses[0][1]
+            trimming = asyncio.get_running_loop().create_task(self._trim_request_log(emulator))
             self._started.set()
             try:
                 await self._stopping.wait()
             finally:
+                trimming.cancel()
                 await emulator.close_watches()
                 await runner.cleanup()
+
+    async def _trim_request_log(self, emulator: ApiServerEmulator) -> None:
+        """Keep kmock's log of served requests to the last `request_log_size`.
+
+        kmock keeps every request and, to route a new one, walks that whole log through its
+        filters: a session-long emulator got slower with every request (a GET ~3 ms after 50
+        requests, ~100 ms after a few thousand; benchmarks/operator_scale.py measured it). The
+        emulator has no count- or slice-based reactions, so old entries change no answer; tests
+        that read `list(emulator)` read what the requests of the moment did.
+        """
+        keep = self._request_log_size
+        while True:
+            await asyncio.sleep(0.5)
+            for log in (emulator._requests, *(payload._requests for payload in emulator._payloads)):
+                if len(log) > keep:
+                    del log[:-keep]
 
     # --- addresses -------------------------------------------------------------------------------
 
