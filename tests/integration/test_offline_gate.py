@@ -5,21 +5,20 @@ candidate without ever serving it and records why in MLflow and in the status.""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import mlflow
 import pytest
 
-from canary.spec import Phase, RolloutStatus, parse_rollout
+from canary.spec import Phase, parse_rollout
 from controller.demo_models import pip_requirements
-from controller.local.home import LocalHome, Services
 from controller.local.platform import LocalPlatform
 from controller.local.ports import free_port
 from controller.local.runner import LocalRunner
 from controller.platform import Routing
 from registry.errors import RegistryUnavailable, VersionNotFound
 from registry.run_metrics import version_metrics
+from tests.fixtures.local import tick_until
 from tests.fixtures.mlflow import TEST_EXPERIMENT, fit_iris
 
 _seq = iter(range(1_000_000))
@@ -178,33 +177,14 @@ GATE = {
 
 
 @pytest.fixture
-def make_runner(tmp_path: Path, mlflow_server, prometheus_server) -> Iterator:
-    runners: list[tuple[LocalRunner, RecordingPlatform]] = []
-
+def make_runner(local_runner):
     def make(name: str, model: str, gate: dict = GATE) -> tuple[LocalRunner, RecordingPlatform]:
-        services = Services(mlflow=mlflow_server.url, prometheus=prometheus_server.url)
-        runner = LocalRunner([gate_rollout(name, model, gate)], LocalHome(tmp_path / name), services)
+        runner = local_runner(gate_rollout(name, model, gate))
         recording = RecordingPlatform(runner.platform)
         runner.ports.platform = recording
-        runners.append((runner, recording))
         return runner, recording
 
-    yield make
-    for runner, _ in runners:
-        for rollout in runner.rollouts:
-            runner.platform.teardown(rollout.metadata.name)
-        runner.platform.close()
-
-
-def tick_until(runner: LocalRunner, name: str, predicate, timeout: float = 30) -> RolloutStatus:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = runner.tick()[name]
-        if predicate(status):
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; last phase {status.phase.value}: {status.message}")
-        time.sleep(0.2)
+    return make
 
 
 def served_versions(platform: RecordingPlatform) -> set[str]:

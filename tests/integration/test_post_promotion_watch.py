@@ -7,16 +7,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client import Gauge
 
-from canary.spec import Phase, RolloutStatus, parse_rollout
-from controller.local.home import LocalHome, Services
+from canary.spec import Phase, parse_rollout
 from controller.local.runner import LocalRunner
 from tests.fixtures.prometheus import wait_for_sample
+from tests.fixtures.local import tick_until
 
 PROBE = "modelrollout_test_watch_probe"
 
@@ -56,31 +55,8 @@ def watched_rollout(name: str, model: str):
 
 
 @pytest.fixture
-def make_runner(tmp_path: Path, mlflow_server, prometheus_server) -> Iterator:
-    runners: list[LocalRunner] = []
-
-    def make(name: str, model: str) -> LocalRunner:
-        services = Services(mlflow=mlflow_server.url, prometheus=prometheus_server.url)
-        runner = LocalRunner([watched_rollout(name, model)], LocalHome(tmp_path / name), services)
-        runners.append(runner)
-        return runner
-
-    yield make
-    for runner in runners:
-        for rollout in runner.rollouts:
-            runner.platform.teardown(rollout.metadata.name)
-        runner.platform.close()
-
-
-def tick_until(runner: LocalRunner, name: str, predicate, timeout: float = 60) -> RolloutStatus:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = runner.tick()[name]
-        if predicate(status):
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; last phase {status.phase.value}: {status.message}")
-        time.sleep(0.2)
+def make_runner(local_runner):
+    return lambda name, model: local_runner(watched_rollout(name, model))
 
 
 def answered_by(runner: LocalRunner, name: str, model: str, expected: str, timeout: float = 30) -> str:

@@ -3,15 +3,12 @@ each ends in a rollback whose reason names the cause, and MLflow records it wher
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 
 import mlflow
 import pytest
 
 from canary.spec import Phase, parse_rollout
-from controller.local.home import LocalHome, Services
-from controller.local.runner import LocalRunner
+from tests.fixtures.local import tick_until
 from tests.fixtures.mlflow import TEST_EXPERIMENT
 
 
@@ -33,30 +30,8 @@ def rollout(name: str, model: str):
 
 
 @pytest.fixture
-def make_runner(tmp_path: Path, mlflow_server, prometheus_server):
-    runners: list[LocalRunner] = []
-
-    def make(name: str, model: str) -> LocalRunner:
-        services = Services(mlflow=mlflow_server.url, prometheus=prometheus_server.url)
-        runner = LocalRunner([rollout(name, model)], LocalHome(tmp_path / name), services)
-        runners.append(runner)
-        return runner
-
-    yield make
-    for runner in runners:
-        for r in runner.rollouts:
-            runner.platform.teardown(r.metadata.name)
-        runner.platform.close()
-
-
-def tick_until(runner: LocalRunner, name: str, predicate, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = runner.tick()[name]
-        if predicate(status):
-            return status
-        time.sleep(0.3)
-    raise AssertionError(f"timed out; last phase {status.phase.value}: {status.message}")
+def make_runner(local_runner):
+    return lambda name, model: local_runner(rollout(name, model))
 
 
 def test_artifact_that_fails_to_load_rolls_back_with_the_load_error(make_runner, registered_model, mlflow_client):
