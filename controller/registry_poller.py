@@ -1,8 +1,8 @@
 """The operator's one registry poll, shared by every ModelRollout it drives.
 
 Rollouts register the model they watch; a background thread reads all of them in one
-`RegistryWatcher.poll` per interval (one MLflow request per 1000 registered models, however many
-rollouts), backs off while MLflow is unreachable, and keeps the last snapshot for the rollouts'
+`RegistryWatcher.poll` per interval (a search by name for up to ~285 watched models, else one
+request per 1000 registered models; however many rollouts), backs off while MLflow is unreachable, and keeps the last snapshot for the rollouts'
 reconciles to read. A verified MLflow webhook only makes the next poll happen now (`wake`); the
 poll stays the source of truth. When a model's aliases change, `on_change` is called with its
 name so the rollouts of that model reconcile at once instead of at their next tick.

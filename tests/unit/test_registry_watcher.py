@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 
 from registry.watcher import (
+    FILTER_BUDGET_CHARS,
+    MAX_FILTERED_SEARCHES,
     AliasMoved,
     ModelState,
     RegistryWatcher,
     Snapshot,
     WatchedModel,
+    name_filters,
 )
 
 
@@ -93,3 +96,30 @@ def test_watcher_rejects_bad_page_sizes_and_duplicate_models() -> None:
             RegistryWatcher(None, [], page_size=size)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="models watched more than once: iris"):
         watcher(WatchedModel("iris"), WatchedModel("wine"), WatchedModel("iris", "other"))
+
+
+def test_watched_names_are_read_with_name_in_filters_within_the_budget() -> None:
+    assert name_filters(["a", "b-2", "c d"]) == ["name IN ('a', 'b-2', 'c d')"]
+    names = [f"model-{i:04d}-{'x' * 40}" for i in range(60)]
+    filters = name_filters(names)
+    assert filters is not None and 1 < len(filters) <= MAX_FILTERED_SEARCHES
+    assert all(len(f) <= FILTER_BUDGET_CHARS for f in filters)
+    # Every name in exactly one filter, in order.
+    assert ", ".join(f.removeprefix("name IN (").removesuffix(")") for f in filters) == ", ".join(
+        f"'{n}'" for n in names
+    )
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        [],
+        ["it's"],
+        ["back\\slash"],
+        ["tab\there"],
+        [f"model-{i:04d}-{'x' * 60}" for i in range(200)],  # more searches than one listing
+    ],
+    ids=["none", "quote", "backslash", "control-character", "too-many"],
+)
+def test_names_a_filter_cannot_carry_exactly_or_cheaply_list_the_registry(names: list[str]) -> None:
+    assert name_filters(names) is None
