@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench crd prometheus clean
+.PHONY: demo test test-fast soak bench crd prometheus clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -28,8 +28,12 @@ demo: $(STAMP) prometheus
 
 # Two workers, a test file each at a time (module fixtures stay whole): most of the suite's time is
 # spent waiting on rollout intervals, not computing. The slowest tests are listed at the end.
+# The soak variants of the load tests run for minutes each: `make soak` (SOAK_SECONDS sets how long).
 test: $(STAMP) prometheus
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m "not soak"
+
+soak: $(STAMP) prometheus
+	$(BIN)/python -m pytest -m soak tests/reliability
 
 # Unit tests only: seconds, no services.
 test-fast: $(STAMP)
