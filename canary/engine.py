@@ -542,7 +542,12 @@ class _Step:
             "AnalysisPassing",
             all(v == "pass" for v in verdicts),
             "Passing" if all(v == "pass" for v in verdicts) else "NotPassing",
-            "; ".join(f"{r.name}: {r.verdict}" for r in results if r.verdict != "pass"),
+            # An error's cause (a query Prometheus refused, Prometheus unreachable) is what the user
+            # must fix, so the condition says it; a fail's figures are in `checks` and the history.
+            "; ".join(
+                f"{r.name}: {r.verdict}" + (f" ({r.message})" if r.verdict == "error" and r.message else "")
+                for r in results if r.verdict != "pass"
+            ),
         )
         return breached
 

@@ -251,6 +251,9 @@ class MetricCheck(_Model):
     def _shape(self) -> MetricCheck:
         if (self.template is None) == (self.query is None):
             raise ValueError(f"metric {self.name!r}: give exactly one of 'template' or 'query'")
+        if self.template is not None and self.samples_query is not None:
+            # A template brings its own sample count; accepting one here would silently ignore it.
+            raise ValueError(f"metric {self.name!r}: samplesQuery goes with a custom query; template {self.template!r} counts its own samples")
         if self.judge == "sequential":
             self._sequential_shape()
             return self

@@ -85,7 +85,15 @@ def _logging(verbose: bool = False) -> None:
 
 
 def _read_rollouts(file: Path):
-    return load_rollouts(file.read_text(encoding="utf-8"), str(file))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{file}: not UTF-8 text (byte {err.start}): a rollout file is YAML") from None
+    except OSError as err:  # a directory, no permission: one line naming the file, not a traceback
+        raise SpecError(f"{file}: cannot be read: {err.strerror or err}") from None
+    return load_rollouts(text, str(file))
 
 
 # ---------------------------------------------------------------------------------------------

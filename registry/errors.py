@@ -8,6 +8,7 @@ model and version when there is one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
@@ -17,6 +18,8 @@ import requests
 from mlflow.exceptions import MlflowException, RestException
 
 _MAX_CAUSE_CHARS = 300
+# `scheme://userinfo@` anywhere in a text.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
 
 
 class RegistryError(Exception):
@@ -44,8 +47,14 @@ def registry_uri(client: mlflow.MlflowClient) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
+def credentials_hidden(text: str) -> str:
+    """`text` with the credentials of every URL in it shown as `***@`: MLflow's own messages may
+    quote the tracking URI whole ("API request to https://user:token@host/... failed")."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
 def _one_line(text: str) -> str:
-    line = " ".join(text.split())
+    line = credentials_hidden(" ".join(text.split()))
     return line if len(line) <= _MAX_CAUSE_CHARS else line[: _MAX_CAUSE_CHARS - 1] + "…"
 
 

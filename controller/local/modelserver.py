@@ -1,6 +1,7 @@
 """One MLflow model version served by KServe's own Python model server.
 
-Run as ``python -m controller.local.modelserver --name iris --model-uri URI --port 8081 [--version 3]``.
+Run as ``python -m controller.local.modelserver --name iris --model-uri URI --port 8081 [--version 3]
+[--max-body-bytes N]``.
 
 The local platform starts one such process per model version. It is the real KServe server
 (``kserve.Model`` + ``kserve.ModelServer``), so it speaks exactly the protocols an
@@ -15,7 +16,8 @@ exit with status 1 and one line on stderr naming the URI and the cause, which th
 copies into the rollout's status as the reason.
 
 Payloads a client got wrong are answered 400 with a message (never a 500 with a traceback);
-a model that fails on well-formed input is a 500 naming the exception.
+a model that fails on well-formed input is a 500 naming the exception. A body over
+``--max-body-bytes`` is answered 413 before KServe reads it (see DEFAULT_MAX_BODY_BYTES).
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ import pandas as pd
 _REGISTRY_SCHEMES = ("models:", "runs:", "mlflow-artifacts:")
 # Exit status of a model that could not be loaded (argparse uses 2 for bad arguments).
 EXIT_LOAD_FAILED = 1
+# KServe's server reads a body whole, then parses it (JSON -> Python objects -> a DataFrame): one
+# request holds ~18x its size at the peak. Measured on this server with iris rows (V1): a 16 MiB body
+# raised peak RSS by ~290 MB, a 64 MiB one by ~1.2 GB, which a laptop running a few rollouts cannot
+# give per request. 16 MiB is still far above what the local platform sends it: the router in front
+# forwards at most 1 MiB by default, and KServe's own gRPC endpoint takes at most 8 MiB a message.
+# Models fed images or large batches raise it with --max-body-bytes.
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 log = logging.getLogger("modelrollout.modelserver")
 
@@ -65,10 +74,15 @@ def load_pyfunc(model_uri: str) -> Any:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     import mlflow.pyfunc
 
+    from registry.errors import credentials_hidden
+
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # noqa: BLE001 - any failure is reported as the load's cause
-        raise ModelLoadError(f"cannot load model {model_uri!r}: {type(exc).__name__}: {_one_line(str(exc))}") from exc
+        # MLflow quotes the tracking URI whole when it cannot reach it; a token in it must not reach
+        # the rollout's status (the local platform passes user:password apart, a bare token it cannot).
+        cause = credentials_hidden(_one_line(str(exc)))
+        raise ModelLoadError(f"cannot load model {credentials_hidden(model_uri)!r}: {type(exc).__name__}: {cause}") from exc
 
 
 # --- payloads -> what pyfunc expects ------------------------------------------------------------
@@ -364,6 +378,21 @@ def _install_400_for_schema_errors() -> None:
     model_server.app.add_exception_handler(RequestValidationError, handler)
 
 
+def _install_body_limit(max_bytes: int) -> None:
+    """Bound every request body on KServe's app (413 with a message naming the limit).
+
+    KServe builds its FastAPI app at import (``kserve.model_server.app``) and adds its own
+    middleware only when the server starts, so a middleware added here, before ``start()``, wraps
+    every route it registers (V1, V2, health, metrics). The limit is canary's, as on the router
+    and the comparator: it also counts a chunked body that declares no Content-Length.
+    """
+    from kserve import model_server
+
+    from canary.body_limit import BodySizeLimit
+
+    model_server.app.add_middleware(BodySizeLimit, max_bytes=max_bytes)
+
+
 def _model_server_class() -> type:
     import kserve
 
@@ -397,7 +426,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", required=True, type=int, help="HTTP port")
     parser.add_argument("--version", default=None, help="model version, reported in V2 responses")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"largest request body accepted; larger ones are answered 413 (default {DEFAULT_MAX_BODY_BYTES})",
+    )
+    args = parser.parse_args(argv)
+    if args.max_body_bytes < 1:
+        parser.error("--max-body-bytes must be at least 1")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -412,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = _build_model_class()(args.name, args.model_uri, args.version, pyfunc)
     model.load()
     _install_400_for_schema_errors()
+    _install_body_limit(args.max_body_bytes)
     # KServe logs two timing lines per request at INFO; the access log already says enough.
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     server = _model_server_class()(host=args.host, http_port=args.port, workers=1, enable_grpc=False)

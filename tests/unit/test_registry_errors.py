@@ -6,7 +6,7 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException, RestException
 
-from registry.errors import RegistryError, RegistryUnavailable, VersionNotFound, translate
+from registry.errors import RegistryError, RegistryUnavailable, VersionNotFound, credentials_hidden, translate
 from registry.names import normalise_version
 
 URI = "http://127.0.0.1:5000"
@@ -59,3 +59,11 @@ def test_versions_normalise_to_str(given: str | int, expected: str) -> None:
 def test_non_versions_are_not_found(bad: object) -> None:
     with pytest.raises(VersionNotFound, match=r"model 'iris' has no version .*: versions are positive integers"):
         normalise_version("iris", bad)  # type: ignore[arg-type]
+
+
+def test_credentials_in_urls_inside_a_message_are_hidden() -> None:
+    text = "API request to https://user:t0k3n@mlflow:5000/api failed; retry http://T0K3N@h/x; 's3://k:s@b/m'; a@b"
+    hidden = credentials_hidden(text)
+    assert hidden == "API request to https://***@mlflow:5000/api failed; retry http://***@h/x; 's3://***@b/m'; a@b"
+    for secret in ("t0k3n", "T0K3N", "k:s"):
+        assert secret not in hidden

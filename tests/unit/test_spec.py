@@ -84,6 +84,8 @@ def test_good_document_and_defaults():
         ("spec.analysis.metrics.0.failureLimit", -1, "failureLimit: Input should be greater than or equal to 0"),
         ("spec.analysis.metrics.1.noData", "ignore", "noData: Input should be 'fail', 'inconclusive' or 'pass'"),
         ("spec.analysis.metrics.1.query", "up{x='{{ modle }}'}", "unknown variable(s) modle in query"),
+        ("spec.analysis.metrics.1.samplesQuery", "sum(x{v='{{ ver }}'})", "unknown variable(s) ver in query"),
+        ("spec.analysis.metrics.0.samplesQuery", "sum(x)", "samplesQuery goes with a custom query"),
         ("spec.analysis.metrics.1.name", "p95", "metric name 'p95' appears twice"),
         ("spec.analysis.metrics.1.phases", ["prod"], "phases.0: Input should be 'shadow' or 'canary'"),
     ],
