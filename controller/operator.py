@@ -32,7 +32,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
 from canary.engine import RecordEvent
-from canary.metrics import PrometheusProvider
+from canary.metrics import PrometheusProvider, without_credentials
 from canary.spec import Condition, RolloutStatus, SpecError
 from controller.commands import CommandRequest, clear_patch, read_command
 from controller.crd import GROUP, PLURAL, VERSION
@@ -367,8 +367,9 @@ def run_operator(
     watcher.start()
     log.info(
         "operator: %s, MLflow %s, Prometheus %s, comparator %s, HTTP %s, tick %gs, poll %gs",
-        ", ".join(config.namespaces) or "all namespaces", config.mlflow_uri, config.prometheus_url,
-        config.comparator_url or "none", http.url, config.tick_s, config.poll_interval_s,
+        ", ".join(config.namespaces) or "all namespaces", without_credentials(config.mlflow_uri),
+        without_credentials(config.prometheus_url), without_credentials(config.comparator_url or "none"), http.url,
+        config.tick_s, config.poll_interval_s,
     )  # fmt: skip
     try:
         asyncio.run(

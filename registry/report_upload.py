@@ -18,11 +18,15 @@ artifacts tag says which), so a report made twice leaves the latest one.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
 from mlflow.exceptions import MlflowException
 
 from registry.errors import translated
@@ -62,12 +66,29 @@ def upload_report(
             run_id, own_run = _report_run(client, model, version, rollout, (found.tags or {}).get(REPORT_ARTIFACTS_TAG)), True
         client.log_artifacts(run_id, str(directory), artifact_path=artifact_path)
         if own_run:
-            client.set_terminated(run_id, "FINISHED")
+            with _run_link_not_printed():
+                client.set_terminated(run_id, "FINISHED")
         artifact_uri = f"runs:/{run_id}/{artifact_path}"
         client.set_model_version_tag(model, version, REPORT_ARTIFACTS_TAG, artifact_uri)
         # Last, so a summary is only ever seen once its report is in place.
         client.set_model_version_tag(model, version, REPORT_SUMMARY_TAG, truncate_tag_value(summary))
     return Uploaded(run_id, own_run, artifact_uri)
+
+
+@contextmanager
+def _run_link_not_printed() -> Iterator[None]:
+    """MLflow prints a link to a run as it ends, made from the tracking URI with any credentials in
+    it (`https://user:token@host`); the CLI says where the report went itself."""
+    name = MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name
+    before = os.environ.get(name)
+    os.environ[name] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _report_run(client: mlflow.MlflowClient, model: str, version: str, rollout: str, earlier: str | None) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -169,7 +170,7 @@ class LocalPlatform:
         return self.supervisor.ensure(
             _server_name(rollout, version),
             argv,
-            env={"MLFLOW_TRACKING_URI": self.tracking_uri, "PYTHONUNBUFFERED": "1"},
+            env={**_tracking_env(self.tracking_uri), "PYTHONUNBUFFERED": "1"},
             labels={"rollout": rollout, "component": MODEL_SERVER, "model": model, "version": version},
         )
 
@@ -304,6 +305,21 @@ class LocalPlatform:
         if not unchanged:
             atomic_write(path, text)  # Prometheus must never read half a file
         self._targets_written[rollout] = text
+
+
+def _tracking_env(tracking_uri: str) -> dict[str, str]:
+    """A model server's MLflow settings: a `user:password@` in the URI is handed over as
+    MLFLOW_TRACKING_USERNAME/PASSWORD instead (the same Basic auth header), because MLflow quotes
+    the URI whole in its errors ("API request to <uri> failed"): the server's log and its exit
+    reason, which becomes the rollout's status, Events and MLflow tags, would show the password."""
+    parts = urlsplit(tracking_uri)
+    if not parts.username or not parts.password:
+        return {"MLFLOW_TRACKING_URI": tracking_uri}
+    return {
+        "MLFLOW_TRACKING_URI": urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])),
+        "MLFLOW_TRACKING_USERNAME": unquote(parts.username),
+        "MLFLOW_TRACKING_PASSWORD": unquote(parts.password),
+    }
 
 
 def _server_name(rollout: str, version: str) -> str:
