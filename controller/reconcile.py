@@ -253,7 +253,10 @@ def reconcile(
     if commands:
         new_status.last_command_id = commands[-1][0]
     ports.save_status(name, new_status)
-    for action in result.actions:
+    # Events first: the status saved above already says what they announce, while the other actions
+    # may wait on MLflow or on starting a model server, and a controller killed during that wait would
+    # otherwise lose the transition's Event for good (the next controller does not repeat it).
+    for action in sorted(result.actions, key=lambda a: not isinstance(a, RecordEvent)):
         if view is None and _needs_registry(rollout, action, ports):
             continue  # MLflow failed this tick: the engine re-issues the action once it answers
         try:
