@@ -124,6 +124,9 @@ class ComparatorSettings:
 @dataclass
 class _Half:
     created: float
+    # The rollout the pair belongs to: a half that expires unpaired is counted as its drop, not as a
+    # drop of whichever rollout's event happened to expire it.
+    owner: _Shadowed
     request: bytes | None = None
     response: bytes | None = None
     request_time: datetime | None = None
@@ -310,8 +313,8 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
             if now - oldest.created < state.settings.pending_ttl_seconds:
                 break
             pending.popitem(last=False)
-            shadow.metrics.observe_dropped(shadow.target.model)
-        half = pending.get(event_id) or _Half(created=now)
+            oldest.owner.metrics.observe_dropped(oldest.owner.target.model)
+        half = pending.get(event_id) or _Half(created=now, owner=shadow)
         if kind == REQUEST_EVENT:
             half.request, half.request_time = body, at
         else:
@@ -319,8 +322,8 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
         if half.request is None or half.response is None:
             pending[event_id] = half
             while len(pending) > state.settings.pending_max:
-                pending.popitem(last=False)
-                shadow.metrics.observe_dropped(shadow.target.model)
+                _, evicted = pending.popitem(last=False)
+                evicted.owner.metrics.observe_dropped(evicted.owner.target.model)
             return
         pending.pop(event_id, None)
         _paired(shadow, event_id, half)

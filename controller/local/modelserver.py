@@ -26,6 +26,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -451,9 +452,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.load()
     _install_400_for_schema_errors()
     _install_body_limit(args.max_body_bytes)
-    # KServe logs two timing lines per request at INFO; the access log already says enough.
-    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     server = _model_server_class()(host=args.host, http_port=args.port, workers=1, enable_grpc=False)
+    # KServe logs two timing lines per request at INFO; the access log already says enough. Set
+    # after the server is made: its constructor configures KServe's loggers, levels included.
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    # KServe answers with FastAPI's ORJSONResponse, which newer FastAPI warns about on every request:
+    # a log of nothing but that warning, whose last line would become a dead server's reason.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     server.start([model])
     return 0
 

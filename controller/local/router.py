@@ -387,7 +387,8 @@ async def _forward(state: RouterState, request: Request, model: str, protocol: P
         )
     except httpx.HTTPError as exc:
         response = _error(
-            502, f"version {target.version} ({role}) at {target.url} unreachable: {type(exc).__name__}: {exc}", headers
+            # httpx's ReadError for a connection the server reset has an empty message.
+            502, f"version {target.version} ({role}) at {target.url} unreachable: {type(exc).__name__}: {str(exc) or 'connection closed'}", headers
         )
     else:
         response = Response(

@@ -467,4 +467,10 @@ def _describe_exit(code: int | None, last_line: str | None) -> str:
             how = f"killed by signal {-code}"
     else:
         how = f"exited (code {code})"
-    return f"{how}: {last_line}" if last_line else f"{how} with nothing on stderr"
+    if not last_line:
+        return f"{how} with nothing on stderr"
+    if code is not None and code < 0:
+        # Killed from outside (OOM killer, an operator): the log's last line is whatever the server
+        # was doing, often an access line, so it is shown as that, not as the cause.
+        return f"{how} (last line of its log: {last_line})"
+    return f"{how}: {last_line}"

@@ -260,3 +260,22 @@ def test_late_and_malformed_labels_on_the_comparator(servers):
             assert c.value("modelrollout_feedback_total", version=version) == 1
             lag = {le: c.value("modelrollout_feedback_label_lag_seconds_bucket", version=version, le=le) for le in ("0.5", "10.0")}
             assert lag == {"0.5": 0, "10.0": 3}, (role, lag)  # late labels have a lag too
+
+
+def test_unpaired_halves_are_dropped_on_their_own_rollouts_account(servers):
+    """A half whose other half never comes expires (TTL) or is evicted (too many waiting); it is
+    counted as a drop of the rollout it belongs to, whichever rollout's event expired it."""
+    request = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+    with Comparator(ComparatorSettings(pending_max=2, pending_ttl_seconds=0.5)) as c:
+        for name in ("first", "second"):
+            assert c.shadow(servers["same"].url, "2", name=name).status_code == 200
+        dropped = lambda rollout: c.value("modelrollout_mirror_dropped_total", rollout=rollout)  # noqa: E731
+        assert c.send("lonely", REQUEST_EVENT, request, isvc="first").status_code == 202
+        time.sleep(0.7)
+        # The next event, for the other rollout, expires first's half.
+        assert c.send("other-1", REQUEST_EVENT, request, isvc="second").status_code == 202
+        assert (dropped("first"), dropped("second")) == (1, 0)
+        # Two waiting is the limit: a third evicts the oldest, second's own.
+        assert c.send("first-2", REQUEST_EVENT, request, isvc="first").status_code == 202
+        assert c.send("first-3", REQUEST_EVENT, request, isvc="first").status_code == 202
+        assert (dropped("first"), dropped("second")) == (1, 1)

@@ -165,6 +165,13 @@ def test_killed_process_and_silent_exit_are_described(sup: Supervisor) -> None:
     wait_until(lambda: not sup.alive("sleeper"), what="the killed process to be seen dead")
     assert sup.exit_failure("sleeper") == "killed by SIGKILL with nothing on stderr"
 
+    # Killed while busy: its last line is shown as the log's, not as the cause.
+    busy = sup.ensure("busy", script('import sys, time; print("GET /ready 200 OK", file=sys.stderr, flush=True); time.sleep(60)'))
+    wait_until(lambda: "200 OK" in Path(busy.log_path).read_text(), what="the busy process to log")
+    os.kill(busy.pid, signal.SIGKILL)
+    wait_until(lambda: not sup.alive("busy"), what="the busy process to be seen dead")
+    assert sup.exit_failure("busy") == "killed by SIGKILL (last line of its log: GET /ready 200 OK)"
+
     sup.ensure("quiet", script("raise SystemExit(2)"))
     wait_until(lambda: not sup.alive("quiet"), what="the quiet process to be seen dead")
     assert sup.exit_failure("quiet") == "exited (code 2) with nothing on stderr"
