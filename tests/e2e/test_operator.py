@@ -4,222 +4,44 @@ Real parts: the operator process (kopf), a real `mlflow server`, a real Promethe
 Knative- and Istio-shaped series, the real shadow comparator, the real `kubectl`. Played: the API
 server (the kmock-based emulator, validating every object against its CRD — ours and KServe's),
 KServe's controller (`KServeDouble`) and the clients/queue-proxies (`KnativeTraffic`), see
-tests/fixtures/kserve_stack.py.
+tests/fixtures/kserve_stack.py. The operator process and the test's view of its cluster
+(`OperatorProcess`, `Stack`) are in tests/fixtures/operator.py, shared with the crash tests.
+
+The last tests check the emulator's record of who called what, then compare the operator's calls
+in these runs (one namespace, `-n`) with its ClusterRole in manifests/.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
 import pytest
-from kubernetes.client import CoreV1Api, CustomObjectsApi
-from kubernetes.client.exceptions import ApiException
+import yaml
 
 from controller.commands import command_patch
-from controller.local.ports import free_port
-from registry.artifacts import map_proxied_uri
 from registry.webhooks import sign
-from tests.fixtures.kserve_stack import Comparator, KnativeTraffic, KServeLoop, ServingSeries
-from tests.kube.kserve_double import KServeDouble
-
-GROUP, VERSION, PLURAL = "modelrollout.io", "v1alpha1", "modelrollouts"
-ISVC = ("serving.kserve.io", "v1beta1")
-SECRET = "webhook-secret-for-tests"
-PEERING_CRD = Path(__file__).resolve().parents[2] / "manifests" / "crd" / "kopfpeerings.kopf.dev.yaml"
-BUCKET = "s3://mlflow-tests/artifacts"  # the operator maps mlflow-artifacts:/ URIs onto it
-
-
-class OperatorProcess:
-    """`modelrollout operator` in a subprocess; its log is kept for failure messages."""
-
-    def __init__(self, home: Path, kubeconfig: Path, namespace: str, mlflow_url: str, prometheus_url: str,
-                 comparator_url: str | None, poll: str = "1s", peering: bool = False) -> None:  # fmt: skip
-        self.home, self.port = home, free_port()
-        self.log_path = home / f"operator-{time.monotonic_ns()}.log"
-        command = [
-            sys.executable, "-m", "controller.cli", "operator", "-n", namespace,
-            *(["--peering", "modelrollout"] if peering else ["--standalone"]),
-            "--mlflow-uri", mlflow_url, "--prometheus-url", prometheus_url, "--port", str(self.port),
-            "--tick", "500ms", "--poll-interval", poll, "--artifacts-destination", BUCKET,
-        ]  # fmt: skip
-        if comparator_url:
-            command += ["--comparator-url", comparator_url]
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "MODELROLLOUT_WEBHOOK_SECRET": SECRET, "COLUMNS": "200"}
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the operator exited ({self.process.returncode}):\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"the operator was not ready within {timeout:g} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
-
-
-class Stack:
-    """One test's cluster: namespace, KServe double and traffic, MLflow model, operator(s)."""
-
-    def __init__(self, kube_api: Any, namespace: str, mlflow_server: Any, prometheus_server: Any,
-                 series: ServingSeries, comparator: Comparator, home: Path) -> None:  # fmt: skip
-        self.kube_api, self.namespace, self.home = kube_api, namespace, home
-        self.mlflow_url, self.prometheus_url, self.comparator = mlflow_server.url, prometheus_server.url, comparator
-        self.api_client = kube_api.api_client()
-        self.custom = CustomObjectsApi(self.api_client)
-        self.core = CoreV1Api(self.api_client)
-        self.double = KServeDouble(self.api_client)
-        self.kserve = KServeLoop(self.double, namespace).start()
-        self.traffic = KnativeTraffic(self.api_client, self.double, namespace, series).start()
-        self.mlflow = mlflow.MlflowClient(tracking_uri=self.mlflow_url, registry_uri=self.mlflow_url)
-        self.model = f"iris-{uuid.uuid4().hex[:8]}"
-        self.operators: list[OperatorProcess] = []
-
-    # -- parts --------------------------------------------------------------------------------
-
-    def start_operator(self, poll: str = "1s", peering: bool = False) -> OperatorProcess:
-        if peering:  # kopf's namespaced peering: its CRD (from manifests/) and the object it names
-            self.kube_api.load_crds([PEERING_CRD])
-            self.kube_api.apply({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
-                                 "metadata": {"name": "modelrollout", "namespace": self.namespace}})  # fmt: skip
-        operator = OperatorProcess(self.home, self.kube_api.kubeconfig, self.namespace, self.mlflow_url,
-                                   self.prometheus_url, self.comparator.url, poll, peering)  # fmt: skip
-        self.operators.append(operator)
-        return operator
-
-    def register(self, model_uri: str, alias: str | None = None) -> str:
-        version = str(mlflow.register_model(model_uri, self.model).version)
-        if alias:
-            self.alias(alias, version)
-        return version
-
-    def alias(self, alias: str, version: str) -> None:
-        self.mlflow.set_registered_model_alias(self.model, alias, version)
-
-    def uri(self, version: str) -> str:
-        return map_proxied_uri(self.mlflow.get_model_version_download_uri(self.model, version), BUCKET)
-
-    def create_rollout(self, name: str = "iris", **spec: Any) -> None:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ModelRollout",
-            "metadata": {"name": name},
-            "spec": {
-                "model": {"name": self.model},
-                "target": {"inferenceService": "iris", "deploymentMode": "Knative"},
-                "shadow": {"enabled": True, "duration": "3s", "percent": 100},
-                "canary": {"steps": [20, 60], "interval": "3s"},
-                "progressDeadline": "40s",
-                "analysis": {
-                    "provider": "knative",
-                    "metrics": [
-                        {"name": "p95", "template": "latency_p95", "max": 0.2},
-                        {"name": "errors", "template": "error_rate", "max": 0.05},
-                    ],
-                },
-                **spec,
-            },
-        }
-        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
-
-    # -- reads --------------------------------------------------------------------------------
-
-    def rollout(self, name: str = "iris") -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
-
-    def status(self, name: str = "iris") -> dict[str, Any]:
-        return self.rollout(name).get("status") or {}
-
-    def phase(self, name: str = "iris") -> str | None:
-        return self.status(name).get("phase")
-
-    def isvc(self, name: str = "iris") -> dict[str, Any] | None:
-        try:
-            return self.custom.get_namespaced_custom_object(*ISVC, self.namespace, "inferenceservices", name)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-
-    def predictor(self) -> dict[str, Any]:
-        isvc = self.isvc()
-        assert isvc is not None
-        return isvc["spec"]["predictor"]
-
-    def plugin(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`kubectl modelrollout ARGS -n NAMESPACE` through the real kubectl, the plugin on PATH."""
-        bin_dir = str(Path(sys.executable).parent)
-        env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-               "KUBECONFIG": str(self.kube_api.kubeconfig), "COLUMNS": "200"}  # fmt: skip
-        kubectl = shutil.which("kubectl", path=env["PATH"])
-        assert kubectl is not None
-        command = [kubectl, "modelrollout", *args, "-n", self.namespace]
-        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=90, check=False)
-
-    def events(self, name: str = "iris") -> list[tuple[str, str, str]]:
-        items = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}").items
-        return [(e.type, e.reason, e.message) for e in items]
-
-    def tags(self, version: str) -> dict[str, str]:
-        return dict(self.mlflow.get_model_version(self.model, version).tags)
-
-    def champion(self) -> str:
-        return str(self.mlflow.get_model_version_by_alias(self.model, "champion").version)
-
-    def wait(self, condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                logs = "\n".join(op.log() for op in self.operators[-1:])
-                pytest.fail(f"timed out after {timeout:g} s waiting until {what}; status: "
-                            f"{json.dumps(self.status(), indent=1)[-3000:]}\noperator log:\n{logs}")  # fmt: skip
-            time.sleep(0.2)
-
-    def close(self) -> None:
-        for operator in self.operators:
-            operator.stop()
-        self.traffic.stop()
-        self.kserve.stop()
-        self.api_client.close()
-        assert self.kserve.errors == [] and self.traffic.errors == [], (self.kserve.errors, self.traffic.errors)
+from tests.fixtures.kserve_stack import Comparator
+from tests.fixtures.operator import (
+    GROUP,
+    OPERATOR_USER,
+    PEERING_GET,
+    PLURAL,
+    SECRET,
+    STATUS_GET,
+    VERSION,
+    Stack,
+    cluster_role_triples,
+    rbac_check,
+    serving_v1,
+)
+from tests.kube.server import ANONYMOUS, UNKNOWN_TOKEN
 
 
 @pytest.fixture
@@ -231,20 +53,6 @@ def stack(kube_api: Any, kserve_crd: str, modelrollout_crd: str, kube_namespace:
         yield built
     finally:
         built.close()
-
-
-def serving_v1(stack: Stack, iris_model_uri: str) -> tuple[str, str]:
-    """v1 champion served by the InferenceService the operator created; v2 registered, no alias."""
-    v1 = stack.register(iris_model_uri, alias="champion")
-    v2 = stack.register(iris_model_uri)
-    stack.create_rollout()
-    stack.wait(lambda: stack.status().get("stableVersion") == v1, "the operator saw the stable version")
-    stack.wait(
-        lambda: (stack.isvc() or {}).get("status", {}).get("components", {}).get("predictor", {}).get("latestReadyRevision"),
-        "the InferenceService serves v1",
-    )
-    assert stack.predictor()["model"]["storageUri"] == stack.uri(v1)
-    return v1, v2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,3 +290,81 @@ def test_kubectl_plugin_verbs_drive_the_operator(stack: Stack, iris_model_uri: s
         assert text in shown, shown
     listed = stack.kube_api.kubectl("get", "mro", "-n", stack.namespace).stdout
     assert "Succeeded" in listed.splitlines()[1] and stack.model in listed
+
+
+# -- RBAC from the calls ----------------------------------------------------------------------
+# These read what the emulator recorded for the operator processes of the tests above (by the
+# bearer token of their kubeconfig, see tests/fixtures/operator.py): xdist runs a file's tests
+# in order on one worker, so they come last. The cluster-wide mode, as installed, is checked
+# the same way in tests/reliability/test_operator_crash.py.
+
+# Granted by the ClusterRole, not called by an operator watching one namespace, and why.
+UNUSED_NAMESPACED = {
+    **{("kopf.dev", "clusterkopfpeerings", verb): "cluster-wide peering (`--all-namespaces`): tests/reliability/test_operator_crash.py"
+       for verb in ("get", "list", "watch", "patch")},
+    ("kopf.dev", "kopfpeerings", "get"): PEERING_GET,
+    ("modelrollout.io", "modelrollouts/status", "get"): STATUS_GET,
+}  # fmt: skip
+
+
+def test_the_emulator_records_each_caller_and_the_rbac_verb_of_each_call(kube_api: Any, tmp_path: Path) -> None:
+    """The recorder the RBAC test relies on: who (by bearer token) and what (verb, resource)."""
+    tag = uuid.uuid4().hex[:8]
+    user = f"system:serviceaccount:recorder:{tag}"
+    kubeconfig = yaml.safe_load(kube_api.kubeconfig_for(user, tmp_path / "kubeconfig").read_text())
+    token = kubeconfig["users"][0]["user"]["token"]
+    assert kube_api.kubeconfig_for(user, tmp_path / "again").read_text() == (tmp_path / "kubeconfig").read_text()
+    collection = "/apis/modelrollout.io/v1alpha1/namespaces/nowhere/modelrollouts"
+    headers = {"Authorization": f"Bearer {token}", "User-Agent": f"recorder-{tag}/1.0"}
+    with httpx.Client(base_url=kube_api.url, timeout=10.0, headers=headers) as http:
+        for method, path, params in [
+            ("GET", collection, {}),
+            ("GET", collection, {"watch": "true", "timeoutSeconds": "1"}),
+            ("GET", "/apis/modelrollout.io/v1alpha1/watch/namespaces/nowhere/modelrollouts", {"timeoutSeconds": "1"}),
+            ("GET", f"{collection}/x", {}),
+            ("GET", "/apis/modelrollout.io/v1alpha1/modelrollouts", {}),  # every namespace: cluster-scoped
+            ("POST", collection, {}),
+            ("PUT", f"{collection}/x", {}),
+            ("PATCH", f"{collection}/x/status", {}),
+            ("DELETE", f"{collection}/x", {}),
+            ("DELETE", collection, {}),
+            ("GET", "/apis", {}),
+        ]:
+            # Refused (404, 400...) or not, each is a call RBAC would have authorised first.
+            http.request(method, path, params=params, json={} if method in ("POST", "PUT", "PATCH") else None)
+    assert {(c.method, c.verb, c.group, c.resource, c.namespaced) for c in kube_api.calls(user)} == {
+        ("GET", "list", "modelrollout.io", "modelrollouts", True),
+        ("GET", "watch", "modelrollout.io", "modelrollouts", True),
+        ("GET", "get", "modelrollout.io", "modelrollouts", True),
+        ("GET", "list", "modelrollout.io", "modelrollouts", False),
+        ("POST", "create", "modelrollout.io", "modelrollouts", True),
+        ("PUT", "update", "modelrollout.io", "modelrollouts", True),
+        ("PATCH", "patch", "modelrollout.io", "modelrollouts/status", True),
+        ("DELETE", "delete", "modelrollout.io", "modelrollouts", True),
+        ("DELETE", "deletecollection", "modelrollout.io", "modelrollouts", True),
+        ("GET", "get", None, "/apis", False),
+    }
+    assert {c.agent for c in kube_api.calls(user)} == {f"recorder-{tag}"}
+    assert token not in repr(kube_api.calls())  # the record names users, never their tokens
+
+    # Without a token, or with one the server never handed out: not this user's calls.
+    httpx.get(f"{kube_api.url}/apis", headers={"User-Agent": f"anonymous-{tag}"}, timeout=10.0)
+    httpx.get(f"{kube_api.url}/apis", headers={"Authorization": f"Bearer {token}x", "User-Agent": f"forged-{tag}"}, timeout=10.0)
+    agents = {c.agent: c.user for c in kube_api.calls() if c.agent in (f"anonymous-{tag}", f"forged-{tag}")}
+    assert agents == {f"anonymous-{tag}": ANONYMOUS, f"forged-{tag}": UNKNOWN_TOKEN}
+    assert len(kube_api.calls(user)) == 10
+
+
+def test_the_operators_calls_in_one_namespace_are_what_its_role_grants(kube_api: Any) -> None:
+    calls = kube_api.calls(OPERATOR_USER)
+    assert calls, "no operator calls recorded: run this module whole (its tests above run the operator)"
+    report = rbac_check(calls, cluster_role_triples(), UNUSED_NAMESPACED)
+    assert not report.not_granted, f"the operator called what its ClusterRole does not grant: {sorted(report.not_granted)}"
+    assert not report.non_resource, f"non-resource URLs beyond discovery: {sorted(report.non_resource)}"
+    assert not report.never_called, (
+        f"granted but never called (remove from manifests/rbac.yaml, or say why in UNUSED_NAMESPACED): "
+        f"{sorted(report.never_called)}"
+    )
+    # With `-n NAMESPACE` every call names the namespace: the chart's per-namespace Role suffices.
+    assert not report.cluster_scoped, f"cluster-scoped calls in namespaced mode: {sorted(report.cluster_scoped)}"
+    assert {c.agent for c in calls} == {"kopf", "OpenAPI-Generator"}, {c.agent for c in calls}

@@ -4,6 +4,12 @@ The emulator lives in its own thread with its own event loop so that synchronous
 official client, kopf (which runs its own loop) and `kubectl` subprocesses all reach it the same
 way: over HTTP. `EmulatorServer.kubeconfig` is a plain-http kubeconfig (kubectl, client-go, the
 Python client and kopf all accept `server: http://127.0.0.1:PORT` with an empty user).
+
+`EmulatorServer.calls` is every distinct kind of API call served this session, with who made it
+(`kubeconfig_for(user)` hands out a bearer token naming a user, as a ServiceAccount token names
+its account) and the RBAC verb and resource a real API server would authorise it as: what the
+RBAC tests compare with the operator's ClusterRole. It is kept apart from kmock's request log,
+which is trimmed (see `_trim_request_log`) and records bodies.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,23 +34,29 @@ import yaml
 
 from tests.kube.emulator import ApiServerEmulator
 from tests.kube.kserve_crd import crd_path
+from tests.kube.paths import parse_path
 
 T = TypeVar("T")
 
 MAX_REQUEST_BYTES = 3 * 1024 * 1024  # kube-apiserver's limit on a request body
+ANONYMOUS = "system:anonymous"  # kube-apiserver's name for a request without credentials
+UNKNOWN_TOKEN = "unknown-token"  # a bearer token no `kubeconfig_for` handed out
+# Distinct calls are few (users x agents x verbs x resources: dozens); the cap only bounds a
+# session that somehow makes unbounded distinct calls (e.g. a path with random segments).
+MAX_RECORDED_CALLS = 10_000
 
 
 class EmulatorError(RuntimeError):
     pass
 
 
-def write_kubeconfig(path: Path, url: str, namespace: str = "default") -> Path:
-    """A kubeconfig for a plain-http server without authentication (context `emulator`)."""
+def write_kubeconfig(path: Path, url: str, namespace: str = "default", token: str | None = None) -> Path:
+    """A kubeconfig for a plain-http server (context `emulator`): no credentials, or a bearer token."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "emulator", "cluster": {"server": url}}],
-        "users": [{"name": "emulator", "user": {}}],
+        "users": [{"name": "emulator", "user": {"token": token} if token else {}}],
         "contexts": [
             {"name": "emulator", "context": {"cluster": "emulator", "user": "emulator", "namespace": namespace}}
         ],
@@ -62,6 +76,87 @@ def load_documents(source: Path | str | dict[str, Any]) -> list[dict[str, Any]]:
         return [doc for doc in yaml.load_all(stream, Loader=loader) if doc]
 
 
+@dataclass(frozen=True)
+class ApiCall:
+    """One kind of request the emulator served: who sent it, and what RBAC would authorise.
+
+    `group` is None for a non-resource URL (discovery, /version, /openapi, /healthz), whose
+    `resource` is then the path and `verb` the lower-case method, as RBAC's nonResourceURLs have it.
+    """
+
+    user: str  # the token's user (`kubeconfig_for`), ANONYMOUS without one, UNKNOWN_TOKEN otherwise
+    agent: str  # the User-Agent's product: "kopf", "OpenAPI-Generator" (the kubernetes client), "kubectl"...
+    method: str
+    verb: str  # get, list, watch, create, update, patch, delete, deletecollection
+    group: str | None
+    resource: str  # plural, or plural/subresource ("modelrollouts/status")
+    namespaced: bool  # the URL names a namespace: a namespaced Role could grant it
+
+    @property
+    def rbac(self) -> tuple[str, str, str]:
+        """(apiGroup, resource, verb), the triple a ClusterRole rule grants."""
+        return (self.group or "", self.resource, self.verb)
+
+
+_TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})  # Go's strconv.ParseBool, as the API server parses `watch`
+
+
+def describe_call(
+    method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], users: Mapping[str, str]
+) -> ApiCall:
+    """The `ApiCall` a request is, from its method, path, query and headers (never its body)."""
+    authorization = headers.get("Authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if not authorization:
+        user = ANONYMOUS
+    elif scheme.lower() == "bearer" and token.strip() in users:
+        user = users[token.strip()]
+    else:
+        user = UNKNOWN_TOKEN
+    agent = headers.get("User-Agent", "").split("/", 1)[0].strip() or "none"
+    watch_path = False
+    address = parse_path(path)
+    if address.is_resource and address.plural == "watch":  # the deprecated /apis/g/v/watch/... form
+        parts = path.split("/")
+        parts.remove("watch")
+        address, watch_path = parse_path("/".join(parts)), True
+    if not address.is_resource:
+        return ApiCall(user, agent, method, method.lower(), None, path, False)
+    verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+    if method == "GET":
+        watch = watch_path or query.get("watch", "") in _TRUE
+        verb = "watch" if watch else "get" if address.name else "list"
+    elif method == "DELETE" and not address.name:
+        verb = "deletecollection"
+    resource = f"{address.plural}/{address.subresource}" if address.subresource else str(address.plural)
+    return ApiCall(user, agent, method, verb, address.group, resource, address.namespace is not None)
+
+
+class CallRecorder:
+    """The distinct `ApiCall`s served, for the session; written on the emulator's loop, read by tests."""
+
+    def __init__(self, limit: int = MAX_RECORDED_CALLS) -> None:
+        self._calls: set[ApiCall] = set()
+        self._lock = threading.Lock()
+        self._limit = limit
+        self.dropped = 0  # distinct calls not kept once `limit` was reached
+        self.users: dict[str, str] = {}  # bearer token -> user
+
+    def record(self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]) -> None:
+        call = describe_call(method, path, query, headers, self.users)
+        with self._lock:
+            if call in self._calls:
+                return
+            if len(self._calls) >= self._limit:
+                self.dropped += 1
+                return
+            self._calls.add(call)
+
+    def calls(self, user: str | None = None) -> frozenset[ApiCall]:
+        with self._lock:
+            return frozenset(c for c in self._calls if user is None or c.user == user)
+
+
 class EmulatorServer:
     """One emulator, its HTTP listener and its loop thread. `start()`, use `url`, `stop()`."""
 
@@ -76,6 +171,7 @@ class EmulatorServer:
         self._failure: BaseException | None = None
         self._emulator: ApiServerEmulator | None = None
         self.port = 0
+        self.recorder = CallRecorder()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -120,8 +216,12 @@ class EmulatorServer:
                     message, payload, protocol, writer, task, loop, client_max_size=MAX_REQUEST_BYTES
                 )
 
+            async def handle(request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+                self.recorder.record(request.method, request.path, request.query, request.headers)
+                return await emulator(request)
+
             # No access log: a test that configured root logging (the CLI does) would get every request.
-            server = aiohttp.web.Server(emulator, request_factory=make_request, access_log=None)
+            server = aiohttp.web.Server(handle, request_factory=make_request, access_log=None)
             runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
             await runner.setup()
             site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)  # the OS picks a free port: no race
@@ -161,6 +261,19 @@ class EmulatorServer:
     @property
     def kubeconfig(self) -> Path:
         return self.home / "kubeconfig"
+
+    def kubeconfig_for(self, user: str, path: Path) -> Path:
+        """A kubeconfig at `path` whose bearer token makes this server record calls as `user`'s
+        (the same token for a user each time, as a ServiceAccount keeps its token)."""
+        token = next((t for t, u in self.recorder.users.items() if u == user), None)
+        if token is None:
+            token = secrets.token_urlsafe(16)
+            self.recorder.users[token] = user
+        return write_kubeconfig(path, self.url, token=token)
+
+    def calls(self, user: str | None = None) -> frozenset[ApiCall]:
+        """The distinct calls served this session (all users', or `user`'s); see `ApiCall`."""
+        return self.recorder.calls(user)
 
     @property
     def emulator(self) -> ApiServerEmulator:
