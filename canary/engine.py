@@ -686,7 +686,13 @@ class _Step:
             (t.time for t in reversed(self.s.history) if t.from_phase.terminal and t.version == self.s.candidate_version),
             None,
         )
-        took = f" in {format_duration((self.now - started).total_seconds())}" if started else ""
+        # Up to the decision to promote, not to now: the promotion is re-issued every tick until the
+        # registry shows the alias moved, and a summary that changed each time would be rewritten.
+        decided = next(
+            (t.time for t in reversed(self.s.history) if t.to is Phase.PROMOTING and t.version == self.s.candidate_version),
+            self.now,
+        )
+        took = f" in {format_duration((decided - started).total_seconds())}" if started else ""
         checks = ", ".join(f"{c.name}={c.candidate:.4g}" for c in self.s.checks if c.candidate is not None)
         return f"promoted over v{self.s.stable_version}{took}" + (f"; last checks: {checks}" if checks else "")
 

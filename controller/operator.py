@@ -64,6 +64,8 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 ANNOTATION_PREFIX = "modelrollout.io"  # kopf's own bookkeeping annotations, instead of status.kopf
 WEBHOOK_SECRET_ENV = "MODELROLLOUT_WEBHOOK_SECRET"
+# Seconds a replica's peering record counts as alive without a keep-alive (kopf's default is 60).
+PEERING_LIFETIME_S = 20
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -321,6 +323,10 @@ def build_registry(operator: RolloutOperator) -> kopf.OperatorRegistry:
         )
         settings.posting.level = logging.WARNING  # our Events are posted by reconcile, not kopf's log
         settings.watching.server_timeout = 300
+        # A replica killed without a goodbye (SIGKILL, a lost node) leaves its peering record alive for
+        # its lifetime, and kopf pauses the replica that replaces it until then: kopf's 60 s default
+        # would leave every rollout unattended for a minute after a crash. Kept alive every ~10-15 s.
+        settings.peering.lifetime = PEERING_LIFETIME_S
         # The CRD is ours and known: no cluster-wide CRD watch or namespace listing (least-privilege RBAC).
         settings.scanning.disabled = True
 

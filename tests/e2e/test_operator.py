@@ -34,7 +34,6 @@ from tests.fixtures.operator import (
     PEERING_GET,
     PLURAL,
     SECRET,
-    STATUS_GET,
     VERSION,
     Stack,
     cluster_role_triples,
@@ -303,7 +302,6 @@ UNUSED_NAMESPACED = {
     **{("kopf.dev", "clusterkopfpeerings", verb): "cluster-wide peering (`--all-namespaces`): tests/reliability/test_operator_crash.py"
        for verb in ("get", "list", "watch", "patch")},
     ("kopf.dev", "kopfpeerings", "get"): PEERING_GET,
-    ("modelrollout.io", "modelrollouts/status", "get"): STATUS_GET,
 }  # fmt: skip
 
 

@@ -65,7 +65,7 @@ EXPECTED_BASE = {
 # (apiGroup, resource, verb). Nothing else: no Secrets, no Pods, no Namespaces.
 OPERATOR_CALLS = {
     *{("modelrollout.io", "modelrollouts", v) for v in ("get", "list", "watch", "patch")},
-    *{("modelrollout.io", "modelrollouts/status", v) for v in ("get", "patch")},
+    ("modelrollout.io", "modelrollouts/status", "patch"),
     *{("serving.kserve.io", "inferenceservices", v) for v in ("get", "create", "patch", "delete")},
     ("", "events", "create"),
     *{("kopf.dev", r, v) for r in ("kopfpeerings", "clusterkopfpeerings") for v in ("get", "list", "watch", "patch")},

@@ -123,10 +123,10 @@ in one watched namespace, KopfPeering only).
 - apiGroups: ["modelrollout.io"]
   resources: ["modelrollouts"]
   verbs: ["get", "list", "watch", "patch"]
-# The whole rollout state lives in the status.
+# The whole rollout state lives in the status (read with the object above).
 - apiGroups: ["modelrollout.io"]
   resources: ["modelrollouts/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # The primary and `<name>-shadow` InferenceServices of each rollout.
 - apiGroups: ["serving.kserve.io"]
   resources: ["inferenceservices"]
