@@ -27,10 +27,12 @@ demo: $(STAMP) prometheus
 	$(BIN)/modelrollout demo
 
 # Two workers, a test file each at a time (module fixtures stay whole): most of the suite's time is
-# spent waiting on rollout intervals, not computing. The slowest tests are listed at the end.
+# spent waiting on rollout intervals, not computing. Files are handed out slowest directories first
+# (tests/conftest.py), not by test count (xdist's default, which started the longest file last).
+# The slowest tests are listed at the end.
 # The soak variants of the load tests run for minutes each: `make soak` (SOAK_SECONDS sets how long).
 test: $(STAMP) prometheus
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m "not soak"
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15 -m "not soak"
 
 soak: $(STAMP) prometheus
 	$(BIN)/python -m pytest -m soak tests/reliability

@@ -190,12 +190,6 @@ def assert_stable_lost_nothing(answers: list[Answer], stable: str) -> None:
 # -- fixtures --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def registry(local_home) -> mlflow.MlflowClient:
-    _, services = local_home
-    return mlflow.MlflowClient(tracking_uri=services.mlflow, registry_uri=services.mlflow)
-
-
 # A pyfunc "model from code": MLflow stores this file and runs it when the model server loads it,
 # so nothing of the test module is pickled (the model server never imports the tests).
 _FAILING_MODEL = '''

@@ -34,14 +34,13 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import mlflow
 import pytest
 
-from canary.spec import ModelRollout, Phase, RolloutStatus, Transition, parse_rollout
+from canary.spec import ModelRollout, Phase, RolloutStatus, parse_rollout
 from controller.local.platform import MODEL_SERVER
 from controller.local.runner import LocalRunner
 from controller.local.state import StateStore
-from tests.fixtures.faults import clients, router_routing, serving_endpoint, tick_until
+from tests.fixtures.faults import assert_no_gaps, clients, path_of, router_routing, serving_endpoint, tick_until
 
 INTERVAL_S = 2.0
 STEPS = [20, 50]
@@ -101,16 +100,6 @@ def analysed(phase: Phase, step: int | None = None) -> Callable[[RolloutStatus],
     return lambda s: (s.phase, s.step) == (phase, step) and s.window_started_at is not None
 
 
-def path_of(status: RolloutStatus, version: str) -> list[tuple[Phase, Phase]]:
-    return [(t.from_phase, t.to) for t in status.history if t.version == version]
-
-
-def assert_no_gaps(history: list[Transition]) -> None:
-    """Each transition starts where the one before it ended: nothing was lost across the crashes."""
-    for before, after in itertools.pairwise(history):
-        assert after.from_phase == before.to, f"gap: {before.to.value} then {after.from_phase.value} -> {after.to.value}"
-
-
 def event_reasons(store: StateStore, name: str) -> list[str]:
     return [e["reason"] for e in store.events(name, 1000)]
 
@@ -154,13 +143,6 @@ def dies_after_saving(runner: LocalRunner, when: Callable[[RolloutStatus], bool]
             raise Killed(f"{name}: killed after persisting {status.phase.value} step {status.step}")
 
     runner.ports.save_status = save_then_die
-
-
-@pytest.fixture
-def registry(local_home) -> mlflow.MlflowClient:
-    """The test's own MLflow client, for setting the candidate alias and reading what the controller wrote."""
-    _, services = local_home
-    return mlflow.MlflowClient(tracking_uri=services.mlflow, registry_uri=services.mlflow)
 
 
 def test_controller_killed_between_ticks_in_shadow_and_every_canary_step_resumes_the_same_rollout(

@@ -11,24 +11,23 @@ MLflow itself and the router's own routing.
 
 from __future__ import annotations
 
-import itertools
 import time
 
 import mlflow
-import pytest
 
 from canary.spec import (
     Condition,
     ModelRollout,
     Phase,
     RolloutStatus,
-    Transition,
     parse_rollout,
 )
 from controller.local.state import StateStore
 from tests.fixtures.faults import (
+    assert_no_gaps,
     client_traffic,
     clients,
+    path_of,
     router_routing,
     serving_endpoint,
     tick_all_until,
@@ -79,26 +78,9 @@ def condition(status: RolloutStatus, kind: str) -> Condition:
     return next(c for c in status.conditions if c.type == kind)
 
 
-def assert_no_gaps(history: list[Transition]) -> None:
-    """Each transition starts where the one before it ended: nothing was lost across faults."""
-    for before, after in itertools.pairwise(history):
-        assert after.from_phase == before.to, f"gap: {before.to.value} then {after.from_phase.value} -> {after.to.value}"
-
-
-def path_of(status: RolloutStatus, version: str) -> list[tuple[Phase, Phase]]:
-    return [(t.from_phase, t.to) for t in status.history if t.version == version]
-
-
 def modelrollout_tags(client: mlflow.MlflowClient, model: str, version: str) -> dict[str, str]:
     tags = client.get_model_version(model, version).tags or {}
     return {k: v for k, v in tags.items() if k.startswith("modelrollout.")}
-
-
-@pytest.fixture
-def registry(local_home) -> mlflow.MlflowClient:
-    """The test's own MLflow client, for reading what the controller wrote."""
-    _, services = local_home
-    return mlflow.MlflowClient(tracking_uri=services.mlflow, registry_uri=services.mlflow)
 
 
 # -- Prometheus down mid-canary -------------------------------------------------------------------
