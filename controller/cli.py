@@ -391,6 +391,12 @@ def shadow_server(
         float, typer.Option(min=0.001, help="Seconds a prediction waits for its ground-truth label")
     ] = 3600.0,
     feedback_max_entries: Annotated[int, typer.Option(min=1, help="Predictions kept for labels at most")] = 50_000,
+    pending_max: Annotated[
+        int, typer.Option(min=1, help="Logger events waiting for their request/response pair; beyond it the oldest is dropped and counted")
+    ] = 10_000,
+    pending_ttl: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a logger event waits for its pair before it is dropped and counted")
+    ] = 30.0,
     max_classes: Annotated[
         int, typer.Option(min=1, help="Distinct predicted classes counted per model; later ones count as __other__")
     ] = DEFAULT_MAX_CLASSES,
@@ -421,6 +427,8 @@ def shadow_server(
         shadow_timeout_seconds=shadow_timeout,
         feedback_ttl_seconds=feedback_ttl,
         feedback_max_entries=feedback_max_entries,
+        pending_max=pending_max,
+        pending_ttl_seconds=pending_ttl,
         max_classes=max_classes,
         prediction_buckets=buckets,
     )

@@ -28,6 +28,8 @@ runner = CliRunner()
         (["--shadow-timeout", "0"], "--shadow-timeout"),
         (["--feedback-ttl", "-1"], "--feedback-ttl"),
         (["--feedback-max-entries", "0"], "--feedback-max-entries"),
+        (["--pending-max", "0"], "--pending-max"),
+        (["--pending-ttl", "0"], "--pending-ttl"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(args: list[str], complaint: str) -> None:
@@ -43,6 +45,7 @@ def test_a_server_started_with_every_flag_answers() -> None:
         sys.executable, "-m", "controller.cli", "shadow-server", "--port", str(port),
         "--max-classes", "3", "--prediction-buckets=-1,0,1", "--mirror-queue-size", "10",
         "--shadow-timeout", "2", "--feedback-ttl", "60", "--feedback-max-entries", "100",
+        "--pending-max", "50", "--pending-ttl", "5",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
