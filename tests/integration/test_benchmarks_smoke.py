@@ -7,32 +7,13 @@ their shape is checked: every row there, every number positive and finite, nothi
 
 from __future__ import annotations
 
-import math
 import re
 
 import pytest
 
 from benchmarks import registry_poll, router_overhead
+from tests.fixtures.printed_tables import positive, table
 from registry.connection import fail_fast_environment
-
-
-def table(out: str, first_cell: str) -> list[list[str]]:
-    """The rows (cells stripped) of the printed markdown table whose head starts with `first_cell`."""
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if re.match(rf"\|\s*{re.escape(first_cell)}\s*\|", line))
-    assert set(lines[start + 1]) <= {"|", "-"}, "no rule under the table head"
-    rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-    return rows
-
-
-def positive(cell: str) -> float:
-    value = float(cell)
-    assert math.isfinite(value) and value > 0, cell
-    return value
 
 
 def test_router_overhead_quick_run_prints_every_case_with_ratios(capsys: pytest.CaptureFixture[str]) -> None:

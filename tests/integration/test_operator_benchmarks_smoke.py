@@ -10,31 +10,12 @@ finite, the figures that must hold on any machine (e.g. a flat memory, no steady
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import pytest
 
 from benchmarks import operator_scale, promotion_latency
-
-
-def table(out: str, first_cell: str) -> list[list[str]]:
-    """The rows (cells stripped) of the first markdown table in `out` whose head starts with `first_cell`."""
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if re.match(rf"\|\s*{re.escape(first_cell)}\s*\|", line))
-    assert set(lines[start + 1]) <= {"|", "-"}, "no rule under the table head"
-    rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-    return rows
-
-
-def positive(cell: str) -> float:
-    value = float(cell.rstrip("%"))
-    assert math.isfinite(value) and value > 0, cell
-    return value
+from tests.fixtures.printed_tables import positive, table
 
 
 def test_operator_scale_quick_run_prints_both_sizes_and_their_ratios(
