@@ -376,7 +376,10 @@ def test_re_measured_evidence_matches_what_decided(run: Run):
         assert shadow.at_end.candidate > 5 * shadow.at_end.baseline  # ~0.18 s vs ~0.02 s
         assert evidence["latency-p95"].recorded.verdict == "fail"
         assert evidence["queue-depth"].has_data is False
-        assert evidence["agreement"].windows[0].at_end.candidate == pytest.approx(1.0)
+        # Every simulated comparison agreed; a scrape may land between the comparisons and the
+        # agreements counter's increments (two calls), leaving the window one comparison short.
+        agreement = evidence["agreement"].windows[0].at_end
+        assert agreement.samples and agreement.candidate >= 1 - 1 / agreement.samples - 1e-9, agreement
         [latency] = measure_latency(record, rollback, provider, now)
         assert latency.role == "shadow"
         p95 = bucket_quantile(latency.bounds, latency.candidate, 0.95)
