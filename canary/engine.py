@@ -50,6 +50,7 @@ DELETED = "deleted"
 HISTORY_LIMIT = 200
 
 ACTIVE = (Phase.SHADOW, Phase.CANARY)
+METRICS_AVAILABLE = "MetricsAvailable"  # condition: the platform series the checks read exist
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +94,10 @@ class Observation:
     # be read this tick, with the reason in gate_error. No metrics is never a verdict.
     gate_metrics: Mapping[str, OfflineMetrics] | None = None
     gate_error: str | None = None
+    # Whether the platform series the checks read exist in Prometheus at all (canary/series_check.py):
+    # `series_checked` False means nobody looked this tick (then `series_problem` says nothing).
+    series_checked: bool = False
+    series_problem: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,10 +464,30 @@ class _Step:
             return True
         return False
 
+    def series_condition(self) -> None:
+        """`MetricsAvailable`: False (with an Event when the problem is new) while Prometheus has none
+        of some series the checks read -- every window would be "no data" until the deadline."""
+        if not self.obs.series_checked:
+            return
+        problem = self.obs.series_problem
+        current = next((c for c in self.s.conditions if c.type == METRICS_AVAILABLE), None)
+        if problem:
+            if current is None or current.status != "False" or current.message != problem:
+                self.event("Warning", "MetricsMissing", problem)
+            self.condition(METRICS_AVAILABLE, False, "SeriesMissing", problem)
+        elif current is not None:
+            self.condition(METRICS_AVAILABLE, True, "SeriesFound")
+
+    def series_missing(self) -> str:
+        """The MetricsAvailable problem, as a suffix for a deadline's message."""
+        current = next((c for c in self.s.conditions if c.type == METRICS_AVAILABLE), None)
+        return f"; {current.message}" if current is not None and current.status == "False" else ""
+
     def active(self) -> None:
         s = self.s
         if self.superseded() or self.candidate_failed():
             return
+        self.series_condition()
         health = self.obs.candidate
         if s.window_started_at is None:
             if health is not None and health.ready:
@@ -486,7 +511,8 @@ class _Step:
             last = "; ".join(f"{c.name}: {c.verdict} ({c.message})" for c in s.checks) or "no analysis result"
             self.begin_rollback(
                 "failure",
-                f"no progress within progressDeadline ({self.spec.progress_deadline}) at {self.describe_position()}: {last}",
+                f"no progress within progressDeadline ({self.spec.progress_deadline}) at {self.describe_position()}: "
+                f"{last}{self.series_missing()}",
             )
 
     def deadline_passed(self) -> bool:

@@ -222,6 +222,11 @@ class PrometheusProvider:
             return 1
         return len(result)
 
+    def metric_names(self) -> list[str]:
+        """Every metric name Prometheus holds series of (`/api/v1/label/__name__/values`), for the
+        check that a provider's series exist at all (canary/series_check.py). Raises MetricsError."""
+        return [str(name) for name in self._call(self._client.all_metrics, "", "/api/v1/label/__name__/values")]
+
     def query_vector(self, promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
         """Every series of an instant query as (labels, value), NaN/±Inf included as they are.
 

@@ -99,6 +99,10 @@ class Template:
     phases: tuple[str, ...] = (SHADOW, CANARY)
     # The counts the sequential judge needs; None: the template supports only `judge: threshold`.
     judge: JudgeQueries | None = None
+    # Metric names the serving platform exports (queue-proxy, sidecar) that the query reads: when
+    # Prometheus has none of them at all, no window will ever have data (the operator says so in the
+    # status before any analysis). Empty for series this project exports itself.
+    series: tuple[str, ...] = ()
 
 
 _LOCAL_SEL = 'rollout="{{ rollout }}",version="{{ version }}",role="{{ role }}"'
@@ -348,7 +352,9 @@ _COMPARATOR = {
 }
 
 
-def _histogram_ms(metric: str, selector: str, quantile: float, description: str, samples: str) -> Template:
+def _histogram_ms(
+    metric: str, selector: str, quantile: float, description: str, samples: str, series: tuple[str, ...]
+) -> Template:
     return Template(
         query=f"histogram_quantile({quantile}, sum by (le) (rate({metric}{{{selector}}}[{{{{ interval }}}}]))) / 1000",
         description=description,
@@ -359,10 +365,11 @@ def _histogram_ms(metric: str, selector: str, quantile: float, description: str,
             bucket_scale=0.001,
             quantile=quantile,
         ),
+        series=series,
     )
 
 
-def _error_rate(total: str, errors: str, description: str) -> Template:
+def _error_rate(total: str, errors: str, description: str, series: tuple[str, ...]) -> Template:
     # `or vector(0)`: a version that never failed has no 5xx series at all, which is 0, not "no data".
     return Template(
         query=f"(sum(rate({errors}[{{{{ interval }}}}])) or vector(0)) / sum(rate({total}[{{{{ interval }}}}]))",
@@ -373,24 +380,94 @@ def _error_rate(total: str, errors: str, description: str) -> Template:
             events=f"sum(increase({errors}[{{{{ interval }}}}]))",
             trials=f"sum(increase({total}[{{{{ interval }}}}]))",
         ),
+        series=series,
     )
 
 
-_KN_SEL = 'namespace_name="{{ namespace }}",revision_name="{{ revision }}"'
-_KN_COUNT = f"revision_app_request_count{{{_KN_SEL}}}"
-_KN_SAMPLES = f"sum(increase({_KN_COUNT}[{{{{ interval }}}}]))"
+# --- Knative >= 1.19: the queue-proxy's OpenTelemetry histogram ---------------------------------
+# knative/serving pkg/queue/request_metric.go at knative-v1.21.0: `kn.serving.invocation.duration`,
+# unit s, its only attribute `http.response.status_code`; knative/pkg's Prometheus exporter
+# (UnderscoreEscapingWithSuffixes) names it `kn_serving_invocation_duration_seconds_bucket/_sum/_count`
+# with `http_response_status_code`. The revision is a *resource* attribute: the exporter writes it on
+# `target_info{kn_revision_name, k8s_namespace_name, ...}` (one per scraped pod), not on the series.
+# So one revision's series are the pods' series joined on the scrape target (`job`, `instance`) with
+# that revision's `target_info` -- or, where a collector copied the resource attributes onto every
+# series (OpenTelemetry Collector's resource_to_telemetry_conversion), the series' own labels.
+# Exact names from knative-v1.19.8/1.20.1; latency below one second is right from 1.19.9/1.20.2/1.21.0
+# (earlier releases truncated it to whole seconds): README, "Support matrix".
+KN_DURATION = "kn_serving_invocation_duration_seconds"
+_KN_REVISION = 'k8s_namespace_name="{{ namespace }}",kn_revision_name="{{ revision }}"'
+
+
+def _kn_revision(function: str, series: str, matchers: str = "") -> str:
+    """`function(series[interval])` for one revision's queue-proxies: the series' own revision label,
+    or else a join with the `target_info` of the pods that export them (see above)."""
+    own = f"{series}{{{_KN_REVISION}{',' + matchers if matchers else ''}}}"
+    any_pod = f"{series}{{{matchers}}}" if matchers else series
+    info = f"target_info{{{_KN_REVISION}}}"
+    return (
+        f"({function}({own}[{{{{ interval }}}}]) or "
+        f"({function}({any_pod}[{{{{ interval }}}}]) * on(job, instance) group_left() {info}))"
+    )
+
+
+_KN_ERRORS = 'http_response_status_code=~"5.."'
+_KN_SAMPLES = f"sum({_kn_revision('increase', KN_DURATION + '_count')})"
+
+
+def _kn_latency(quantile: float) -> Template:
+    return Template(
+        query=f"histogram_quantile({quantile}, sum by (le) ({_kn_revision('rate', KN_DURATION + '_bucket')}))",
+        description=f"p{round(quantile * 100)} latency in seconds at the revision's queue-proxies (Knative >= 1.19)",
+        samples=_KN_SAMPLES,
+        judge=JudgeQueries(
+            kind="latency", buckets=f"sum by (le) ({_kn_revision('increase', KN_DURATION + '_bucket')})", quantile=quantile
+        ),
+        # (target_info is not required: a collector may have copied the revision onto the series)
+        series=(f"{KN_DURATION}_bucket", f"{KN_DURATION}_count"),
+    )
+
+
 KNATIVE = {
+    **{f"latency_p{round(q * 100)}": _kn_latency(q) for q in (0.5, 0.95, 0.99)},
+    "error_rate": Template(
+        # `or vector(0)`: a revision that never failed has no 5xx series at all, which is 0, not "no data".
+        query=(
+            f"(sum({_kn_revision('rate', KN_DURATION + '_count', _KN_ERRORS)}) or vector(0)) / "
+            f"sum({_kn_revision('rate', KN_DURATION + '_count')})"
+        ),
+        description="share of the revision's requests answered 5xx at its queue-proxies (Knative >= 1.19)",
+        samples=_KN_SAMPLES,
+        judge=JudgeQueries(
+            kind="rate",
+            events=f"sum({_kn_revision('increase', KN_DURATION + '_count', _KN_ERRORS)})",
+            trials=_KN_SAMPLES,
+        ),
+        series=(f"{KN_DURATION}_count",),
+    ),
+    **_COMPARATOR,
+}
+
+# --- Knative <= 1.18: the queue-proxy's OpenCensus series ------------------------------------------
+# knative/serving pkg/queue/request_metric.go at knative-v1.18.0: `revision_app_request_count` and
+# `revision_app_request_latencies` (milliseconds), the revision a label on every series.
+_KN_LEGACY_SEL = 'namespace_name="{{ namespace }}",revision_name="{{ revision }}"'
+_KN_LEGACY_COUNT = f"revision_app_request_count{{{_KN_LEGACY_SEL}}}"
+_KN_LEGACY_SAMPLES = f"sum(increase({_KN_LEGACY_COUNT}[{{{{ interval }}}}]))"
+KNATIVE_LEGACY = {
     **{
         f"latency_p{round(q * 100)}": _histogram_ms(
-            "revision_app_request_latencies_bucket", _KN_SEL, q,
-            f"p{round(q * 100)} latency in seconds at the revision's queue-proxy", _KN_SAMPLES,
+            "revision_app_request_latencies_bucket", _KN_LEGACY_SEL, q,
+            f"p{round(q * 100)} latency in seconds at the revision's queue-proxy (Knative <= 1.18)", _KN_LEGACY_SAMPLES,
+            series=("revision_app_request_latencies_bucket", "revision_app_request_count"),
         )
         for q in (0.5, 0.95, 0.99)
     },
     "error_rate": _error_rate(
-        _KN_COUNT,
-        f'revision_app_request_count{{{_KN_SEL},response_code_class="5xx"}}',
-        "share of the revision's requests answered 5xx (queue-proxy)",
+        _KN_LEGACY_COUNT,
+        f'revision_app_request_count{{{_KN_LEGACY_SEL},response_code_class="5xx"}}',
+        "share of the revision's requests answered 5xx (queue-proxy, Knative <= 1.18)",
+        series=("revision_app_request_count",),
     ),
     **_COMPARATOR,
 }  # fmt: skip
@@ -405,6 +482,7 @@ ISTIO = {
             "istio_request_duration_milliseconds_bucket", _ISTIO_SEL, q,
             f"p{round(q * 100)} latency in seconds seen by the workload's sidecar",
             f"sum(increase({_ISTIO_COUNT}[{{{{ interval }}}}]))",
+            series=("istio_request_duration_milliseconds_bucket", "istio_requests_total"),
         )
         for q in (0.5, 0.95, 0.99)
     },
@@ -412,11 +490,17 @@ ISTIO = {
         _ISTIO_COUNT,
         f'istio_requests_total{{{_ISTIO_SEL},response_code=~"5.."}}',
         "share of the workload's requests answered 5xx (Istio)",
+        series=("istio_requests_total",),
     ),
     **_COMPARATOR,
 }  # fmt: skip
 
-PROVIDERS: dict[str, dict[str, Template]] = {"local": LOCAL, "knative": KNATIVE, "istio": ISTIO}
+PROVIDERS: dict[str, dict[str, Template]] = {
+    "local": LOCAL,
+    "knative": KNATIVE,
+    "knative-legacy": KNATIVE_LEGACY,
+    "istio": ISTIO,
+}
 
 
 def lookup(provider: str, name: str) -> Template:

@@ -43,6 +43,7 @@ from controller.operator_http import HttpServer, create_app
 from controller.operator_metrics import OperatorMetrics
 from controller.reconcile import Ports, reconcile
 from controller.registry_poller import RegistryPoller
+from controller.series_catalog import SeriesCatalog
 from controller.rollout_resource import (
     SPEC_VALID,
     STATUS_VALID,
@@ -105,7 +106,9 @@ class RolloutOperator:
         self.core = k8s.CoreV1Api(api_client)
         self.client = connect(config.mlflow_uri, timeout_s=5, max_retries=0)
         self.metrics = OperatorMetrics()
-        self.provider = self.metrics.timed(PrometheusProvider(config.prometheus_url))
+        prometheus = PrometheusProvider(config.prometheus_url)
+        self.provider = self.metrics.timed(prometheus)
+        self.series = SeriesCatalog(prometheus.metric_names)
         self.poller = RegistryPoller(self.client, config.poll_interval_s, on_change=self._model_changed, observe=self.metrics.poll)
         self.artifact_uris: dict[tuple[str, str], str] = {}
         self._platforms: dict[str, ComparedKServePlatform] = {}
@@ -199,6 +202,7 @@ class RolloutOperator:
             record_event=lambda _name, event: self._post_event(obj, event),
             artifact_uris=self.artifact_uris,
             artifacts_destination=self.config.artifacts_destination,
+            series=self.series.check,
         )
         started = time.perf_counter()
         try:

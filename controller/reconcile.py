@@ -46,7 +46,7 @@ from canary.engine import (
 )
 from canary.gate import OfflineMetrics
 from canary.metrics import MetricsProvider
-from canary.spec import ModelRollout, Phase, RolloutStatus
+from canary.spec import ModelRollout, ModelRolloutSpec, Phase, RolloutStatus
 from controller.platform import Platform, Routing
 from registry import run_metrics, writeback
 from registry.artifacts import resolve_artifact_uri
@@ -91,6 +91,9 @@ class Ports:
     # Where a proxying MLflow server keeps artifacts (`mlflow-artifacts:/x` -> `<this>/x`), for
     # model servers that read storage directly (KServe's storage initializer).
     artifacts_destination: str | None = None
+    # Whether the platform series a spec's checks read exist (controller/series_catalog.py):
+    # (checked, problem). None: not looked at (the local platform's router series always exist).
+    series: Callable[[ModelRolloutSpec], tuple[bool, str | None]] | None = None
 
 
 def registry_view(
@@ -239,6 +242,9 @@ def reconcile(
     except RegistryError as err:
         view, registry_error = None, str(err)
     gate_metrics, gate_error = _gate_metrics(rollout, status, ports, registry_up=view is not None)
+    series_checked, series_problem = False, None
+    if ports.series is not None and status.phase in ACTIVE:
+        series_checked, series_problem = ports.series(rollout.spec)
     observation = Observation(
         registry=view,
         registry_error=registry_error,
@@ -247,6 +253,8 @@ def reconcile(
         commands=[command for _, command in commands],
         gate_metrics=gate_metrics,
         gate_error=gate_error,
+        series_checked=series_checked,
+        series_problem=series_problem,
     )
     result = step(rollout.spec, status, observation, now)
     new_status = result.status

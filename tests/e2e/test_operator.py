@@ -115,7 +115,7 @@ def test_promote_path_then_undo(stack: Stack, iris_model_uri: str) -> None:
     assert "modelrollout.io/command" not in annotations and "modelrollout.io/command-id" not in annotations
 
 
-@pytest.mark.parametrize("provider", ["knative", "istio"])
+@pytest.mark.parametrize("provider", ["knative", "knative-legacy", "istio"])
 def test_slo_breach_in_canary_is_rolled_back(stack: Stack, iris_model_uri: str, provider: str) -> None:
     stack.start_operator()
     v1, v2 = serving_v1(stack, iris_model_uri)

@@ -373,6 +373,14 @@ def test_check_query_validates_without_judging(driven: Driven, provider: Prometh
         provider.check_query("sum(")
 
 
+def test_metric_names_lists_what_prometheus_holds(driven: Driven, provider: PrometheusProvider) -> None:
+    names = provider.metric_names()
+    assert {"modelrollout_requests_total", "modelrollout_request_duration_seconds_bucket", "up"} <= set(names)
+    assert "kn_serving_invocation_duration_seconds_bucket_never_exported" not in names
+    with pytest.raises(MetricsUnavailable, match="cannot connect to Prometheus"):
+        PrometheusProvider(f"http://127.0.0.1:{free_port()}").metric_names()
+
+
 def test_closed_port_is_unavailable_at_once() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()

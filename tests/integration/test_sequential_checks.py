@@ -28,7 +28,7 @@ from canary.analysis import AnalysisContext, CheckResult, analyse, evaluate
 from canary.metrics import PrometheusProvider, render
 from canary.serving_metrics import MetricFamilies, ServingMetrics
 from canary.spec import ModelRolloutSpec
-from canary.templates import KNATIVE, LOCAL, Template
+from canary.templates import KNATIVE_LEGACY, LOCAL, Template
 from controller.local.ports import free_port
 from tests.fixtures.prometheus import query
 
@@ -385,14 +385,14 @@ def test_the_judge_weighs_the_whole_step_not_the_last_window(scraped):
 
 def test_knative_latency_in_milliseconds_is_judged_in_seconds(scraped):
     ctx = knative_context(SLOW_REV)
-    checks = spec(sequential("p95", "latency_p95", "10%"), sequential("errors", "error_rate", "1%"), provider="knative")
+    checks = spec(sequential("p95", "latency_p95", "10%"), sequential("errors", "error_rate", "1%"), provider="knative-legacy")
     results = by_name(analyse(checks, ctx, scraped.provider))
 
     p95 = results["p95"]
     assert p95.verdict == "fail", p95.message
     # 20-60 ms against 60-180 ms: the values are seconds, as the threshold template's `/ 1000` gives.
-    assert p95.candidate == pytest.approx(prometheus_value(scraped.provider, KNATIVE["latency_p95"], ctx, CANDIDATE, "canary"))
-    assert p95.baseline == pytest.approx(prometheus_value(scraped.provider, KNATIVE["latency_p95"], ctx, STABLE, "stable"))
+    assert p95.candidate == pytest.approx(prometheus_value(scraped.provider, KNATIVE_LEGACY["latency_p95"], ctx, CANDIDATE, "canary"))
+    assert p95.baseline == pytest.approx(prometheus_value(scraped.provider, KNATIVE_LEGACY["latency_p95"], ctx, STABLE, "stable"))
     assert 0.06 < p95.candidate < 0.2 and 0.02 < p95.baseline < 0.06
     assert f"p95 {p95.candidate:.3g} s vs stable {p95.baseline:.3g} s (200 vs 200 requests)" in p95.message
     assert "above 0.2 s vs stable" in p95.message  # the tail's bound: le="200" ms, in seconds
@@ -404,7 +404,7 @@ def test_knative_latency_in_milliseconds_is_judged_in_seconds(scraped):
 
 
 def test_knative_identical_revisions_pass(scraped):
-    checks = spec(sequential("p95", "latency_p95", "20%"), provider="knative")
+    checks = spec(sequential("p95", "latency_p95", "20%"), provider="knative-legacy")
     [result] = analyse(checks, knative_context(SAME_REV), scraped.provider)
     assert result.verdict == "pass", result.message
     assert result.candidate == pytest.approx(result.baseline) and 0.02 < result.baseline < 0.06
@@ -412,7 +412,7 @@ def test_knative_identical_revisions_pass(scraped):
 
 def test_knative_accuracy_is_judged_in_the_shadow_only(scraped):
     # The comparator's accuracy has no canary series on KServe: analyse skips it in a canary step.
-    checks = spec(sequential("p95", "latency_p95", "20%"), sequential("acc", "accuracy", "2%"), provider="knative")
+    checks = spec(sequential("p95", "latency_p95", "20%"), sequential("acc", "accuracy", "2%"), provider="knative-legacy")
     assert [r.name for r in analyse(checks, knative_context(SAME_REV), scraped.provider)] == ["p95"]
 
 
@@ -433,7 +433,7 @@ def test_buckets_that_do_not_match_are_an_error(scraped):
 
 def test_a_query_that_cannot_be_rendered_is_an_error(scraped):
     # Knative's templates select by revision: without the platform's names the query is broken.
-    checks = spec(sequential("p95", "latency_p95", "10%"), provider="knative")
+    checks = spec(sequential("p95", "latency_p95", "10%"), provider="knative-legacy")
     result = evaluate(checks, checks.analysis.metrics[0], knative_context(SAME_REV, platform=False), scraped.provider)
     assert result.verdict == "error"
     assert "no value for variable 'revision'" in result.message

@@ -78,7 +78,7 @@ def test_good_document_and_defaults():
         ("spec.canary.interval", "soon", "spec.canary.interval: invalid duration 'soon'"),
         ("spec.canary.intervall", "10s", "spec.canary.intervall: unknown field"),
         ("spec.progressDeadline", "5s", "progressDeadline (5s) must be longer than canary.interval (10s)"),
-        ("spec.analysis.provider", "datadog", "unknown provider 'datadog'; known: istio, knative, local"),
+        ("spec.analysis.provider", "datadog", "unknown provider 'datadog'; known: istio, knative, knative-legacy, local"),
         ("spec.analysis.metrics.0.template", "latency_p42", "unknown template 'latency_p42' for provider 'local'; known:"),
         ("spec.analysis.metrics.0.maxIncrease", "fast", "invalid relative threshold 'fast'"),
         ("spec.analysis.metrics.0.failureLimit", -1, "failureLimit: Input should be greater than or equal to 0"),
