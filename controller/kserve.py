@@ -141,7 +141,34 @@ class KServePlatform:
             rolled_out = _get(isvc, "status", "components", "predictor", "latestRolledoutRevision")
             return VersionHealth(ready=bool(rolled_out))
         readiness = predictor_readiness(isvc, served.uri)
-        return VersionHealth(ready=readiness.candidate_ready and readiness.failure is None, failure=readiness.failure)
+        if readiness.failure is not None or not readiness.candidate_ready:
+            return VersionHealth(ready=False, failure=readiness.failure)
+        if served.is_shadow and applied.target.deployment_mode == "Knative":
+            return self._logging_primary(applied)
+        return VersionHealth(ready=True)
+
+    def _logging_primary(self, applied: _Applied) -> VersionHealth:
+        """Is the primary serving its clients from the revision that has the logger?
+
+        The logger becomes pod annotations, so adding it makes a new Knative revision (KServe v0.20.0
+        `components/component.go` L60-75); clients stay on the revision before until it is ready, and
+        until then no request reaches the comparator: the shadow is not fed, so it is not ready.
+        """
+        target, stable = applied.target, applied.routing.stable_version
+        primary = self._read(target, target.name)
+        if primary is None or stable is None or stable not in applied.uris:
+            return VersionHealth(ready=False)
+        readiness = predictor_readiness(primary, applied.uris[stable])
+        if readiness.failure is not None:
+            return VersionHealth(ready=False, failure=f"the primary with the shadow's logger: {readiness.failure}")
+        created = _get(primary, "status", "components", "predictor", "latestCreatedRevision")
+        serving = [share for share in readiness.traffic if share.percent]
+        logged = (
+            readiness.candidate_ready
+            and _get(primary, "spec", "predictor", "logger") is not None
+            and [share.revision for share in serving] == [created]
+        )
+        return VersionHealth(ready=bool(logged))
 
     def endpoint(self, rollout: str) -> str | None:
         target = self._target(rollout)

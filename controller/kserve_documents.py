@@ -42,6 +42,7 @@ from controller.kserve_status import (
     SUPERSEDED_REVISION_ANNOTATION,
     knative_newest_revision_ready,
 )
+from controller.kserve_patch import merge_patch
 from controller.platform import Routing
 
 GROUP = "serving.kserve.io"
@@ -161,7 +162,7 @@ def desired(
     if role == "shadow":
         assert candidate is not None and candidate_uri is not None
         predictor = _predictor(target, candidate, candidate_uri)
-        superseded = _superseded_revision(target, observed_shadow, candidate_uri)
+        superseded = _superseded_revision(target, observed_shadow, predictor)
         spec = {"predictor": predictor}
         shadow = _document(target, shadow_name(target.name), "shadow", routing.model, spec, superseded)
     return Desired(primary=primary, shadow=shadow)
@@ -188,7 +189,7 @@ def _knative_primary(
         predictor = {"canaryTrafficPercent": percent, **predictor}
     if logger is not None:
         predictor["logger"] = logger
-    superseded = _superseded_revision(target, observed, uri)
+    superseded = _superseded_revision(target, observed, predictor)
     return _document(target, target.name, "primary", routing.model, {"predictor": predictor}, superseded)
 
 
@@ -292,15 +293,31 @@ def _document(
     }
 
 
-def _superseded_revision(target: IsvcTarget, observed: Mapping[str, Any] | None, uri: str) -> str | None:
-    """Knative: the newest revision when the storageUri last changed (kept until it changes again)."""
+def _superseded_revision(
+    target: IsvcTarget, observed: Mapping[str, Any] | None, predictor: Mapping[str, Any]
+) -> str | None:
+    """Knative: the newest revision when the revision template last changed (kept until it changes again).
+
+    KServe makes a new revision for any change of the predictor but `canaryTrafficPercent` (which
+    goes to the route): a storageUri, and equally the logger, which becomes pod annotations
+    (kserve v0.20.0 `components/component.go` L60-75). Whatever changes it, status about the revision
+    before is stale until a newer one exists.
+    """
     if target.deployment_mode != "Knative" or observed is None:
         return None
-    if _get(observed, "spec", "predictor", "model", "storageUri") != uri:
+    if _template_changes(observed, predictor):
         created = _get(observed, "status", "components", "predictor", "latestCreatedRevision")
         return created if isinstance(created, str) and created else None
     kept = _get(observed, "metadata", "annotations", SUPERSEDED_REVISION_ANNOTATION)
     return kept if isinstance(kept, str) and kept else None
+
+
+def _template_changes(observed: Mapping[str, Any], predictor: Mapping[str, Any]) -> bool:
+    """Whether writing `predictor` over `observed` changes the Knative revision template."""
+    want = {"metadata": dict(observed.get("metadata") or {}), "spec": {"predictor": dict(predictor)}}
+    patch = merge_patch(observed, want) or {}
+    changed = set(_get(patch, "spec", "predictor") or {})
+    return bool(changed - {"canaryTrafficPercent"})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """KServePlatform against the Kubernetes API emulator with KServe's real CRD (invalid documents: 422).
 
 KServe's controller is played by `tests.kube.kserve_double.KServeDouble`, called after each
-apply: it writes the status KServe would, and the platform reads health, endpoint and analysis
-variables from it. Every test drives a rollout the way the engine does, tick by tick.
+apply: it writes the status KServe v0.20.0 would (its first reconcile of a new object only
+initialises the conditions; a new revision is ready one reconcile later), and the platform reads
+health, endpoint and analysis variables from it. Every test drives a rollout the way the engine
+does, tick by tick.
 """
 
 from __future__ import annotations
@@ -47,9 +49,14 @@ class Cluster:
         self.kserve = KServeDouble(api_client)
         self.custom = CustomObjectsApi(api_client)
 
-    def tick(self, routing: Routing, *, ready: bool = True) -> None:
+    def tick(self, routing: Routing, *, ready: bool = True, rounds: int = 3) -> None:
+        """One apply, then `rounds` reconciles of KServe's (it reconciles again after each status write)."""
         self.platform.apply("iris", routing, URIS)
-        self.kserve.reconcile(self.namespace, ready=ready)
+        self.reconcile(ready=ready, rounds=rounds)
+
+    def reconcile(self, *, ready: bool = True, rounds: int = 1) -> None:
+        for _ in range(rounds):
+            self.kserve.reconcile(self.namespace, ready=ready)
 
     def get(self, name: str = "iris") -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
@@ -91,7 +98,10 @@ def test_knative_rollout_shadow_canary_promote(knative: Cluster) -> None:
     assert platform.endpoint("iris") is None  # before the first apply
     assert platform.health("iris", "1") == VersionHealth(ready=False)
 
-    knative.tick(stable())
+    platform.apply("iris", stable(), URIS)
+    knative.reconcile()  # KServe's first reconcile: conditions Unknown, no revision reported yet
+    assert platform.health("iris", "1") == VersionHealth(ready=False)
+    knative.reconcile(rounds=2)
     assert knative.predictor()["model"]["storageUri"] == URIS["1"]
     assert platform.health("iris", "1") == VersionHealth(ready=True)
     assert platform.endpoint("iris") == f"http://iris.{knative.namespace}.example.com"
@@ -101,20 +111,26 @@ def test_knative_rollout_shadow_canary_promote(knative: Cluster) -> None:
         "workload": "iris-predictor-00001-deployment",
     }
 
-    # Shadow: the candidate gets its own InferenceService; the primary only gains the logger.
+    # Shadow: the candidate gets its own InferenceService; the primary only gains the logger, which
+    # makes a new revision of the stable (the logger is pod annotations).
     platform.apply("iris", shadow(), URIS)
     assert knative.predictor("iris-shadow")["model"]["storageUri"] == URIS["2"]
     assert knative.predictor()["logger"] == {"mode": "all", "url": COMPARATOR}
     assert knative.predictor()["model"]["storageUri"] == URIS["1"]
     assert platform.health("iris", "2") == VersionHealth(ready=False)  # KServe has not reported yet
-    knative.kserve.reconcile(knative.namespace)
+    knative.reconcile(rounds=3, ready=False)  # the shadow and the primary's new revision keep starting
+    assert platform.health("iris", "2") == VersionHealth(ready=False)
+    components = knative.get()["status"]["components"]["predictor"]  # type: ignore[index]
+    assert components["latestCreatedRevision"] == "iris-predictor-00002"
+    assert components["traffic"] == [{"revisionName": "iris-predictor-00001", "percent": 100, "latestRevision": True}]
+    knative.reconcile(rounds=2)
     assert platform.health("iris", "2") == VersionHealth(ready=True)
     assert platform.analysis_variables("iris", "2") == {
         "inference_service": "iris-shadow",
         "revision": "iris-shadow-predictor-00001",
         "workload": "iris-shadow-predictor-00001-deployment",
     }
-    # The logger made a new revision of the stable; it serves the stable version still.
+    # The logger's revision now serves the stable version.
     assert platform.analysis_variables("iris", "1")["revision"] == "iris-predictor-00002"
 
     # Canary 10%: the shadow goes, the primary gets the candidate and the traffic split.
@@ -125,7 +141,7 @@ def test_knative_rollout_shadow_canary_promote(knative: Cluster) -> None:
     assert "logger" not in predictor
     assert platform.health("iris", "2") == VersionHealth(ready=False)  # revision 3 still starting
     assert platform.health("iris", "1") == VersionHealth(ready=True)  # the rolled-out revision serves
-    knative.kserve.reconcile(knative.namespace)
+    knative.reconcile(rounds=2)
     assert platform.health("iris", "2") == VersionHealth(ready=True)
     assert platform.analysis_variables("iris", "2")["revision"] == "iris-predictor-00003"
     assert platform.analysis_variables("iris", "1")["revision"] == "iris-predictor-00002"
@@ -144,6 +160,7 @@ def test_knative_rollout_shadow_canary_promote(knative: Cluster) -> None:
     assert platform.health("iris", "2") == VersionHealth(ready=True)
     components = knative.get()["status"]["components"]["predictor"]  # type: ignore[index]
     assert components["latestRolledoutRevision"] == "iris-predictor-00003"
+    assert components["previousRolledoutRevision"] == "iris-predictor-00002"
     assert components["traffic"] == [{"revisionName": "iris-predictor-00003", "percent": 100, "latestRevision": True}]
 
     knative.tick(Routing(model="iris", stable_version="2"))
@@ -169,7 +186,7 @@ def test_knative_rollback_restores_the_stable_and_holds_traffic_until_ready(knat
     }
     assert platform.health("iris", "1") == VersionHealth(ready=False)
 
-    knative.kserve.reconcile(knative.namespace)  # the restored revision is ready
+    knative.reconcile()  # the restored revision is ready
     assert platform.health("iris", "1") == VersionHealth(ready=True)
     knative.tick(stable())
     assert "canaryTrafficPercent" not in knative.predictor()
@@ -184,8 +201,8 @@ def test_a_failed_model_load_names_kserves_reason(knative: Cluster) -> None:
     health = knative.platform.health("iris", "2")
     assert health.ready is False
     assert health.failure == (
-        "InferenceService iris predictor: ModelLoadFailed: Model iris failed to load: MlflowException: could not "
-        "find MLmodel in /mnt/models (revision iris-predictor-00002, exit code 1)"
+        "InferenceService iris predictor: ModelLoadFailed: MlflowException: could not find MLmodel in /mnt/models "
+        "(exit code 1)"
     )
     assert knative.platform.health("iris", "1") == VersionHealth(ready=True)
 
@@ -193,6 +210,29 @@ def test_a_failed_model_load_names_kserves_reason(knative: Cluster) -> None:
     knative.tick(shadow())
     failure = knative.platform.health("iris", "2").failure
     assert failure is not None and failure.startswith("InferenceService iris-shadow predictor: ModelLoadFailed:")
+
+
+def test_a_slow_revision_is_starting_not_failed(knative: Cluster) -> None:
+    knative.tick(stable())
+    knative.kserve.slow_start(URIS["2"], rounds=6)
+    knative.tick(canary(10), rounds=4)
+    conditions = {c["type"]: c for c in knative.get()["status"]["conditions"]}  # type: ignore[index]
+    assert conditions["PredictorReady"]["status"] == "Unknown"  # Knative: a starting revision is Unknown
+    assert knative.platform.health("iris", "2") == VersionHealth(ready=False)
+    knative.reconcile(rounds=3)
+    assert knative.platform.health("iris", "2") == VersionHealth(ready=True)
+
+
+def test_a_primary_whose_logger_revision_fails_fails_the_shadow_with_the_cause(knative: Cluster) -> None:
+    knative.tick(stable())
+    # The logger's revision of the stable cannot start (say, the agent's image cannot be pulled):
+    # the shadow is never fed, and the rollout is told why rather than waiting for its deadline.
+    knative.kserve.fail_revision("iris-predictor-00002", "agent: ImagePullBackOff")
+    knative.tick(shadow())
+    health = knative.platform.health("iris", "2")
+    assert health.ready is False and health.failure is not None
+    assert health.failure.startswith("the primary with the shadow's logger: InferenceService iris predictor:")
+    assert "agent: ImagePullBackOff" in health.failure
 
 
 def test_a_second_apply_with_nothing_changed_writes_nothing(knative: Cluster) -> None:
