@@ -333,6 +333,13 @@ class ServingMetrics:
         if failed:
             self.errors.labels(*labels).inc()
 
+    def observe_unanswered(self, model: str, version: str, role: str) -> None:
+        """A failed request whose answer time is unknown (KServe's logger logged no response for it):
+        counted in requests and errors, not in the latency histogram."""
+        labels = (self.rollout, model, version, role)
+        self.requests.labels(*labels).inc()
+        self.errors.labels(*labels).inc()
+
     def observe_predictions(self, model: str, version: str, role: str, instances: Iterable[Any]) -> None:
         """Count one answer's predictions: classes by class, regression values into the histogram."""
         f = self.families

@@ -1,18 +1,30 @@
 """The shadow comparator: KServe has no native shadow, so this service makes one.
 
-Run as `modelrollout shadow-server`. The primary InferenceService's predictor `logger`
-(`mode: all`) posts every request and response to it as CloudEvents (binary mode: `ce-id`,
-`ce-type` = `org.kubeflow.serving.inference.request` / `.response`, `ce-inferenceservicename`,
-`ce-namespace`; the body is the payload). The comparator pairs the two halves by `ce-id`, replays
-a share of the requests to the candidate's `<name>-shadow` InferenceService, compares the
-answers instance by instance (V1 and V2; regression values within the target's `comparison`
-tolerance, else the settings' default), and exports the same metrics as the
-local router (canary/serving_metrics.py): requests, errors and latency of the shadow,
-agreement with the stable (and the relative error of regression values), the predicted classes
-and values of both for drift, and accuracy, calibration and label lag against labels sent to
-`POST /feedback` keyed by the CloudEvent id (late labels are counted, as on the router). The
-label lag is measured from when the comparator paired the request's two events, which trails
-the request by the logger's delivery time.
+Run as `modelrollout shadow-server`. The predictor `logger` (`mode: all`) of the InferenceService
+clients call posts its requests and responses here as CloudEvents, as KServe v0.20.0's agent sends
+them (pkg/logger/handler.go, worker.go): binary mode, `ce-type`
+`org.kubeflow.serving.inference.request` / `.response`, `ce-inferenceservicename`, `ce-namespace`,
+`ce-metadata`; the body is the payload, and both events carry the *request's* content type. The
+comparator pairs the two halves by `ce-id` in whichever order they come (the agent's workers send
+concurrently), replays a share of the requests to the candidate's shadow InferenceService,
+compares the answers instance by instance (V1 and V2; regression values within the target's
+`comparison` tolerance, else the settings' default), and exports the same metrics as the local
+router (canary/serving_metrics.py): requests, errors and latency of the shadow, agreement with the
+stable (and the relative error of regression values), the predicted classes and values of both for
+drift, and accuracy, calibration and label lag against labels sent to `POST /feedback`. The label
+lag is measured from when the comparator paired the request's two events, which trails the
+request by the logger's delivery time.
+
+Which request a label is for: the agent ids both events by the request's `Ce-Id` header, else a
+random UUID it tells nobody; so clients that send labels send `Ce-Id: <their id>` with the
+inference request and post the label under that id. The operator's logger also names
+`X-Request-Id` in `metadataHeaders`, so a client's `X-Request-Id` reaches the events' `ce-metadata`
+and labels may name the request by it instead.
+
+The agent logs a response only for a 200. A request whose response has not come within the
+pending TTL was answered otherwise: it counts as a failed request of the stable (not a comparison,
+never an agreement), and its copy still goes to the shadow, so both are judged on the same requests.
+A response whose request never came is a drop.
 
 The primary never waits on any of this: the logger is asynchronous, every event is answered
 202 at once, unpaired halves and queued copies are bounded (oldest dropped, counted), and one
@@ -32,7 +44,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -124,13 +136,15 @@ class ComparatorSettings:
 @dataclass
 class _Half:
     created: float
-    # The rollout the pair belongs to: a half that expires unpaired is counted as its drop, not as a
-    # drop of whichever rollout's event happened to expire it.
+    # The rollout the pair belongs to: a half that expires unpaired is counted on its account, not
+    # on whichever rollout's event happened to expire it.
     owner: _Shadowed
     request: bytes | None = None
     response: bytes | None = None
     request_time: datetime | None = None
     response_time: datetime | None = None
+    content_type: str | None = None  # the request's; KServe's logger gives the response event the same
+    request_id: str | None = None  # the client's X-Request-Id, when the logger's metadataHeaders carry it
 
 
 @dataclass
@@ -153,6 +167,16 @@ class _State:
     shadows: dict[tuple[str, str], _Shadowed] = field(default_factory=dict)
     pending: OrderedDict[str, _Half] = field(default_factory=OrderedDict)
     ignored: int = 0  # events for InferenceServices nobody shadows
+    # A client's X-Request-Id -> the CloudEvent id its request was logged under (bounded, oldest out).
+    aliases: OrderedDict[str, str] = field(default_factory=OrderedDict)
+
+    def remember_alias(self, request_id: str, event_id: str) -> None:
+        if request_id == event_id:
+            return
+        self.aliases.pop(request_id, None)
+        self.aliases[request_id] = event_id
+        while len(self.aliases) > self.settings.feedback_max_entries:
+            self.aliases.popitem(last=False)
 
 
 class BodyTooLarge(Exception):
@@ -192,6 +216,26 @@ def _event_time(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def _request_id_of(metadata: str | None) -> str | None:
+    """The client's X-Request-Id from the logger's `ce-metadata` extension: JSON of the request headers
+    named in the logger's `metadataHeaders`, as `{"X-Request-Id": ["…"]}` (kserve v0.20.0
+    pkg/logger/handler.go L131-140, worker.go L126-146). Anything else: None."""
+    if not metadata:
+        return None
+    try:
+        headers = json.loads(metadata)
+    except ValueError:
+        return None
+    if not isinstance(headers, dict):
+        return None
+    for name, values in headers.items():
+        if isinstance(name, str) and name.lower() == "x-request-id" and isinstance(values, list) and values:
+            value = values[0]
+            if isinstance(value, str) and 0 < len(value) <= 200:
+                return value
+    return None
 
 
 def _should_replay(shadow: _Shadowed) -> bool:
@@ -302,10 +346,12 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
         if shadow is None:
             state.ignored += 1
             return JSONResponse({"accepted": False, "reason": "not shadowed"}, status_code=202)
-        _accept_half(shadow, event_id, kind, body, _event_time(headers.get("ce-time")))
+        _accept_half(shadow, event_id, kind, body, _event_time(headers.get("ce-time")), headers)
         return JSONResponse({"accepted": True}, status_code=202)
 
-    def _accept_half(shadow: _Shadowed, event_id: str, kind: str, body: bytes, at: datetime | None) -> None:
+    def _accept_half(
+        shadow: _Shadowed, event_id: str, kind: str, body: bytes, at: datetime | None, headers: Any
+    ) -> None:
         now = time.monotonic()
         pending = state.pending
         while pending:  # expire halves whose other half never came
@@ -313,10 +359,17 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
             if now - oldest.created < state.settings.pending_ttl_seconds:
                 break
             pending.popitem(last=False)
-            oldest.owner.metrics.observe_dropped(oldest.owner.target.model)
+            if oldest.request is not None:
+                # KServe's logger sends the response event only for a 200 (handler.go L183 at v0.20.0):
+                # a request logged alone was answered otherwise.
+                _unanswered(oldest.owner, oldest_id, oldest)
+            else:
+                oldest.owner.metrics.observe_dropped(oldest.owner.target.model)
         half = pending.get(event_id) or _Half(created=now, owner=shadow)
         if kind == REQUEST_EVENT:
             half.request, half.request_time = body, at
+            half.content_type = headers.get("content-type")
+            half.request_id = _request_id_of(headers.get("ce-metadata"))
         else:
             half.response, half.response_time = body, at
         if half.request is None or half.response is None:
@@ -334,24 +387,48 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
         protocol = _protocol_of(half.request)
         if protocol is None:
             return  # not a predict/infer payload (e.g. explain): nothing to compare
+        # The response is read as the request's content type, which is what the logger labels it with.
         stable = instances_from_body(protocol, half.response)
         if half.request_time and half.response_time:
             # The logger stamps both events; their gap is the primary's answer time as it saw it.
             seconds = max(0.0, (half.response_time - half.request_time).total_seconds())
             shadow.metrics.observe_request(target.model, target.stable_version, STABLE, seconds, False)
-        shadow.predictions.start(event_id)
+        _remember(shadow, event_id, half)
         if stable is not None:
             shadow.metrics.observe_predictions(target.model, target.stable_version, STABLE, stable)
             score = shadow.predictions.record(event_id, target.model, target.stable_version, STABLE, stable)
             assert score is None  # labels cannot precede the request's first record
+        _replay(shadow, event_id, half, protocol, stable)
+
+    def _unanswered(shadow: _Shadowed, event_id: str, half: _Half) -> None:
+        """A request whose response was never logged: the stable answered it with a non-200. Counted
+        as the stable's failed request, never as an agreement; the shadow still gets its copy, so both
+        sides are judged on the same requests."""
+        assert half.request is not None
+        target = shadow.target
+        shadow.metrics.observe_unanswered(target.model, target.stable_version, STABLE)
+        protocol = _protocol_of(half.request)
+        if protocol is None:
+            return
+        _remember(shadow, event_id, half)
+        _replay(shadow, event_id, half, protocol, None)
+
+    def _remember(shadow: _Shadowed, event_id: str, half: _Half) -> None:
+        shadow.predictions.start(event_id)
+        if half.request_id is not None:
+            state.remember_alias(half.request_id, event_id)
+
+    def _replay(shadow: _Shadowed, event_id: str, half: _Half, protocol: Protocol, stable: list[Any] | None) -> None:
+        assert half.request is not None
         if not _should_replay(shadow):
             return
+        target = shadow.target
         shadow.mirror.offer(
             MirrorJob(
                 model=target.model,
                 protocol=protocol,
                 body=half.request,
-                headers={"content-type": "application/json"},
+                headers={"content-type": half.content_type or "application/json"},
                 request_id=event_id,
                 shadow=Target(target.candidate_version, target.shadow_url.rstrip("/")),
                 stable_instances=stable,
@@ -362,15 +439,21 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
 
     @app.post("/feedback", response_model=None)
     async def feedback(body: FeedbackRequest) -> dict[str, Any] | JSONResponse:
-        # Each rollout remembers its own requests: route every label to the one that knows it.
+        # A label names its request by the CloudEvent id (the client's Ce-Id) or by the client's
+        # X-Request-Id; each rollout remembers its own requests: route every label to the one that knows it.
         by_shadow: dict[tuple[str, str], list[FeedbackItem]] = {}
-        unknown = []
+        unknown, asked_as = [], {}
         for item in body.items:
-            owner = next((k for k, s in state.shadows.items() if item.request_id in s.predictions), None)
+            event_id = item.request_id
+            owner = next((k for k, s in state.shadows.items() if event_id in s.predictions), None)
+            if owner is None and item.request_id in state.aliases:
+                event_id = state.aliases[item.request_id]
+                owner = next((k for k, s in state.shadows.items() if event_id in s.predictions), None)
             if owner is None:
                 unknown.append(item.request_id)
-            else:
-                by_shadow.setdefault(owner, []).append(item)
+                continue
+            asked_as[event_id] = item.request_id
+            by_shadow.setdefault(owner, []).append(item.model_copy(update={"request_id": event_id}))
         if unknown:
             listed = ", ".join(repr(u) for u in unknown)
             message = (
@@ -392,7 +475,7 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
             return JSONResponse({"error": str(err)}, status_code=404)
         except FeedbackConflict as err:
             return JSONResponse({"error": str(err)}, status_code=err.status)
-        return feedback_answer(results)
+        return feedback_answer([replace(one, request_id=asked_as.get(one.request_id, one.request_id)) for one in results])
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -120,6 +120,18 @@ class Desired:
     shadow: dict[str, Any] | None
 
 
+def shadow_logger(comparator_url: str) -> dict[str, Any]:
+    """The predictor logger that feeds the comparator (KServe v0.20.0 `LoggerSpec`).
+
+    `mode: all` sends the request and, for a 200, the response (pkg/logger/handler.go); the mode
+    is spelled out because KServe's validation refuses an empty one. `metadataHeaders` copies the
+    client's `X-Request-Id` into the events' `ce-metadata`, so labels may name a request by it as well
+    as by the CloudEvent id (the client's `Ce-Id`); the logger matches header names in Go's
+    canonical spelling, hence `X-Request-Id` exactly.
+    """
+    return {"mode": "all", "url": comparator_url, "metadataHeaders": ["X-Request-Id"]}
+
+
 def shadow_name(name: str) -> str:
     return name + SHADOW_SUFFIX
 
@@ -153,7 +165,7 @@ def desired(
     role = routing.candidate_role if candidate else None
     logger = None
     if role == "shadow":
-        logger = {"mode": "all", "url": _checked_comparator(comparator_url)}
+        logger = shadow_logger(_checked_comparator(comparator_url))
     if target.deployment_mode == "Knative":
         primary = _knative_primary(target, routing, stable_uri, candidate_uri, logger, observed_primary)
     else:

@@ -22,12 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import yaml
+from sklearn.linear_model import LogisticRegression
 
 from controller.commands import command_patch
 from registry.webhooks import sign
-from tests.fixtures.kserve_stack import Comparator
+from tests.fixtures.kserve_stack import Comparator, LabelledClients
+from tests.fixtures.mlflow import log_sklearn_model
+from tests.fixtures.modelserver import fit_logistic, iris, save_sklearn, start_model_servers
 from tests.fixtures.operator import (
     GROUP,
     OPERATOR_USER,
@@ -162,6 +166,49 @@ def test_a_candidate_never_ready_is_rolled_back_at_the_progress_deadline(stack: 
     stack.wait(lambda: stack.phase() == "RolledBack", "the rollout was rolled back")
     assert "not ready within progressDeadline (6s)" in stack.status()["message"]
     assert stack.isvc("iris-shadow") is None and stack.predictor()["model"]["storageUri"] == stack.uri(v1)
+
+
+def test_labelled_feedback_through_the_comparator_rolls_a_worse_shadow_back(stack: Stack, tmp_path: Path) -> None:
+    """Real clients label their requests by the Ce-Id they sent; KServe's logger (its agent, as a
+    double) ids its events by it; the comparator scores stable and shadow on those labels; the
+    shadow, trained on shuffled labels, is rolled back on accuracy. Real model servers answer."""
+    features, labels = iris()
+    poor = LogisticRegression(max_iter=500).fit(features, np.random.default_rng(5).permutation(labels))
+    good = fit_logistic()
+    stack.start_operator()
+    v1, v2 = serving_v1(
+        stack, log_sklearn_model(good), candidate_uri=log_sklearn_model(poor), progressDeadline="45s",
+        shadow={"enabled": True, "duration": "8s", "percent": 100},
+        analysis={"provider": "knative", "metrics": [
+            {"name": "accuracy", "template": "accuracy", "maxDecrease": "20%", "minSamples": 20},
+            {"name": "errors", "template": "error_rate", "max": 0.05},
+        ]},
+    )  # fmt: skip
+    stable, shadow = start_model_servers(
+        [("iris", save_sklearn(good, tmp_path / "good"), v1), ("iris-shadow", save_sklearn(poor, tmp_path / "poor"), v2)],
+        tmp_path,
+    )
+    clients = LabelledClients(stack.api_client, stack.double, stack.namespace, "iris", {stack.uri(v1): stable.url},
+                              stack.comparator.url)  # fmt: skip
+    try:
+        stack.double.serve_at("iris-shadow", shadow.url)  # the comparator replays to the real shadow server
+        clients.start()
+        stack.alias("challenger", v2)
+        stack.wait(lambda: stack.phase() == "RolledBack", "the shadow was rolled back", timeout=90)
+    finally:
+        clients.stop()
+        stable.stop()
+        shadow.stop()
+    message = stack.status()["message"]
+    assert "accuracy" in message, message
+    assert stack.tags(v2)["modelrollout.status"] == "rolled_back" and stack.champion() == v1
+    # The labels were scored under the ids the clients chose, for both versions.
+    assert len(clients.scored) >= 20, (clients.sent, clients.unknown_labels)
+    assert all({v["version"] for v in row["versions"]} == {v1, v2} for row in clients.scored[-10:])
+    # No client request failed, none reached a revision that was still starting (the logger's revision
+    # of the stable took the traffic only once ready).
+    assert clients.failed == 0 and clients.half_configured == 0, (clients.failed, clients.half_configured)
+    assert clients.errors == [] and clients.agent.failed_deliveries == 0
 
 
 def test_an_operator_killed_mid_canary_resumes_the_same_step(stack: Stack, iris_model_uri: str) -> None:

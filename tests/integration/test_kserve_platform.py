@@ -16,7 +16,7 @@ import pytest
 from kubernetes.client import CustomObjectsApi
 
 from controller.kserve import KServeError, KServePlatform
-from controller.kserve_documents import IsvcTarget
+from controller.kserve_documents import IsvcTarget, shadow_logger
 from controller.platform import Platform, Routing, VersionHealth
 from tests.kube.kserve_double import KServeDouble
 
@@ -115,7 +115,7 @@ def test_knative_rollout_shadow_canary_promote(knative: Cluster) -> None:
     # makes a new revision of the stable (the logger is pod annotations).
     platform.apply("iris", shadow(), URIS)
     assert knative.predictor("iris-shadow")["model"]["storageUri"] == URIS["2"]
-    assert knative.predictor()["logger"] == {"mode": "all", "url": COMPARATOR}
+    assert knative.predictor()["logger"] == shadow_logger(COMPARATOR)
     assert knative.predictor()["model"]["storageUri"] == URIS["1"]
     assert platform.health("iris", "2") == VersionHealth(ready=False)  # KServe has not reported yet
     knative.reconcile(rounds=3, ready=False)  # the shadow and the primary's new revision keep starting

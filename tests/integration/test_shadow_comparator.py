@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -66,12 +67,16 @@ class Comparator:
             "rollout": name, "namespace": "ml", "inferenceService": name, "model": "iris", "stableVersion": "1",
             "candidateVersion": candidate, "shadowUrl": shadow_url, "shadowModel": "iris", "percent": percent})  # fmt: skip
 
-    def send(self, event_id: str, kind: str, body: Any, isvc: str = "iris-isvc", at: str | None = None) -> httpx.Response:
+    def send(self, event_id: str, kind: str, body: Any, isvc: str = "iris-isvc", at: str | None = None,
+             **extra: str) -> httpx.Response:  # fmt: skip
+        """One event as KServe v0.20.0's agent posts it (pkg/logger/worker.go L87-169): binary mode, the
+        extensions as ce- headers, `ce-metadata` always present, the request's content type on both."""
         headers = {"ce-id": event_id, "ce-type": kind, "ce-specversion": "1.0", "ce-source": "http://localhost:9081/",
-                   "ce-inferenceservicename": isvc, "ce-namespace": "ml", "content-type": "application/json"}  # fmt: skip
+                   "ce-inferenceservicename": isvc, "ce-namespace": "ml", "ce-component": "predictor",
+                   "ce-endpoint": "", "ce-metadata": "{}", "content-type": "application/json", **extra}  # fmt: skip
         if at:
             headers["ce-time"] = at
-        return httpx.post(self.url + "/", json=body, headers=headers, timeout=5)
+        return httpx.post(self.url + "/", content=json.dumps(body).encode(), headers=headers, timeout=5)
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         text = httpx.get(self.url + "/metrics").text
@@ -262,20 +267,67 @@ def test_late_and_malformed_labels_on_the_comparator(servers):
             assert lag == {"0.5": 0, "10.0": 3}, (role, lag)  # late labels have a lag too
 
 
-def test_unpaired_halves_are_dropped_on_their_own_rollouts_account(servers):
-    """A half whose other half never comes expires (TTL) or is evicted (too many waiting); it is
-    counted as a drop of the rollout it belongs to, whichever rollout's event expired it."""
+def test_unpaired_halves_are_counted_on_their_own_rollouts_account(servers):
+    """A request logged alone (KServe logs no response for a non-200) counts as the stable's failed
+    request once it expires, on the account of the rollout it belongs to, whichever rollout's event
+    expired it; a response alone is a drop; too many halves waiting evicts the oldest, a drop."""
     request = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+    answer = {"predictions": [0]}
     with Comparator(ComparatorSettings(pending_max=2, pending_ttl_seconds=0.5)) as c:
         for name in ("first", "second"):
             assert c.shadow(servers["same"].url, "2", name=name).status_code == 200
         dropped = lambda rollout: c.value("modelrollout_mirror_dropped_total", rollout=rollout)  # noqa: E731
+        failed = lambda rollout: c.value("modelrollout_request_errors_total", rollout=rollout, role="stable")  # noqa: E731
         assert c.send("lonely", REQUEST_EVENT, request, isvc="first").status_code == 202
+        assert c.send("orphan", RESPONSE_EVENT, answer, isvc="second").status_code == 202
         time.sleep(0.7)
-        # The next event, for the other rollout, expires first's half.
+        # The next event, for the other rollout, expires both.
         assert c.send("other-1", REQUEST_EVENT, request, isvc="second").status_code == 202
-        assert (dropped("first"), dropped("second")) == (1, 0)
+        assert (failed("first"), failed("second")) == (1, 0) and (dropped("first"), dropped("second")) == (0, 1)
+        # Not an agreement, not even a comparison, but the shadow answered the same request.
+        wait_for(lambda: c.value("modelrollout_requests_total", rollout="first", role="shadow") == 1)
+        assert c.value("modelrollout_shadow_comparisons_total", rollout="first") == 0
+        assert c.value("modelrollout_request_duration_seconds_count", rollout="first", role="stable") == 0
+    with Comparator(ComparatorSettings(pending_max=2, pending_ttl_seconds=30)) as c:
+        for name in ("first", "second"):
+            assert c.shadow(servers["same"].url, "2", name=name).status_code == 200
         # Two waiting is the limit: a third evicts the oldest, second's own.
-        assert c.send("first-2", REQUEST_EVENT, request, isvc="first").status_code == 202
-        assert c.send("first-3", REQUEST_EVENT, request, isvc="first").status_code == 202
-        assert (dropped("first"), dropped("second")) == (1, 1)
+        for event_id, isvc in (("second-1", "second"), ("first-2", "first"), ("first-3", "first")):
+            assert c.send(event_id, REQUEST_EVENT, request, isvc=isvc).status_code == 202
+        assert (dropped("first"), dropped("second")) == (0, 1)
+
+
+def test_labels_name_the_clients_ce_id_or_its_x_request_id(servers):
+    """KServe v0.20.0's logger ids its events by the request's Ce-Id header, else a random UUID
+    (pkg/logger/handler.go L143, L210-216); X-Request-Id reaches the comparator only inside
+    `ce-metadata`, when the logger's metadataHeaders name it (L131-140)."""
+    features, labels = iris()
+    with Comparator(ComparatorSettings()) as c:
+        c.shadow(servers["same"].url, "2")
+        rows = [{"instances": [list(map(float, features[i]))]} for i in (0, 60, 120)]
+        answers = [httpx.post(servers["stable"].url + "/v1/models/iris:predict", json=r).json() for r in rows]
+        # 1: the client sent Ce-Id: client-chosen; 2: it sent only X-Request-Id, the logger made a UUID.
+        c.send("client-chosen", REQUEST_EVENT, rows[0])
+        c.send("client-chosen", RESPONSE_EVENT, answers[0])
+        c.send("6f1c0e1e-uuid", REQUEST_EVENT, rows[1], **{"ce-metadata": json.dumps({"X-Request-Id": ["order-77"]})})
+        c.send("6f1c0e1e-uuid", RESPONSE_EVENT, answers[1])
+        # 3: out of order (the logger's workers send concurrently), the response first.
+        c.send("third", RESPONSE_EVENT, answers[2])
+        c.send("third", REQUEST_EVENT, rows[2])
+        wait_for(lambda: c.value("modelrollout_shadow_comparisons_total", version="2") == 3)
+        assert c.value("modelrollout_shadow_agreements_total", version="2") == 3
+        answer = httpx.post(c.url + "/feedback", json={"items": [
+            {"requestId": "client-chosen", "labels": [int(labels[0])]},
+            {"requestId": "order-77", "labels": [int(labels[60])]},
+            {"requestId": "third", "labels": [int(labels[120])]},
+        ]})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert [row["requestId"] for row in answer.json()["scored"]] == ["client-chosen", "order-77", "third"]
+        assert c.value("modelrollout_feedback_total", version="2") == 3 == c.value("modelrollout_feedback_total", version="1")
+        # the same request by its other name is the same request: labelled once
+        assert httpx.post(c.url + "/feedback", json={"requestId": "6f1c0e1e-uuid", "labels": [0]}).status_code == 409
+        # metadata that is not a header map, or names no X-Request-Id, is ignored
+        for metadata in ("not json", json.dumps(["X-Request-Id"]), json.dumps({"X-Request-Id": []})):
+            c.send(f"m-{metadata[:3]}", REQUEST_EVENT, rows[0], **{"ce-metadata": metadata})
+            c.send(f"m-{metadata[:3]}", RESPONSE_EVENT, answers[0])
+        wait_for(lambda: c.value("modelrollout_shadow_comparisons_total", version="2") == 6)

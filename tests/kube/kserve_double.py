@@ -38,6 +38,7 @@ class KServeDouble:
         self._failing: dict[str, str] = {}
         self._failing_revisions: dict[str, str] = {}
         self._rounds: dict[str, int] = {}
+        self._addresses: dict[str, str] = {}
         self._knative: dict[str, KnativeService] = {}  # by uid
         self._loaded: dict[tuple[str, str], str] = {}  # (uid, predictor name) -> state, Standard
 
@@ -48,6 +49,13 @@ class KServeDouble:
     def slow_start(self, storage_uri: str, rounds: int) -> None:
         """Revisions and Deployments of `storage_uri` take `rounds` reconciles to become ready."""
         self._rounds[storage_uri] = rounds
+
+    def serve_at(self, inference_service: str, url: str) -> None:
+        """Report `url` (a real model server of the test's) as the InferenceService's `status.address.url`.
+
+        The one thing the double makes up on purpose: a cluster's address would be
+        `http://<name>.<namespace>.svc.cluster.local`, which nothing here resolves."""
+        self._addresses[inference_service] = url
 
     def fail_revision(self, name: str, message: str) -> None:
         """The Knative revision `name` (whatever it serves) never starts: its container exits."""
@@ -79,6 +87,9 @@ class KServeDouble:
                 status = knative_status(isvc, ksvc, self.settle, ready, self._domain)
             else:
                 status = self._standard_status(isvc, ready)
+            override = self._addresses.get(isvc["metadata"]["name"])
+            if override and "address" in status:
+                status["address"] = {"url": override}
             body = copy.deepcopy(isvc)
             body["status"] = status
             assert_valid(body)  # strict: a status field KServe's CRD does not define fails here, not silently

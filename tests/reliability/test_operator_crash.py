@@ -64,7 +64,7 @@ from registry.connection import fail_fast_environment
 from tests.fixtures.faults import MlflowAccessLog
 from tests.fixtures.kserve_stack import Comparator
 from tests.fixtures.kube import MODELROLLOUT_CRD, start_kube_api
-from tests.fixtures.mlflow import _log_sklearn_model, fit_iris
+from tests.fixtures.mlflow import log_sklearn_model, fit_iris
 from tests.fixtures.operator import (
     OPERATOR_USER,
     PEERING_GET,
@@ -134,7 +134,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableMl
 
 @pytest.fixture(scope="module")
 def model_uri(registry: RestartableMlflow) -> str:
-    return _log_sklearn_model(fit_iris())
+    return log_sklearn_model(fit_iris())
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def other_model_uri(registry: RestartableMlflow) -> str:
     """A second logged model: its own storageUri, so the test can make it alone slow (the KServe
     double and the traffic tell versions apart by storageUri, and versions of one logged model
     share it)."""
-    return _log_sklearn_model(fit_iris(C=0.5))
+    return log_sklearn_model(fit_iris(C=0.5))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.kserve_documents import Desired, IsvcTarget, desired, shadow_name
+from controller.kserve_documents import Desired, IsvcTarget, desired, shadow_logger, shadow_name
 from controller.kserve_patch import PATCH_CONTENT_TYPE, merge_patch
 from controller.kserve_status import SUPERSEDED_REVISION_ANNOTATION
 from controller.platform import Routing
@@ -321,7 +321,7 @@ def test_shadow_role(mode: str) -> None:
     result = build(mode, shadow())
     name = "v1" if mode == "Standard" else None
     assert result.primary["spec"] == {
-        "predictor": {**predictor_of("1", name=name), "logger": {"mode": "all", "url": COMPARATOR}}
+        "predictor": {**predictor_of("1", name=name), "logger": shadow_logger(COMPARATOR)}
     }
     assert result.shadow is not None
     assert result.shadow["metadata"]["name"] == shadow_name("iris") == "iris-shadow"
@@ -362,7 +362,7 @@ def test_patch_replaces_an_owned_object_whole_and_removes_our_stale_keys() -> No
         "metadata": {"annotations": {"modelrollout.io/obsolete": None}},
         "spec": {
             "predictor": {
-                "logger": {"mode": "all", "url": COMPARATOR, "marshallerUrl": None},
+                "logger": {"mode": "all", "url": COMPARATOR, "metadataHeaders": ["X-Request-Id"], "marshallerUrl": None},
                 "sklearn": None,
             }
         },
