@@ -253,11 +253,15 @@ def create_rollouts(kube_url: str, namespace: str, bodies: Sequence[dict[str, An
 
 
 class KServeOnChange:
-    """KServe's controller, played by the test suite's double: a reconcile of the namespace whenever
+    """KServe's controller, played by the test suite's double: reconciles of the namespace whenever
     an InferenceService appeared or its generation changed (one list every `period` seconds).
 
     The double rewrites every InferenceService's status on each call; calling it on change only
-    keeps its cost off the harness while nothing changes."""
+    keeps its cost off the harness while nothing changes. As KServe does, the double needs more
+    than one reconcile to report a change: the first only initialises the conditions and a new
+    revision starts before it is ready, so each change is followed by `SETTLE_ROUNDS` reconciles."""
+
+    SETTLE_ROUNDS = 3
 
     def __init__(self, kube: Any, namespace: str, period: float = 0.5) -> None:
         from tests.kube.kserve_double import KServeDouble
@@ -269,6 +273,7 @@ class KServeOnChange:
         self.namespace, self.period = namespace, period
         self.errors: list[str] = []
         self._seen: dict[str, int] = {}
+        self._rounds_left = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kserve-double", daemon=True)
 
@@ -288,8 +293,10 @@ class KServeOnChange:
             try:
                 generations = {i["metadata"]["uid"]: i["metadata"].get("generation", 0) for i in self._items()}
                 if generations != self._seen:
+                    self._seen, self._rounds_left = generations, self.SETTLE_ROUNDS
+                if self._rounds_left:
                     self._double.reconcile(self.namespace, ready=True)
-                    self._seen = generations
+                    self._rounds_left -= 1
             except ApiException as err:
                 if err.status not in (404, 409):  # a write between our read and ours: next round
                     self.errors.append(f"HTTP {err.status}: {err.reason}")

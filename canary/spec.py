@@ -499,6 +499,11 @@ ISVC_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # `<name>-shadow-predictor` — the Service KServe creates for the shadow InferenceService — must still
 # fit a 63-character DNS label: 63 - len("-shadow-predictor").
 ISVC_NAME_MAX = 46
+# Standard mode adds `<name>-baseline` (the stable with the logger, in the shadow phase), whose Service
+# `<name>-baseline-predictor` must fit too: 63 - len("-baseline-predictor").
+STANDARD_ISVC_NAME_MAX = 44
+# Gateway API object names: DNS-1123 subdomains.
+ROUTE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Kubernetes object names (ServingRuntime, ServiceAccount): DNS-1123 subdomains.
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Resource names: `cpu`, `memory`, `nvidia.com/gpu` (an optional DNS prefix, then a name).
@@ -582,9 +587,42 @@ class TargetSpec(_Model):
     deployment_mode: Literal["Knative", "Standard"] = Field(
         "Knative",
         description="KServe deployment mode: Knative (canaryTrafficPercent on the predictor) or "
-        "Standard (a spec.canary entry, KServe >= 0.20)",
+        "Standard (a second InferenceService and the weights of spec.target.httpRoute)",
+    )
+    http_route: Annotated[
+        str,
+        Field(min_length=1, max_length=253, json_schema_extra={"pattern": ROUTE_NAME_PATTERN}),
+        _matching(ROUTE_NAME_PATTERN, "HTTPRoute name", "lower-case letters, digits, '-' and '.'"),
+    ] | None = Field(
+        None,
+        description="Standard mode: the Gateway API HTTPRoute (in the rollout's namespace) clients reach the "
+        "InferenceService through; modelrollout sets the weights of its backendRefs between the "
+        "InferenceService's predictor Service and the canary's",
     )
     predictor: PredictorOverrides | None = Field(None, description="Settings for the predictor of the InferenceService")
+
+    @model_validator(mode="after")
+    def _route_for_standard(self) -> TargetSpec:
+        # Released KServe (v0.20.0) does not split Standard-mode traffic between a stable and a
+        # spec.canary entry (the HTTPRoute weights of kserve#5912 are only on master): the split is ours.
+        if self.deployment_mode == "Standard":
+            if self.http_route is None:
+                raise ValueError(
+                    "deploymentMode Standard needs httpRoute: KServe does not split Standard-mode traffic between "
+                    "a stable and a canary in any release, so modelrollout sets the weights of a Gateway API "
+                    "HTTPRoute you name (its backendRefs reach the InferenceService's predictor Service)"
+                )
+            if len(self.inference_service) > STANDARD_ISVC_NAME_MAX:
+                raise ValueError(
+                    f"inferenceService {self.inference_service!r} is longer than {STANDARD_ISVC_NAME_MAX} characters: "
+                    "in Standard mode '<name>-baseline-predictor' must fit a 63-character Service name"
+                )
+        elif self.http_route is not None:
+            raise ValueError(
+                "httpRoute is for deploymentMode Standard; in Knative mode the InferenceService's "
+                "canaryTrafficPercent splits the traffic"
+            )
+        return self
 
 
 class ModelRolloutSpec(_Model):

@@ -25,6 +25,8 @@ object it reads and report failures in the status, because the API server accept
   checks a DNS subdomain);
 - `target` is present: optional in the schema because the local platform ignores it, required by
   the KServe platform;
+- `target.httpRoute` is given with `deploymentMode: Standard` and only then, and a Standard-mode
+  `inferenceService` leaves room for `-baseline-predictor` (44 characters);
 - `maxIncrease`/`maxDecrease` are a number or a string: the schema node is untyped (see `_union`),
   so the API server lets a list or an object through;
 - `gate`: relative bounds (`maxDecrease`/`maxIncrease`) written as "N%" (a bare number is refused),

@@ -26,11 +26,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client import CustomObjectsApi
+from kubernetes.client import AppsV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from controller import kserve_route
 from controller.kserve_documents import (
+    BASELINE_SUFFIX,
+    CANARY_SUFFIX,
     GROUP,
     MANAGED_BY_LABEL,
     PLURAL,
@@ -41,9 +44,10 @@ from controller.kserve_documents import (
     shadow_name,
 )
 from controller.kserve_patch import PATCH_CONTENT_TYPE, merge_patch
+from controller.kserve_standard import PREDICTOR_SUFFIX, Observed, predictor_service, split, storage_uri
 from controller.kserve_status import (
     SUPERSEDED_REVISION_ANNOTATION,
-    deployment_mode,
+    deployment_rolled_out,
     predictor_readiness,
 )
 from controller.platform import Routing, VersionHealth
@@ -78,6 +82,7 @@ class KServePlatform:
 
     def __init__(self, api_client: Any, targets: Targets, comparator_url: str | None = None) -> None:
         self._api = CustomObjectsApi(api_client)
+        self._apps = AppsV1Api(api_client)
         self._targets = targets
         self._comparator_url = comparator_url
         self._applied: dict[str, _Applied] = {}
@@ -90,31 +95,16 @@ class KServePlatform:
         target = self._target(rollout)
         uris = {v: artifact_uris[v] for v in routing.versions if v in artifact_uris}
         # One retry on 409: someone (KServe, another tick) wrote between our read and our write.
+        write = self._apply_standard if target.deployment_mode == "Standard" else self._apply_knative
         for attempt in (1, 2):
-            primary = self._read(target, target.name)
-            shadow = self._read(target, shadow_name(target.name))
-            if shadow is not None:
-                _check_ours(shadow)
-            want = desired(
-                target,
-                routing,
-                uris,
-                self._comparator_url,
-                observed_primary=primary,
-                observed_shadow=shadow,
-            )
             try:
-                if want.shadow is not None:
-                    self._converge(target, shadow, want.shadow)
-                    self._converge(target, primary, want.primary)
-                else:
-                    self._converge(target, primary, want.primary)
-                    if shadow is not None:
-                        self._delete(target, shadow_name(target.name))
+                write(target, routing, uris)
                 break
+            except kserve_route.RouteError as err:
+                raise KServeError(f"applying rollout {rollout!r}: {err}") from err
             except ApiException as err:
                 if err.status == 409 and attempt == 1:
-                    log.info("%s: InferenceService changed while applying; reading it again", rollout)
+                    log.info("%s: an InferenceService or the HTTPRoute changed while applying; reading again", rollout)
                     continue
                 raise _error(err, f"applying rollout {rollout!r} to InferenceService {_where(target)}") from err
             except HTTPError as err:
@@ -125,6 +115,8 @@ class KServePlatform:
     def health(self, rollout: str, version: str) -> VersionHealth:
         with self._lock:
             applied = self._applied.get(rollout)
+        if applied is not None and applied.target.deployment_mode == "Standard":
+            return self._standard_health(applied, version)
         served = _serving(applied, version)
         if applied is None or served is None:
             return VersionHealth(ready=False)
@@ -172,6 +164,10 @@ class KServePlatform:
 
     def endpoint(self, rollout: str) -> str | None:
         target = self._target(rollout)
+        if target.http_route is not None:
+            host = kserve_route.hostname(self._read_route(target, required=False))
+            if host:
+                return f"http://{host}"
         isvc = self._read(target, target.name)
         url = _get(isvc, "status", "url")
         return url if isinstance(url, str) and url else None
@@ -179,6 +175,8 @@ class KServePlatform:
     def analysis_variables(self, rollout: str, version: str) -> Mapping[str, str]:
         with self._lock:
             applied = self._applied.get(rollout)
+        if applied is not None and applied.target.deployment_mode == "Standard":
+            return self._standard_variables(applied, version)
         served = _serving(applied, version)
         if applied is None or served is None:
             return {}
@@ -186,16 +184,10 @@ class KServePlatform:
         isvc = self._read(applied.target, served.name)
         if isvc is None:
             return variables
-        if deployment_mode(isvc) == "Knative":
-            revision = _knative_revision(isvc, served, version == applied.routing.stable_version)
-            if revision:
-                variables["revision"] = revision
-                variables["workload"] = f"{revision}-deployment"
-        else:
-            predictor = _standard_predictor(isvc, served.uri)
-            if predictor is not None:
-                name = predictor.get("name")
-                variables["workload"] = f"{served.name}-{name}-predictor" if name else f"{served.name}-predictor"
+        revision = _knative_revision(isvc, served, version == applied.routing.stable_version)
+        if revision:
+            variables["revision"] = revision
+            variables["workload"] = f"{revision}-deployment"
         return variables
 
     def target(self, rollout: str) -> IsvcTarget:
@@ -213,6 +205,199 @@ class KServePlatform:
                 return url
         return None
 
+    def _apply_knative(self, target: IsvcTarget, routing: Routing, uris: Mapping[str, str]) -> None:
+        primary = self._read(target, target.name)
+        shadow = self._read(target, shadow_name(target.name))
+        if shadow is not None:
+            _check_ours(shadow)
+        want = desired(target, routing, uris, self._comparator_url, observed_primary=primary, observed_shadow=shadow)
+        if want.shadow is not None:
+            self._converge(target, shadow, want.shadow)
+            self._converge(target, primary, want.primary)
+        else:
+            self._converge(target, primary, want.primary)
+            if shadow is not None:
+                self._delete(target, shadow_name(target.name))
+
+    def logged_service(self, rollout: str, routing: Routing) -> tuple[str, int]:
+        """Which InferenceService's logger feeds the comparator in the shadow role, and the share of
+        its requests to replay: Knative: the primary's, `shadow_percent` of them (the logger cannot
+        sample); Standard: `<name>-baseline`'s, all of them (the route sent it only its share)."""
+        target = self._target(rollout)
+        if target.deployment_mode == "Standard":
+            return target.name + BASELINE_SUFFIX, 100
+        return target.name, max(1, routing.shadow_percent)
+
+    # -----------------------------------------------------------------------------------------
+    # Standard mode (kserve_standard, kserve_route)
+
+    def _apply_standard(self, target: IsvcTarget, routing: Routing, uris: Mapping[str, str]) -> None:
+        shadow, canary, baseline = shadow_name(target.name), target.name + CANARY_SUFFIX, target.name + BASELINE_SUFFIX
+        primary = self._read(target, target.name)
+        seconds = {name: self._read(target, name) for name in (shadow, canary, baseline)}
+        for obj in seconds.values():
+            if obj is not None:
+                _check_ours(obj)
+        route = self._read_route(target)
+        want = desired(target, routing, uris, self._comparator_url, observed_primary=primary, observed_shadow=seconds[shadow])
+        self._converge(target, primary, want.primary)
+        for document in (want.shadow, want.canary, want.baseline):
+            if document is None:
+                continue
+            current = seconds[document["metadata"]["name"]]
+            if current is None or storage_uri(current) == storage_uri(document):
+                self._converge(target, current, document)  # else: re-created once the route has left it
+        primary_service = predictor_service(primary or want.primary)
+        stable_uri = uris[routing.stable_version or ""]
+        observed = {
+            name: Observed(storage_uri(obj), _fresh_ready(obj))
+            for name, obj in seconds.items()
+            if obj is not None and name != shadow
+        }
+        serves = {uri: self._primary_rolled_out(target, primary_service, uri) for uri in set(uris.values())}
+        weight = routing.candidate_weight if routing.candidate_role == "canary" else routing.shadow_percent
+        decided = split(target.name, want, weight, stable_uri, observed, serves)
+        second = decided.second + PREDICTOR_SUFFIX if decided.second else None
+        rules = kserve_route.split_rules(
+            route, primary_service, second, decided.weight, (canary + PREDICTOR_SUFFIX, baseline + PREDICTOR_SUFFIX)
+        )
+        if self._write_route(target, route, rules):
+            log.info("HTTPRoute %s/%s: %s%% to %s", target.namespace, target.http_route, decided.weight, second or "-")
+        for name in (canary, baseline):
+            if seconds[name] is not None and name not in decided.keep:
+                self._delete(target, name)
+        current_shadow = seconds[shadow]
+        if current_shadow is not None and (want.shadow is None or storage_uri(current_shadow) != storage_uri(want.shadow)):
+            self._delete(target, shadow)
+
+    def _standard_health(self, applied: _Applied, version: str) -> VersionHealth:
+        target, routing = applied.target, applied.routing
+        uri = applied.uris.get(version)
+        if uri is None or version not in routing.versions:
+            return VersionHealth(ready=False)
+        route = self._read_route(target, required=False)
+        primary = self._read(target, target.name)
+        if primary is None:
+            return VersionHealth(ready=False)
+        canary_name = target.name + CANARY_SUFFIX
+        if version != routing.candidate_version:
+            # The stable: the primary serves it, or (a promotion's hand-over) `<name>-canary` does.
+            if self._primary_rolled_out(target, predictor_service(primary), uri):
+                return VersionHealth(ready=True)
+            canary = self._read(target, canary_name)
+            handing = canary is not None and storage_uri(canary) == uri and _fresh_ready(canary)
+            return VersionHealth(ready=handing and kserve_route.weight_of(route, canary_name + PREDICTOR_SUFFIX) == 100)
+        if routing.candidate_role == "shadow":
+            shadow = self._read(target, shadow_name(target.name))
+            readiness = predictor_readiness(shadow, uri) if shadow is not None else None
+            if readiness is None or readiness.failure is not None or not readiness.candidate_ready:
+                return VersionHealth(ready=False, failure=readiness.failure if readiness else None)
+            baseline_name = target.name + BASELINE_SUFFIX
+            baseline = self._read(target, baseline_name)
+            stable_uri = applied.uris.get(routing.stable_version or "")
+            if baseline is None or stable_uri is None:
+                return VersionHealth(ready=False)
+            fed = predictor_readiness(baseline, stable_uri)
+            if fed.failure is not None:
+                return VersionHealth(ready=False, failure=f"{baseline_name} (the stable with the shadow's logger): {fed.failure}")
+            routed = kserve_route.weight_of(route, baseline_name + PREDICTOR_SUFFIX) == routing.shadow_percent
+            return VersionHealth(ready=fed.candidate_ready and routed)
+        canary = self._read(target, canary_name)
+        readiness = predictor_readiness(canary, uri) if canary is not None else None
+        if readiness is not None and readiness.failure is not None:
+            return VersionHealth(ready=False, failure=readiness.failure)
+        ready = readiness is not None and readiness.candidate_ready
+        weight = kserve_route.weight_of(route, canary_name + PREDICTOR_SUFFIX)
+        if routing.candidate_weight == 100:
+            promoted = self._primary_rolled_out(target, predictor_service(primary), uri)
+            return VersionHealth(ready=promoted or (ready and weight == 100))
+        return VersionHealth(ready=ready and weight == routing.candidate_weight)
+
+    def _standard_variables(self, applied: _Applied, version: str) -> Mapping[str, str]:
+        """The InferenceService and workload (its Deployment) measured for `version` in the current role."""
+        target, routing = applied.target, applied.routing
+        if version not in routing.versions:
+            return {}
+        if version == routing.candidate_version:
+            name = shadow_name(target.name) if routing.candidate_role == "shadow" else target.name + CANARY_SUFFIX
+            return {"inference_service": name, "workload": name + PREDICTOR_SUFFIX}
+        if routing.candidate_role == "shadow":  # measured on the same requests as the shadow
+            name = target.name + BASELINE_SUFFIX
+            return {"inference_service": name, "workload": name + PREDICTOR_SUFFIX}
+        canary = self._read(target, target.name + CANARY_SUFFIX)
+        route = self._read_route(target, required=False)
+        if (
+            routing.candidate_version is None
+            and canary is not None
+            and storage_uri(canary) == applied.uris.get(version)
+            and kserve_route.weight_of(route, target.name + CANARY_SUFFIX + PREDICTOR_SUFFIX) > 0
+        ):
+            name = target.name + CANARY_SUFFIX  # the promotion's hand-over: it serves the new stable
+            return {"inference_service": name, "workload": name + PREDICTOR_SUFFIX}
+        primary = self._read(target, target.name)
+        workload = predictor_service(primary) if primary is not None else target.name + PREDICTOR_SUFFIX
+        return {"inference_service": target.name, "workload": workload}
+
+    def _standard_teardown(self, target: IsvcTarget) -> None:
+        """Everything back on the primary: the route's share taken back first, then ours deleted."""
+        primary = self._read(target, target.name)
+        route = self._read_route(target, required=False)
+        names = (target.name + CANARY_SUFFIX, target.name + BASELINE_SUFFIX)
+        if primary is not None and route is not None:
+            rules = kserve_route.split_rules(
+                route, predictor_service(primary), None, 0, tuple(n + PREDICTOR_SUFFIX for n in names)
+            )
+            self._write_route(target, route, rules)
+        for name in names:
+            obj = self._read(target, name)
+            if obj is not None:
+                _check_ours(obj)
+                self._delete(target, name)
+
+    def _write_route(self, target: IsvcTarget, route: Mapping[str, Any], rules: list[dict[str, Any]]) -> bool:
+        """Replaces the route's rules if they differ; True if written. The read's resourceVersion
+        goes with the patch, so a route changed since (by its owner, say) is a 409, read again."""
+        if rules == (route.get("spec") or {}).get("rules"):
+            return False
+        patch = {"metadata": {"resourceVersion": route["metadata"]["resourceVersion"]}, "spec": {"rules": rules}}
+        self._api.patch_namespaced_custom_object(
+            kserve_route.GROUP, kserve_route.VERSION, target.namespace, kserve_route.PLURAL, target.http_route,
+            patch, _content_type=PATCH_CONTENT_TYPE,
+        )  # fmt: skip
+        return True
+
+    def _read_route(self, target: IsvcTarget, required: bool = True) -> dict[str, Any] | None:
+        name = target.http_route
+        if name is None:
+            return None
+        try:
+            return self._api.get_namespaced_custom_object(
+                kserve_route.GROUP, kserve_route.VERSION, target.namespace, kserve_route.PLURAL, name
+            )
+        except ApiException as err:
+            if err.status == 404 and not required:
+                return None
+            if err.status == 404:
+                raise KServeError(
+                    f"HTTPRoute {target.namespace}/{name} (spec.target.httpRoute) does not exist: create it with a "
+                    f"rule whose backendRefs reach Service {target.name}-predictor, and send clients through it"
+                ) from None
+            raise _error(err, f"reading HTTPRoute {target.namespace}/{name}") from err
+        except HTTPError as err:
+            raise KServeError(f"reading HTTPRoute {target.namespace}/{name}: API server unreachable: {err}") from err
+
+    def _primary_rolled_out(self, target: IsvcTarget, deployment: str, uri: str) -> bool:
+        """Whether the primary's Deployment serves `uri` with every pod (kserve_status.deployment_rolled_out)."""
+        try:
+            read = self._apps.read_namespaced_deployment(deployment, target.namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise _error(err, f"reading Deployment {target.namespace}/{deployment}") from err
+        except HTTPError as err:
+            raise KServeError(f"reading Deployment {target.namespace}/{deployment}: API server unreachable: {err}") from err
+        return deployment_rolled_out(self._apps.api_client.sanitize_for_serialization(read), uri)
+
     def teardown(self, rollout: str) -> None:
         target = self._target(rollout)
         with self._lock:
@@ -225,6 +410,8 @@ class KServePlatform:
             self.apply(rollout, stable_only, {stable: applied.uris[stable]})
         else:
             self._strip_without_memory(target)
+        if target.deployment_mode == "Standard":
+            self._standard_teardown(target)
         shadow = self._read(target, shadow_name(target.name))
         if shadow is not None:
             _check_ours(shadow)
@@ -278,27 +465,24 @@ class KServePlatform:
                 raise _error(err, f"deleting InferenceService {target.namespace}/{name}") from err
 
     def _strip_without_memory(self, target: IsvcTarget) -> None:
-        """Teardown after a restart, with no stable URI known: remove the logger and the canary.
+        """Teardown after a restart, with no stable URI known: remove the logger and the canary share.
 
-        Standard: dropping `spec.canary` leaves the stable predictor alone. Knative: the stable's
-        storageUri lives only in the rolled-out revision, so a canary share is pinned to 0
-        (100% on that revision) rather than guessed.
+        Standard: the route's share goes back to the primary (`teardown` does it) and the primary is
+        left alone. Knative: the stable's storageUri lives only in the rolled-out revision, so a canary
+        share is pinned to 0 (100% on that revision) rather than guessed.
         """
         primary = self._read(target, target.name)
-        if primary is None:
+        if primary is None or target.deployment_mode == "Standard":
             return
         predictor: dict[str, Any] = {}
-        patch: dict[str, Any] = {"spec": {"predictor": predictor}}
         if _get(primary, "spec", "predictor", "logger") is not None:
             predictor["logger"] = None
-        if _get(primary, "spec", "canary") is not None:
-            patch["spec"]["canary"] = None
         percent = _get(primary, "spec", "predictor", "canaryTrafficPercent")
         if isinstance(percent, int) and percent > 0:
             predictor["canaryTrafficPercent"] = 0
-        if not predictor and "canary" not in patch["spec"]:
+        if not predictor:
             return
-        patch["metadata"] = {"resourceVersion": primary["metadata"]["resourceVersion"]}
+        patch = {"spec": {"predictor": predictor}, "metadata": {"resourceVersion": primary["metadata"]["resourceVersion"]}}
         try:
             self._api.patch_namespaced_custom_object(
                 GROUP, VERSION, target.namespace, PLURAL, target.name, patch, _content_type=PATCH_CONTENT_TYPE
@@ -339,24 +523,23 @@ def _knative_revision(isvc: Mapping[str, Any], served: _Served, is_stable: bool)
     return created
 
 
-def _standard_predictor(isvc: Mapping[str, Any], uri: str) -> Mapping[str, Any] | None:
-    for entry in _get(isvc, "spec", "canary") or []:
-        if _get(entry, "predictor", "model", "storageUri") == uri:
-            return entry.get("predictor")
-    predictor = _get(isvc, "spec", "predictor")
-    if _get(predictor, "model", "storageUri") == uri:
-        return predictor
-    return None
-
-
-def _check_ours(shadow: Mapping[str, Any]) -> None:
-    labels = _get(shadow, "metadata", "labels") or {}
-    if labels.get(MANAGED_BY_LABEL) != "modelrollout" or labels.get(ROLE_LABEL) != "shadow":
-        where = f"{_get(shadow, 'metadata', 'namespace')}/{_get(shadow, 'metadata', 'name')}"
+def _check_ours(isvc: Mapping[str, Any]) -> None:
+    """`isvc` (named like our shadow, canary or baseline) was made by modelrollout in that role."""
+    name = str(_get(isvc, "metadata", "name") or "")
+    role = next((r for r in ("shadow", "canary", "baseline") if name.endswith(f"-{r}")), "shadow")
+    labels = _get(isvc, "metadata", "labels") or {}
+    if labels.get(MANAGED_BY_LABEL) != "modelrollout" or labels.get(ROLE_LABEL) != role:
+        where = f"{_get(isvc, 'metadata', 'namespace')}/{name}"
         raise KServeError(
-            f"InferenceService {where} exists but is not a shadow made by modelrollout "
-            f"(labels {MANAGED_BY_LABEL}=modelrollout, {ROLE_LABEL}=shadow missing); rename it or the target"
+            f"InferenceService {where} exists but is not a {role} made by modelrollout "
+            f"(labels {MANAGED_BY_LABEL}=modelrollout, {ROLE_LABEL}={role} missing); rename it or the target"
         )
+
+
+def _fresh_ready(isvc: Mapping[str, Any]) -> bool:
+    """A second InferenceService (made for one storageUri) ready for that storageUri."""
+    uri = storage_uri(isvc)
+    return bool(uri) and predictor_readiness(isvc, uri).candidate_ready
 
 
 def _error(err: ApiException, doing: str) -> KServeError:

@@ -47,15 +47,17 @@ class ComparedKServePlatform:
             address = self.platform.shadow_address(rollout)
             if address is None:
                 return  # the shadow has no address yet; the candidate is not ready either
+            logged, percent = self.platform.logged_service(rollout, routing)
             registration = ShadowTarget(
                 rollout=rollout,
                 namespace=target.namespace,
-                inference_service=target.name,
+                inference_service=logged,
                 model=routing.model,
                 stable_version=routing.stable_version,
                 candidate_version=routing.candidate_version,
                 shadow_url=address,
-                percent=max(1, routing.shadow_percent),
+                shadow_model=target.name,  # every InferenceService of the rollout serves the primary's model name
+                percent=percent,
                 comparison=Comparison(
                     relative_tolerance=routing.relative_tolerance, absolute_tolerance=routing.absolute_tolerance
                 ),
@@ -63,7 +65,7 @@ class ComparedKServePlatform:
             self._send("PUT", "/admin/shadows", registration.model_dump(mode="json", by_alias=True, exclude_none=True))
             self._withdrawn.discard(rollout)
         elif rollout not in self._withdrawn:
-            self._send("DELETE", f"/admin/shadows/{target.namespace}/{target.name}")
+            self._withdraw(rollout)
             self._withdrawn.add(rollout)
 
     def health(self, rollout: str, version: str) -> VersionHealth:
@@ -78,9 +80,13 @@ class ComparedKServePlatform:
     def teardown(self, rollout: str) -> None:
         self.platform.teardown(rollout)
         if self.comparator_url is not None:
-            target = self.platform.target(rollout)
-            self._send("DELETE", f"/admin/shadows/{target.namespace}/{target.name}")
+            self._withdraw(rollout)
         self._withdrawn.discard(rollout)
+
+    def _withdraw(self, rollout: str) -> None:
+        target = self.platform.target(rollout)
+        logged, _ = self.platform.logged_service(rollout, Routing(model="-", stable_version=None))
+        self._send("DELETE", f"/admin/shadows/{target.namespace}/{logged}")
 
     def close(self) -> None:
         self._http.close()

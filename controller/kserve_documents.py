@@ -12,17 +12,22 @@ send snake_case with kubernetes 37 — REFERENCE.md). What each rollout state be
   until that revision is ready, "no field" would send 100% to the latest ready revision, the
   failed candidate. Given the observed object, `desired` holds `canaryTrafficPercent: 0`
   (100% on the rolled-out stable revision) until the restored revision is ready, then drops it.
-- **Standard** (KServe >= 0.20, kserve/kserve#5672 and its e2e test
-  `test/e2e/predictor/test_canary_raw_deployment.py`): `spec.canary: [{trafficPercent,
-  predictor: {name, …}}]`, one Deployment `<isvc>-<name>-predictor` per entry. Promotion =
-  the stable predictor takes the canary's spec *and name* (KServe retargets the stable to the
-  canary's Deployment, no restart) and the entry goes; rollback = the entry goes. So every
-  predictor is named after the version it serves (`v<version>`), and the candidate's predictor
-  is byte-for-byte the same as canary and as promoted stable.
-- **Shadow** (both modes; KServe has no mirroring): the primary is unchanged but for the
-  predictor `logger: {mode: all, url: <comparator>}` (request and response CloudEvents), and
-  `<name>-shadow` serves the candidate to the comparator only. The logger cannot sample: the
-  comparator applies the shadow percentage.
+- **Standard** (KServe v0.20.0 splits no Standard-mode traffic: `spec.canary[]` entries get a
+  Deployment and no request; the HTTPRoute weights of kserve#5912 are on master only): the split is
+  the weights of the user's HTTPRoute (kserve_route) between the primary and a second
+  InferenceService, `<name>-canary` serving the candidate. The primary keeps the stable until the
+  promotion (weight 100), when it takes the candidate's storageUri: a rolling update, during which
+  the route keeps everything on `<name>-canary`; the platform deletes that one only once the
+  primary's Deployment has rolled out. A rollback just takes the weight back. The user's predictor
+  is never renamed (KServe's webhook refuses a rename without a model change,
+  `validatePredictorNameChange`).
+- **Shadow** (both modes; KServe has no mirroring): `<name>-shadow` serves the candidate to the
+  comparator only. The requests reach the comparator through a predictor `logger: {mode: all,
+  url: <comparator>}` (request and response CloudEvents): in Knative mode on the primary (a new
+  revision, which Knative routes to once ready); in Standard mode on `<name>-baseline`, a copy of the
+  stable that takes the shadow's share of the route, because a logger on the serving primary would
+  make its Service point at an agent port the old pods do not have. Knative's logger cannot sample:
+  the comparator applies the shadow percentage; in Standard mode the route does.
 
 KServe copies an InferenceService's labels and annotations into the pod template, so any change
 to them makes a new Knative revision or rolls the Deployment. The metadata here is therefore
@@ -59,6 +64,7 @@ VERSION_LABEL = "modelrollout.io/version"
 MODEL_ANNOTATION = "modelrollout.io/model"
 DEFAULT_RUNTIME = "kserve-mlserver"
 MODEL_CONTAINER = "kserve-container"
+MODEL_NAME_ENV = "MLSERVER_MODEL_NAME"
 SHADOW_SUFFIX = "-shadow"
 
 DeploymentMode = Literal["Knative", "Standard"]
@@ -87,6 +93,7 @@ class IsvcTarget:
     runtime: str = DEFAULT_RUNTIME
     resources: Mapping[str, Mapping[str, str | int]] | None = None  # {"requests": {...}, "limits": {...}}
     service_account: str | None = None
+    http_route: str | None = None  # Standard: the Gateway API HTTPRoute whose weights split the traffic
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in ("Knative", "Standard"):
@@ -110,14 +117,28 @@ class IsvcTarget:
                 raise ValueError(f"target.{field} {value!r} is not a valid Kubernetes object name")
         if self.resources is not None:
             object.__setattr__(self, "resources", _checked_resources(self.resources))
+        if self.deployment_mode == "Standard" and not self.http_route:
+            raise ValueError("target.http_route is required in Standard mode: it is what splits the traffic")
+        if self.http_route is not None and (not _full(_DNS1123_SUBDOMAIN, self.http_route) or len(self.http_route) > 253):
+            raise ValueError(f"target.http_route {self.http_route!r} is not a valid Kubernetes object name")
 
 
 @dataclass(frozen=True)
 class Desired:
-    """The documents one rollout state needs; `shadow` None means `<name>-shadow` must not exist."""
+    """The documents one rollout state needs; None means that InferenceService must not exist.
+
+    Standard mode only: `canary` (`<name>-canary`, the candidate taking the route's canary share)
+    and `baseline` (`<name>-baseline`, the stable with the logger, taking the route's shadow share).
+    """
 
     primary: dict[str, Any]
     shadow: dict[str, Any] | None
+    canary: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
+
+
+CANARY_SUFFIX = "-canary"
+BASELINE_SUFFIX = "-baseline"
 
 
 def shadow_logger(comparator_url: str) -> dict[str, Any]:
@@ -166,18 +187,17 @@ def desired(
     logger = None
     if role == "shadow":
         logger = shadow_logger(_checked_comparator(comparator_url))
-    if target.deployment_mode == "Knative":
-        primary = _knative_primary(target, routing, stable_uri, candidate_uri, logger, observed_primary)
-    else:
-        primary = _standard_primary(target, routing, stable_uri, candidate_uri, logger)
     shadow = None
     if role == "shadow":
         assert candidate is not None and candidate_uri is not None
-        predictor = _predictor(target, candidate, candidate_uri)
+        predictor = _predictor(target, candidate, candidate_uri, serve_as=target.name)
         superseded = _superseded_revision(target, observed_shadow, predictor)
         spec = {"predictor": predictor}
         shadow = _document(target, shadow_name(target.name), "shadow", routing.model, spec, superseded)
-    return Desired(primary=primary, shadow=shadow)
+    if target.deployment_mode == "Knative":
+        primary = _knative_primary(target, routing, stable_uri, candidate_uri, logger, observed_primary)
+        return Desired(primary=primary, shadow=shadow)
+    return _standard(target, routing, stable_uri, candidate_uri, logger, shadow)
 
 
 def _knative_primary(
@@ -223,36 +243,48 @@ def _hold_previous_revision(observed: Mapping[str, Any] | None, uri: str) -> boo
     return current == 0 and not knative_newest_revision_ready(observed)
 
 
-def _standard_primary(
+def _standard(
     target: IsvcTarget,
     routing: Routing,
     stable_uri: str,
     candidate_uri: str | None,
-    logger: dict[str, str] | None,
-) -> dict[str, Any]:
+    logger: dict[str, Any] | None,
+    shadow: dict[str, Any] | None,
+) -> Desired:
+    """Standard mode: the primary serves the stable and is never touched but to promote; a second
+    InferenceService takes the route's share (kserve_route): the candidate as `<name>-canary`, or in
+    the shadow phase the stable again with the logger as `<name>-baseline`, so the primary never
+    restarts for a logger. (Adding the logger to a serving Deployment would point its Service at the
+    agent's port 9081 at once, before any pod has the agent: KServe v0.20.0 reconciles the Service
+    first, raw_kube_reconciler.go L242, service_reconciler.go L161-172.)"""
     stable, candidate = routing.stable_version, routing.candidate_version
     assert stable is not None
-    spec: dict[str, Any]
-    if routing.candidate_role == "canary" and candidate is not None and candidate_uri is not None:
-        candidate_predictor = _predictor(target, candidate, candidate_uri, name=_predictor_name(target, candidate))
-        if routing.candidate_weight == 100:  # promotion: the stable takes the canary's name and spec
-            spec = {"predictor": candidate_predictor}
-        else:
-            stable_predictor = _predictor(target, stable, stable_uri, name=_predictor_name(target, stable))
-            entry = {"trafficPercent": routing.candidate_weight, "predictor": candidate_predictor}
-            spec = {"predictor": stable_predictor, "canary": [entry]}
+    model = routing.model
+    promoting = routing.candidate_role == "canary" and routing.candidate_weight == 100
+    if promoting and candidate is not None and candidate_uri is not None:
+        primary_predictor = _predictor(target, candidate, candidate_uri)  # the promotion's rolling update
     else:
-        spec = {"predictor": _predictor(target, stable, stable_uri, name=_predictor_name(target, stable))}
-    if logger is not None:
-        spec["predictor"]["logger"] = logger
-    return _document(target, target.name, "primary", routing.model, spec, None)
+        primary_predictor = _predictor(target, stable, stable_uri)
+    primary = _document(target, target.name, "primary", model, {"predictor": primary_predictor}, None)
+    canary = baseline = None
+    if routing.candidate_role == "canary" and candidate is not None and candidate_uri is not None:
+        spec = {"predictor": _predictor(target, candidate, candidate_uri, serve_as=target.name)}
+        canary = _document(target, target.name + CANARY_SUFFIX, "canary", model, spec, None)
+    if routing.candidate_role == "shadow" and logger is not None:
+        spec = {"predictor": {**_predictor(target, stable, stable_uri, serve_as=target.name), "logger": logger}}
+        baseline = _document(target, target.name + BASELINE_SUFFIX, "baseline", model, spec, None)
+    return Desired(primary=primary, shadow=shadow, canary=canary, baseline=baseline)
 
 
-def _predictor(target: IsvcTarget, version: str, uri: str, *, name: str | None = None) -> dict[str, Any]:
+def _predictor(target: IsvcTarget, version: str, uri: str, *, serve_as: str | None = None) -> dict[str, Any]:
+    """`serve_as`: the model name the predictor serves under, for the InferenceServices we add beside
+    the primary (`-shadow`, `-canary`, `-baseline`): clients and the comparator call them with the
+    primary's path (`/v1/models/<primary>:predict`). KServe names an MLServer model after its
+    InferenceService unless `MLSERVER_MODEL_NAME` is set (v0.20.0 inference_service_defaults.go
+    L412-440, `AppendEnvVarIfNotExists`)."""
     model: dict[str, Any] = {
-        # KServe's own name for the model container. The 0.20 CRD requires it in
-        # spec.canary[].predictor.model; set everywhere so that a canary's predictor and the
-        # stable it is promoted to stay identical (no restart on promotion).
+        # KServe's own name for the model container (the 0.20 CRD requires it in some places;
+        # set everywhere, so every predictor we write has one shape).
         "name": MODEL_CONTAINER,
         "modelFormat": {"name": "mlflow"},
         "runtime": target.runtime,
@@ -261,9 +293,9 @@ def _predictor(target: IsvcTarget, version: str, uri: str, *, name: str | None =
     }
     if target.resources is not None:
         model["resources"] = copy.deepcopy(dict(target.resources))
+    if serve_as is not None:
+        model["env"] = [{"name": MODEL_NAME_ENV, "value": serve_as}]
     predictor: dict[str, Any] = {}
-    if name is not None:
-        predictor["name"] = name
     if not _full(_LABEL_VALUE, version) or len(version) > 63:
         raise ValueError(f"version {version!r} cannot be a label value (at most 63 letters, digits, '-', '_', '.')")
     predictor["labels"] = {VERSION_LABEL: version}
@@ -271,19 +303,6 @@ def _predictor(target: IsvcTarget, version: str, uri: str, *, name: str | None =
     if target.service_account is not None:
         predictor["serviceAccountName"] = target.service_account
     return predictor
-
-
-def _predictor_name(target: IsvcTarget, version: str) -> str:
-    """`v<version>`: names the Standard-mode Deployment `<isvc>-v<version>-predictor`."""
-    name = "v" + version.lower()
-    if not _full(_DNS1035, name):
-        raise ValueError(f"version {version!r} cannot name a KServe predictor ({name!r} is not a DNS-1035 label)")
-    deployment = f"{target.name}-{name}-predictor"
-    if len(deployment) > 63:
-        raise ValueError(
-            f"Deployment name {deployment!r} for version {version!r} is longer than 63 characters; shorten target.name"
-        )
-    return name
 
 
 def _document(

@@ -31,9 +31,9 @@ _FRAMEWORKS = (
     "huggingface",
 )
 # Fields this module owns, each replaced whole (set, or removed with a null when not desired).
+# Not `predictor.name` (the user's; KServe refuses a rename without a model change) nor `spec.canary`
+# (no released KServe splits traffic by it; an entry someone else wrote is theirs).
 _OWNED = (
-    ("spec", "canary"),
-    (*_PREDICTOR, "name"),
     (*_PREDICTOR, "canaryTrafficPercent"),
     (*_PREDICTOR, "logger"),
     (*_PREDICTOR, "model", "name"),
@@ -44,7 +44,11 @@ _OWNED = (
     *((*_PREDICTOR, framework) for framework in _FRAMEWORKS),
 )
 # Overrides: set when the spec gives them, else left alone (KServe's webhook defaults resources).
-_OWNED_WHEN_SET = ((*_PREDICTOR, "serviceAccountName"), (*_PREDICTOR, "model", "resources"))
+_OWNED_WHEN_SET = (
+    (*_PREDICTOR, "serviceAccountName"),
+    (*_PREDICTOR, "model", "resources"),
+    (*_PREDICTOR, "model", "env"),
+)
 # Maps others write too: we own the keys we set and any key under our prefix.
 _KEYED = (("metadata", "labels"), ("metadata", "annotations"), (*_PREDICTOR, "labels"))
 _OUR_PREFIX = "modelrollout.io/"

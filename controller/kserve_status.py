@@ -1,31 +1,30 @@
 """Reading an InferenceService's status: is the version we asked for served, ready, or failed?
 
-Pure functions over the camelCase dict the API server returns (no cluster calls). What KServe
-reports, by deployment mode (REFERENCE.md, KServe section; field names from KServe's CRD):
+Pure functions over the camelCase dicts the API server returns (no cluster calls). What KServe
+v0.20.0 reports, by deployment mode (field names from KServe's CRD):
 
 - **Knative**: `status.components.predictor` names the revisions (`latestCreatedRevision`,
   `latestReadyRevision`, `latestRolledoutRevision`, `previousRolledoutRevision`) and the split
-  (`traffic[]`); conditions `PredictorReady`, `IngressReady`, `Ready`; `status.modelStatus`
-  (`transitionStatus`, `lastFailureInfo`) describes the model of the *current spec*.
-- **Standard** (KServe >= 0.20): one Deployment per predictor, named after `predictor.name`;
-  each `spec.canary[]` entry reports in `status.canaryStatuses[]` (by name) and in the aggregate
-  condition `CanaryPredictorReady`.
+  (`traffic[]`); conditions `PredictorReady` (the Knative Service's Ready: Unknown while a revision
+  starts, False when it failed), `IngressReady`, `Ready`; `status.modelStatus` (`transitionStatus`,
+  `lastFailureInfo`) describes the pods of the latest created revision.
+- **Standard**: one Deployment per InferenceService; `PredictorReady` copies its conditions (False
+  while pods start), `modelStatus` reads its newest pod, `observedGeneration` is the Deployment's.
 
-The hard part is knowing that a ready revision serves *our* storageUri and not the one before
-it: status lags behind a spec change by KServe's reconcile time. The rules, per mode:
+The hard part is knowing that a ready status is about *our* storageUri and not the one before it:
+status lags behind a spec change by KServe's reconcile time. The rules, per mode:
 
 - Knative: `status.observedGeneration` is copied from the Knative Service, not from the
-  InferenceService (KServe's `PropagateStatus` sets it from `serviceStatus.ObservedGeneration`),
-  so comparing it with `metadata.generation` proves nothing. Instead, whenever the operator
-  changes the predictor's storageUri it records the then-newest revision in the annotation
-  `modelrollout.io/superseded-revision` (see `kserve_documents.desired`). Knative creates a new
-  revision for every template change, so a `latestCreatedRevision` other than that one was made
-  from our spec; it serves our model once `latestReadyRevision` equals it.
-- Standard: the canary Deployment is named after the candidate's version (`v<version>`), so
-  `canaryStatuses[name=v<version>].ready` is about that version by construction. For the stable
-  predictor, `status.observedGeneration >= metadata.generation`, the test KServe's own SDK
-  applies (`KServeClient.wait_isvc_ready(expected_generation=…)`, used by KServe's Standard-mode
-  canary e2e tests).
+  InferenceService (KServe's `PropagateStatus`), so comparing it with `metadata.generation` proves
+  nothing. Instead, whenever the operator changes the revision template (storageUri, logger) it
+  records the then-newest revision in the annotation `modelrollout.io/superseded-revision` (see
+  `kserve_documents.desired`). Knative creates a new revision for every template change, so a
+  `latestCreatedRevision` other than that one was made from our spec; it serves our model once
+  `latestReadyRevision` equals it.
+- Standard: the InferenceServices the operator creates for a candidate (or the baseline) are made
+  for one storageUri and re-created rather than re-pointed, so their status is about it alone. The
+  one whose storageUri does change, the primary at promotion, is judged by its Deployment
+  (`deployment_rolled_out`): KServe keeps `PredictorReady` True through a rolling update.
 """
 
 from __future__ import annotations
@@ -40,6 +39,10 @@ SUPERSEDED_REVISION_ANNOTATION = "modelrollout.io/superseded-revision"
 # still report the old names.
 _MODE_ALIASES = {"Knative": "Knative", "Serverless": "Knative", "Standard": "Standard", "RawDeployment": "Standard"}
 _FAILED_TRANSITIONS = ("BlockedByFailedLoad", "InvalidSpec")
+# Standard mode: the Deployment conditions KServe copies that will not pass by waiting.
+_STANDARD_TERMINAL = ("ProgressDeadlineExceeded", "FailedCreate")
+# Where KServe puts a predictor's storageUri in its pod template (pkg/.../components/predictor.go L294-300).
+STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
 _FAILURE_LINE_LIMIT = 400
 
 
@@ -102,7 +105,7 @@ def predictor_readiness(isvc: Mapping[str, Any], want_version_uri: str) -> Readi
         traffic = _component_traffic(isvc)
     else:
         candidate_ready, failure = _standard(isvc, want_version_uri)
-        traffic = _component_traffic(isvc) or _standard_traffic(isvc)
+        traffic = ()  # Standard mode splits nothing itself: the split is the HTTPRoute's
     return Readiness(ready=ready, candidate_ready=candidate_ready, failure=failure, traffic=traffic)
 
 
@@ -135,48 +138,48 @@ def _knative(isvc: Mapping[str, Any], want: str) -> tuple[bool, str | None]:
 
 
 def _standard(isvc: Mapping[str, Any], want: str) -> tuple[bool, str | None]:
-    observed = _generation_observed(isvc)
-    for entry in _get(isvc, "spec", "canary") or []:
-        if _get(entry, "predictor", "model", "storageUri") == want:
-            name = _get(entry, "predictor", "name")
-            statuses = [s for s in _get(isvc, "status", "canaryStatuses") or [] if isinstance(s, Mapping)]
-            status = next((s for s in statuses if s.get("name") == name), None)
-            where = f"canary {name}"
-            failure = _model_failure(isvc, (status or {}).get("modelStatus"), where, None, False)
-            if failure is None and observed:
-                failure = _condition_failure(isvc, "CanaryPredictorReady", where)
-            ready = failure is None and observed and status is not None and status.get("ready") is True
-            return ready, failure
+    """Readiness of an InferenceService the operator created for this one URI (the canary, the
+    shadow, the baseline: re-created, never re-pointed, so its status is about `want` alone).
+
+    KServe v0.20.0 (`inference_service_status.go` L360-458) copies the Deployment's conditions:
+    `PredictorReady` is False while pods start (reason "" on the first write, then
+    `MinimumReplicasUnavailable`) — ordinary start-up, not a failure, which the rollout's
+    `progressDeadline` bounds. Terminal are a failed model load (`modelStatus` BlockedByFailedLoad
+    from a crash-looping container, L721-819), an invalid spec, and the Deployment's
+    `ProgressDeadlineExceeded` or `FailedCreate`.
+    """
     if _get(isvc, "spec", "predictor", "model", "storageUri") != want:
         return False, None
-    # Until KServe has observed our change, status describes the spec before it.
-    failure = _model_failure(isvc, _get(isvc, "status", "modelStatus"), "predictor", None, not observed)
-    if failure is None and observed:
-        failure = _condition_failure(isvc, "PredictorReady", "predictor")
-    ready = failure is None and observed and _condition(isvc, "PredictorReady").get("status") == "True"
+    failure = _model_failure(isvc, _get(isvc, "status", "modelStatus"), "predictor", None, False)
+    if failure is None:
+        condition = _condition(isvc, "PredictorReady")
+        if condition.get("status") == "False" and condition.get("reason") in _STANDARD_TERMINAL:
+            failure = _condition_failure(isvc, "PredictorReady", "predictor")
+    ready = failure is None and _condition(isvc, "PredictorReady").get("status") == "True"
     return ready, failure
 
 
-def _generation_observed(isvc: Mapping[str, Any]) -> bool:
-    generation = _get(isvc, "metadata", "generation")
-    observed = _get(isvc, "status", "observedGeneration")
-    if isinstance(generation, int) and isinstance(observed, int):
-        return observed >= generation
-    return True  # a KServe that does not report it: rely on the conditions alone
+def deployment_rolled_out(deployment: Mapping[str, Any] | None, uri: str) -> bool:
+    """Whether a predictor's Deployment serves `uri` with every pod: its template is KServe's for
+    that storageUri and the rollout is complete, as `kubectl rollout status` decides it.
 
-
-def _standard_traffic(isvc: Mapping[str, Any]) -> tuple[TrafficShare, ...]:
-    """The split as `canaryStatuses[]` reports it; the stable predictor takes the remainder."""
-    canaries = [
-        TrafficShare(str(s.get("name", "")), int(s.get("trafficPercent") or 0), "canary")
-        for s in _get(isvc, "status", "canaryStatuses") or []
-        if isinstance(s, Mapping)
-    ]
-    if not _get(isvc, "status"):
-        return ()  # KServe has not reported yet
-    stable = _get(isvc, "spec", "predictor", "name") or "predictor"
-    remainder = max(0, 100 - sum(c.percent for c in canaries))
-    return (TrafficShare(str(stable), remainder, "stable"), *canaries)
+    Needed for an InferenceService whose storageUri changed (the primary, at promotion): KServe's
+    `PredictorReady` stays True through a rolling update (the old pods are available) and its
+    `observedGeneration` is the Deployment's, not the InferenceService's.
+    """
+    if not isinstance(deployment, Mapping):
+        return False
+    annotations = _get(deployment, "spec", "template", "metadata", "annotations") or {}
+    if annotations.get(STORAGE_URI_ANNOTATION) != uri:
+        return False  # KServe has not rewritten the Deployment for this storageUri yet
+    generation = _get(deployment, "metadata", "generation")
+    status = deployment.get("status") or {}
+    if not isinstance(generation, int) or (status.get("observedGeneration") or 0) < generation:
+        return False
+    replicas = _get(deployment, "spec", "replicas")
+    replicas = replicas if isinstance(replicas, int) else 1
+    updated = status.get("updatedReplicas") or 0
+    return updated >= replicas and (status.get("replicas") or 0) <= updated and (status.get("availableReplicas") or 0) >= updated
 
 
 # ---------------------------------------------------------------------------------------------

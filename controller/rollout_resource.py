@@ -165,6 +165,7 @@ def isvc_target(rollout: ModelRollout) -> IsvcTarget:
         deployment_mode=target.deployment_mode,
         resources=resources,
         service_account=predictor.service_account_name if predictor is not None else None,
+        http_route=target.http_route,
         **kwargs,
     )
 

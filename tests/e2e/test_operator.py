@@ -3,7 +3,7 @@
 Real parts: the operator process (kopf), a real `mlflow server`, a real Prometheus scraping
 Knative- and Istio-shaped series, the real shadow comparator, the real `kubectl`. Played: the API
 server (the kmock-based emulator, validating every object against its CRD — ours and KServe's),
-KServe's controller (`KServeDouble`) and the clients/queue-proxies (`KnativeTraffic`), see
+KServe's controller (`KServeDouble`) and the clients/queue-proxies (`ServingTraffic`), see
 tests/fixtures/kserve_stack.py. The operator process and the test's view of its cluster
 (`OperatorProcess`, `Stack`) are in tests/fixtures/operator.py, shared with the crash tests.
 
@@ -48,7 +48,7 @@ from tests.kube.server import ANONYMOUS, UNKNOWN_TOKEN
 
 
 @pytest.fixture
-def stack(kube_api: Any, kserve_crd: str, modelrollout_crd: str, kube_namespace: str, mlflow_server: Any,
+def stack(kube_api: Any, kserve_crd: str, httproute_crd: str, modelrollout_crd: str, kube_namespace: str, mlflow_server: Any,
           prometheus_server: Any, knative_exporter: Any, comparator: Comparator, tmp_path: Path) -> Iterator[Stack]:  # fmt: skip
     _, series = knative_exporter
     built = Stack(kube_api, kube_namespace, mlflow_server, prometheus_server, series, comparator, tmp_path)
@@ -144,17 +144,6 @@ def test_slo_breach_in_canary_is_rolled_back(stack: Stack, iris_model_uri: str, 
     )
 
 
-def test_a_candidate_that_fails_to_load_is_rolled_back_with_kserves_reason(stack: Stack, iris_model_uri: str) -> None:
-    stack.start_operator()
-    v1, v2 = serving_v1(stack, iris_model_uri)
-    stack.double.fail_load(stack.uri(v2), "could not find MLmodel in /mnt/models")
-    stack.alias("challenger", v2)
-    stack.wait(lambda: stack.phase() == "RolledBack", "the rollout was rolled back")
-    message = stack.status()["message"]
-    assert "could not find MLmodel" in message, message
-    assert stack.isvc("iris-shadow") is None and stack.champion() == v1
-
-
 def test_a_candidate_never_ready_is_rolled_back_at_the_progress_deadline(stack: Stack, iris_model_uri: str) -> None:
     stack.start_operator()
     v1, v2 = serving_v1(stack, iris_model_uri)
@@ -168,25 +157,117 @@ def test_a_candidate_never_ready_is_rolled_back_at_the_progress_deadline(stack: 
     assert stack.isvc("iris-shadow") is None and stack.predictor()["model"]["storageUri"] == stack.uri(v1)
 
 
-def test_labelled_feedback_through_the_comparator_rolls_a_worse_shadow_back(stack: Stack, tmp_path: Path) -> None:
+# -- Standard mode: a second InferenceService and the user's HTTPRoute --------------------------
+
+
+def standard(stack: Stack, rollout: str = "iris") -> dict[str, Any]:
+    """Spec overrides for a Standard-mode rollout: its route created, Istio's series for analysis."""
+    route = stack.create_route(rollout)
+    return {
+        "target": {"inferenceService": rollout, "deploymentMode": "Standard", "httpRoute": route},
+        "analysis": {"provider": "istio", "metrics": [
+            {"name": "p95", "template": "latency_p95", "max": 0.2},
+            {"name": "errors", "template": "error_rate", "max": 0.05},
+        ]},
+    }  # fmt: skip
+
+
+def test_standard_shadow_canary_promotion_through_the_route(stack: Stack, iris_model_uri: str) -> None:
+    stack.start_operator()
+    v1, v2 = serving_v1(stack, iris_model_uri, candidate_uri=log_sklearn_model(fit_logistic()), **standard(stack))
+    seen: list[tuple[tuple[str, int], ...]] = []
+
+    def promoted() -> bool:
+        split = tuple(stack.split())
+        if not seen or seen[-1] != split:
+            seen.append(split)
+        return stack.phase() == "Succeeded"
+
+    stack.alias("challenger", v2)
+    stack.wait(promoted, "the Standard rollout succeeded", timeout=120)
+    # The shadow's share went to the baseline (the stable with the logger), then the canary steps.
+    assert (("iris-predictor", 0), ("iris-baseline-predictor", 100)) in seen, seen
+    assert (("iris-predictor", 80), ("iris-canary-predictor", 20)) in seen, seen
+    assert (("iris-predictor", 40), ("iris-canary-predictor", 60)) in seen, seen
+    stack.wait(lambda: stack.split() == [("iris-predictor", 100)], "the route is the primary's again")
+    stack.wait(lambda: stack.isvc("iris-canary") is None, "the canary is gone after the hand-over")
+    assert stack.isvc("iris-baseline") is None and stack.isvc("iris-shadow") is None
+    assert stack.predictor()["model"]["storageUri"] == stack.uri(v2) and "logger" not in stack.predictor()
+    assert stack.champion() == v2
+    # No client request failed or reached a starting pod: nothing was routed before it was ready,
+    # and the serving primary never got the logger (its Service would have pointed at an agent port).
+    assert stack.traffic.failed == {} and stack.traffic.starting == {}, (stack.traffic.failed, stack.traffic.starting)
+    assert stack.traffic.served.get("iris-baseline-predictor") and stack.traffic.served.get("iris-canary-predictor")
+
+
+def test_standard_latency_breach_is_rolled_back_to_the_primary(stack: Stack, iris_model_uri: str) -> None:
+    stack.start_operator()
+    v1, v2 = serving_v1(stack, iris_model_uri, candidate_uri=log_sklearn_model(fit_logistic()),
+                        shadow={"enabled": False}, **standard(stack))  # fmt: skip
+    stack.traffic.behave(stack.uri(v2), latency_ms=400)
+    stack.alias("challenger", v2)
+    stack.wait(lambda: stack.phase() == "RolledBack", "the rollout was rolled back", timeout=60)
+    assert "p95" in stack.status()["message"]
+    stack.wait(lambda: stack.split() == [("iris-predictor", 100)] and stack.isvc("iris-canary") is None, "the weight back")
+    assert stack.predictor()["model"]["storageUri"] == stack.uri(v1) and stack.champion() == v1
+    assert stack.traffic.served.get("iris-canary-predictor")  # it did serve, and was measured, before
+    assert stack.traffic.failed == {}
+
+
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
+def test_a_failed_model_load_is_rolled_back_with_kserves_reason(stack: Stack, iris_model_uri: str, mode: str) -> None:
+    stack.start_operator()
+    spec = standard(stack) if mode == "Standard" else {}
+    v1, v2 = serving_v1(stack, iris_model_uri, candidate_uri=log_sklearn_model(fit_logistic()), **spec)
+    stack.double.fail_load(stack.uri(v2), "could not find MLmodel in /mnt/models")
+    stack.alias("challenger", v2)
+    stack.wait(lambda: stack.phase() == "RolledBack", "the rollout was rolled back")
+    message = stack.status()["message"]
+    assert "ModelLoadFailed: could not find MLmodel" in message, message
+    assert stack.isvc("iris-shadow") is None and stack.champion() == v1
+    assert stack.traffic.failed == {}
+
+
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
+def test_a_candidate_slow_to_start_is_waited_for_not_rolled_back(stack: Stack, iris_model_uri: str, mode: str) -> None:
+    stack.start_operator()
+    spec = standard(stack) if mode == "Standard" else {}
+    v1, v2 = serving_v1(stack, iris_model_uri, candidate_uri=log_sklearn_model(fit_logistic()),
+                        shadow={"enabled": False}, canary={"steps": [50], "interval": "3s"}, **spec)  # fmt: skip
+    # 8 s of starting, longer than two canary intervals, during which Standard's PredictorReady reads
+    # False (MinimumReplicasUnavailable) and Knative's Unknown: neither is a failure.
+    stack.double.slow_start(stack.uri(v2), seconds=8)
+    stack.alias("challenger", v2)
+    stack.wait(lambda: stack.status().get("candidateVersion") == v2, "the canary started")
+    started = time.monotonic()
+    stack.wait(lambda: stack.phase() in ("Succeeded", "RolledBack"), "the rollout ended", timeout=90)
+    assert stack.phase() == "Succeeded", stack.status()["message"]
+    assert time.monotonic() - started > 6  # it did wait for the start
+    assert stack.champion() == v2 and stack.traffic.failed == {} and stack.traffic.starting == {}
+
+
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
+def test_labelled_feedback_through_the_comparator_rolls_a_worse_shadow_back(stack: Stack, tmp_path: Path, mode: str) -> None:
     """Real clients label their requests by the Ce-Id they sent; KServe's logger (its agent, as a
-    double) ids its events by it; the comparator scores stable and shadow on those labels; the
-    shadow, trained on shuffled labels, is rolled back on accuracy. Real model servers answer."""
+    double) ids its events by it, from the primary's logged revision (Knative) or the baseline that
+    takes the shadow's share of the route (Standard); the comparator scores stable and shadow on those
+    labels; the shadow, trained on shuffled labels, is rolled back on accuracy. Real model servers."""
     features, labels = iris()
     poor = LogisticRegression(max_iter=500).fit(features, np.random.default_rng(5).permutation(labels))
     good = fit_logistic()
     stack.start_operator()
-    v1, v2 = serving_v1(
-        stack, log_sklearn_model(good), candidate_uri=log_sklearn_model(poor), progressDeadline="45s",
-        shadow={"enabled": True, "duration": "8s", "percent": 100},
-        analysis={"provider": "knative", "metrics": [
-            {"name": "accuracy", "template": "accuracy", "maxDecrease": "20%", "minSamples": 20},
-            {"name": "errors", "template": "error_rate", "max": 0.05},
-        ]},
-    )  # fmt: skip
+    accuracy = {"name": "accuracy", "template": "accuracy", "maxDecrease": "20%", "minSamples": 20}
+    if mode == "Standard":
+        spec = standard(stack)
+        spec["analysis"]["metrics"] = [accuracy]
+        percent = 50
+    else:
+        spec = {"analysis": {"provider": "knative", "metrics": [accuracy, {"name": "errors", "template": "error_rate", "max": 0.05}]}}
+        percent = 100
+    v1, v2 = serving_v1(stack, log_sklearn_model(good), candidate_uri=log_sklearn_model(poor), progressDeadline="45s",
+                        shadow={"enabled": True, "duration": "8s", "percent": percent}, **spec)  # fmt: skip
     stable, shadow = start_model_servers(
-        [("iris", save_sklearn(good, tmp_path / "good"), v1), ("iris-shadow", save_sklearn(poor, tmp_path / "poor"), v2)],
-        tmp_path,
+        [("iris", save_sklearn(good, tmp_path / "good"), v1), ("iris", save_sklearn(poor, tmp_path / "poor"), v2)], tmp_path
     )
     clients = LabelledClients(stack.api_client, stack.double, stack.namespace, "iris", {stack.uri(v1): stable.url},
                               stack.comparator.url)  # fmt: skip
@@ -205,10 +286,12 @@ def test_labelled_feedback_through_the_comparator_rolls_a_worse_shadow_back(stac
     # The labels were scored under the ids the clients chose, for both versions.
     assert len(clients.scored) >= 20, (clients.sent, clients.unknown_labels)
     assert all({v["version"] for v in row["versions"]} == {v1, v2} for row in clients.scored[-10:])
-    # No client request failed, none reached a revision that was still starting (the logger's revision
-    # of the stable took the traffic only once ready).
+    # No client request failed, none reached something still starting (the logger's revision of the
+    # stable, or the baseline, took traffic only once ready).
     assert clients.failed == 0 and clients.half_configured == 0, (clients.failed, clients.half_configured)
     assert clients.errors == [] and clients.agent.failed_deliveries == 0
+    if mode == "Standard":
+        assert stack.traffic.served.get("iris-baseline-predictor"), stack.traffic.served
 
 
 def test_an_operator_killed_mid_canary_resumes_the_same_step(stack: Stack, iris_model_uri: str) -> None:

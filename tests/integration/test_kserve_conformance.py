@@ -6,7 +6,7 @@ test while the product fails on a real cluster, so each behaviour the doubles im
 the real component's repository at a release tag, and is pinned here. A case's docstring starts
 with `source:` — repository, tag, file and lines. The last test fails when a case has none.
 
-Releases: kserve/kserve `v0.20.0`; knative/serving `knative-v1.21.0` (the Serving release KServe
+Releases: kserve/kserve `v0.20.0` (Standard mode with the Kubernetes Deployment controller's conditions); knative/serving `knative-v1.21.0` (the Serving release KServe
 0.20's quick install pins, `kserve-deps.env`) and `knative-v1.18.0` for the legacy metrics; the
 OpenTelemetry libraries Knative 1.21 vendors (knative/pkg 4a022ed9999a, opentelemetry-go
 exporters/prometheus v0.61.0, prometheus/otlptranslator v1.0.0).
@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from kubernetes.client import CustomObjectsApi
+from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi
 
 from tests.kube.kserve_double import KServeDouble
+from tests.kube.kserve_logger import REQUEST_EVENT, RESPONSE_EVENT, LoggerAgent
 from tests.kube.queue_proxy import QueueProxyPods
 
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
@@ -209,6 +213,188 @@ def test_knative_observed_generation_is_the_knative_services_not_the_inference_s
         isvc = knative.reconcile()
     assert isvc["metadata"]["generation"] == 1
     assert isvc["status"]["observedGeneration"] > isvc["metadata"]["generation"]
+
+
+# -- Standard mode ---------------------------------------------------------------------------------
+
+
+class Standard(Knative):
+    def create(self, uri: str = URI1, **predictor: Any) -> None:
+        body = {
+            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": "iris", "annotations": {"serving.kserve.io/deploymentMode": "Standard"}},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "mlflow"}, "storageUri": uri}, **predictor}},
+        }  # fmt: skip
+        self.custom.create_namespaced_custom_object(*ISVC[:2], self.namespace, ISVC[2], body)
+
+    def deployment(self, name: str = "iris-predictor") -> dict[str, Any]:
+        apps = AppsV1Api(self.custom.api_client)
+        return apps.api_client.sanitize_for_serialization(apps.read_namespaced_deployment(name, self.namespace))
+
+
+@pytest.fixture
+def raw(kube_api: Any, kserve_crd: str, kube_namespace: str) -> Iterator[Standard]:
+    with kube_api.api_client() as api_client:
+        yield Standard(api_client, kube_namespace)
+
+
+def test_standard_first_write_and_start_up_are_false_not_unknown(raw: Standard) -> None:
+    """source: kserve v0.20.0 pkg/apis/serving/v1beta1/inference_service_status.go L373-377 (PredictorReady
+    defaults to False), L430-438 (Available=False: MinimumReplicasUnavailable), L455-457 (observedGeneration
+    is the Deployment's); reconcilers/deployment/deployment_reconciler.go L467-470 (the created object has no
+    status); reconcilers/ingress/kube_ingress_reconciler.go L239-245 (IngressReady)."""
+    raw.kserve.slow_start(URI1, rounds=3)
+    raw.create()
+    first = raw.reconcile()
+    assert conditions(first)["PredictorReady"] == ("False", "", "") and first["status"]["observedGeneration"] == 0
+    starting = conditions(raw.reconcile())
+    assert starting["PredictorReady"][:2] == ("False", "MinimumReplicasUnavailable")
+    assert starting["IngressReady"][:2] == ("False", "Predictor ingress not created")
+    assert starting["Ready"][:2] == ("False", "Predictor ingress not created")  # the last dependent marked False
+
+
+def test_standard_ready_addresses_and_the_deployment_it_reads(raw: Standard) -> None:
+    """source: kserve v0.20.0 inference_service_status.go L379-387, L405-412 (True from the Deployment), L449-451;
+    kube_ingress_reconciler.go L130-172 (status.url, status.address); components/predictor.go L294-300 (the
+    storageUri annotation); deployment_reconciler.go L341-359 (RollingUpdate 25%/25%, deadline 600 s)."""
+    raw.create()
+    isvc = raw.reconcile(rounds=2)
+    assert conditions(isvc)["PredictorReady"][:2] == ("True", "NewReplicaSetAvailable")
+    ns = raw.namespace
+    assert isvc["status"]["url"] == f"http://iris-{ns}.example.com"
+    assert isvc["status"]["address"]["url"] == f"http://iris-predictor.{ns}.svc.cluster.local"
+    assert "traffic" not in isvc["status"]["components"]["predictor"]  # Standard reports no split
+    deployment = raw.deployment()
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["internal.serving.kserve.io/storage-initializer-sourceuri"] == URI1
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": "25%"}
+    assert deployment["status"]["observedGeneration"] == deployment["metadata"]["generation"]
+
+
+def test_standard_a_rolling_update_stays_ready_and_observed_generation_is_the_deployments(raw: Standard) -> None:
+    """source: kserve v0.20.0 inference_service_status.go L379-387, L413-425 (Available=True during a rollout),
+    L455-457; deployment_reconciler.go L267-271, L471-501 (a template change patches the Deployment)."""
+    raw.kserve.slow_start(URI2, rounds=3)
+    raw.create()
+    raw.reconcile(rounds=2)
+    for label in ("a", "b"):  # metadata edits: the InferenceService's generation stays, the Deployment's grows
+        raw.patch({"metadata": {"labels": {"edit": label}}})
+        raw.reconcile(rounds=2)
+    raw.patch({"spec": {"predictor": {"model": {"storageUri": URI2}}}})
+    isvc = raw.reconcile()
+    assert conditions(isvc)["PredictorReady"][0] == "True"  # the old pod is still available
+    assert isvc["metadata"]["generation"] == 2 and isvc["status"]["observedGeneration"] == 4
+    deployment = raw.deployment()
+    assert deployment["status"]["replicas"] == 2 and deployment["status"]["availableReplicas"] == 1
+
+
+def test_standard_a_failed_load_is_a_crash_loop_not_a_deadline(raw: Standard) -> None:
+    """source: kserve v0.20.0 inference_service_status.go L430-438 (MinimumReplicasUnavailable hides
+    ProgressDeadlineExceeded on a first deploy), L795-817 (kserve-container CrashLoopBackOff: FailedToLoad)."""
+    raw.kserve.fail_load(URI1, "could not find MLmodel")
+    raw.create()
+    isvc = raw.reconcile(rounds=3)
+    assert conditions(isvc)["PredictorReady"][:2] == ("False", "MinimumReplicasUnavailable")
+    model = isvc["status"]["modelStatus"]
+    assert model["transitionStatus"] == "BlockedByFailedLoad" and model["lastFailureInfo"]["reason"] == "ModelLoadFailed"
+
+
+def test_standard_a_logger_points_the_service_at_the_agent_before_any_pod_has_it(raw: Standard) -> None:
+    """source: kserve v0.20.0 reconcilers/raw/raw_kube_reconciler.go L242 (the Service first),
+    reconcilers/service/service_reconciler.go L161-172 (targetPort 9081 with a logger); the agent is
+    injected into new pods only (pkg/webhook/admission/pod/agent_injector.go L177-512)."""
+    raw.kserve.slow_start(URI1, rounds=4)
+    raw.create()
+    raw.reconcile(rounds=5)
+    isvc = raw.get()
+    [(before, _)] = raw.kserve.backends(raw.namespace, isvc)
+    assert before.failure is None
+    raw.patch({"spec": {"predictor": {"logger": {"mode": "all", "url": "http://comparator/"}}}})
+    isvc = raw.reconcile()
+    service = CoreV1Api(raw.custom.api_client).read_namespaced_service("iris-predictor", raw.namespace)
+    assert service.spec.ports[0].target_port == 9081
+    [(during, _)] = raw.kserve.backends(raw.namespace, isvc)
+    assert during.failure is not None and "has no agent" in during.failure  # clients refused meanwhile
+
+
+def test_standard_canary_entries_get_a_deployment_and_no_traffic(raw: Standard) -> None:
+    """source: kserve v0.20.0 pkg/controller/v1beta1/inferenceservice/components/predictor.go L913-1040 (a
+    Deployment and Service per entry), L959-997 (canaryStatuses, CanaryPredictorReady); nothing in
+    reconcilers/ingress reads trafficPercent (the split of kserve#5912 is on master only)."""
+    raw.kserve.slow_start(URI2, rounds=3)
+    raw.create()
+    raw.reconcile(rounds=2)
+    entry = {"trafficPercent": 30, "predictor": {"name": "next", "model": {"name": "kserve-container",
+             "modelFormat": {"name": "mlflow"}, "storageUri": URI2}}}  # fmt: skip
+    raw.patch({"spec": {"canary": [entry]}})
+    isvc = raw.reconcile()
+    assert conditions(isvc)["CanaryPredictorReady"][:2] == ("False", "CanariesNotReady")
+    assert isvc["status"]["canaryStatuses"] == [
+        {"name": "next", "ready": False, "trafficPercent": 30, "modelStatus": {"transitionStatus": ""}}
+    ]
+    isvc = raw.reconcile(rounds=3)
+    assert conditions(isvc)["CanaryPredictorReady"][:2] == ("True", "AllCanariesReady")
+    assert raw.deployment("iris-next-predictor")["status"]["availableReplicas"] == 1
+    assert [(b.workload, w) for b, w in raw.kserve.backends(raw.namespace, isvc)] == [("iris-predictor", 100)]
+
+
+# -- KServe's logger agent ----------------------------------------------------------------------
+
+
+class _Sink(BaseHTTPRequestHandler):
+    events: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.path.startswith("/model"):
+            status = 200 if b"ok" in body else 500
+            self.send_response(status)
+            self.send_header("content-type", "application/json; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(b'{"predictions": [1]}')
+            return
+        type(self).events.append((dict(self.headers.items()), body))
+        self.send_response(202)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def sink() -> Iterator[str]:
+    _Sink.events = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_logger_ids_by_ce_id_logs_responses_of_200_only_with_the_requests_content_type(sink: str) -> None:
+    """source: kserve v0.20.0 pkg/logger/handler.go L131-140 (metadataHeaders, canonical names), L143 and
+    L210-216 (Ce-Id, else a UUID), L183-207 (a response event only for 200), L144/L150/L188 (the request's
+    content type on both); pkg/logger/worker.go L87-169 (binary mode, the ce- extensions)."""
+    agent = LoggerAgent("ml")
+    logger = {"mode": "all", "url": sink + "/events", "metadataHeaders": ["X-Request-Id"]}
+    try:
+        for body, headers in ((b'{"ok": 1}', {"Ce-Id": "client-1", "x-request-id": "r-1"}), (b'{"bad": 1}', {})):
+            agent.proxy(logger, "iris", sink, "/model", body, {"content-type": "application/json", **headers})
+    finally:
+        agent.close()
+    by_id: dict[str, list[dict[str, str]]] = {}
+    for headers, _ in _Sink.events:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        by_id.setdefault(lowered["ce-id"], []).append(lowered)
+    assert sorted(e["ce-type"] for e in by_id["client-1"]) == [REQUEST_EVENT, RESPONSE_EVENT]
+    assert all(e["content-type"] == "application/json" for e in by_id["client-1"])  # not the response's own
+    assert all(e["ce-metadata"] == '{"X-Request-Id":["r-1"]}' for e in by_id["client-1"])
+    assert all(e["ce-inferenceservicename"] == "iris" and e["ce-namespace"] == "ml" for e in by_id["client-1"])
+    [other] = [i for i in by_id if i != "client-1"]
+    assert uuid.UUID(other) and [e["ce-type"] for e in by_id[other]] == [REQUEST_EVENT]  # a 500: no response event
 
 
 # -- Knative queue-proxy metrics ------------------------------------------------------------------

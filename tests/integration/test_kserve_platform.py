@@ -20,7 +20,7 @@ from controller.kserve_documents import IsvcTarget, shadow_logger
 from controller.platform import Platform, Routing, VersionHealth
 from tests.kube.kserve_double import KServeDouble
 
-URIS = {"1": "s3://models/iris/1/artifacts", "2": "s3://models/iris/2/artifacts"}
+URIS = {"1": "s3://models/iris/1/artifacts", "2": "s3://models/iris/2/artifacts", "3": "s3://models/iris/3/artifacts"}
 COMPARATOR = "http://comparator.modelrollout.svc:8080/events"
 ISVC = ("serving.kserve.io", "v1beta1")
 
@@ -44,7 +44,8 @@ class Cluster:
 
     def __init__(self, api_client: Any, namespace: str, mode: str) -> None:
         self.namespace = namespace
-        self.target = IsvcTarget(rollout="iris", name="iris", namespace=namespace, deployment_mode=mode)  # type: ignore[arg-type]
+        route = "iris-route" if mode == "Standard" else None
+        self.target = IsvcTarget(rollout="iris", name="iris", namespace=namespace, deployment_mode=mode, http_route=route)  # type: ignore[arg-type]
         self.platform = KServePlatform(api_client, {"iris": self.target}, COMPARATOR)
         self.kserve = KServeDouble(api_client)
         self.custom = CustomObjectsApi(api_client)
@@ -53,6 +54,11 @@ class Cluster:
         """One apply, then `rounds` reconciles of KServe's (it reconciles again after each status write)."""
         self.platform.apply("iris", routing, URIS)
         self.reconcile(ready=ready, rounds=rounds)
+
+    def settle(self, routing: Routing, *, rounds: int = 3) -> None:
+        """A tick, then the next tick's apply: what the platform decides once KServe has reported."""
+        self.tick(routing, rounds=rounds)
+        self.platform.apply("iris", routing, URIS)
 
     def reconcile(self, *, ready: bool = True, rounds: int = 1) -> None:
         for _ in range(rounds):
@@ -76,6 +82,14 @@ class Cluster:
     def version(self) -> str:
         return self.get()["metadata"]["resourceVersion"]  # type: ignore[index]
 
+    def split(self) -> list[tuple[str, int]]:
+        """The (Service, weight) pairs of the route's first rule; the second rule is the user's own."""
+        route = self.custom.get_namespaced_custom_object(*ROUTE[:2], self.namespace, ROUTE[2], "iris-route")
+        assert route["spec"]["rules"][1]["backendRefs"] == [
+            {"group": "", "kind": "Service", "name": "docs", "port": 8080, "weight": 1}
+        ], "a rule reaching other Services is left alone"
+        return [(ref["name"], ref.get("weight", 1)) for ref in route["spec"]["rules"][0]["backendRefs"]]
+
 
 @pytest.fixture
 def knative(kube_api: Any, kserve_crd: str, kube_namespace: str) -> Iterator[Cluster]:
@@ -85,10 +99,28 @@ def knative(kube_api: Any, kserve_crd: str, kube_namespace: str) -> Iterator[Clu
     assert [w for w in kube_api.emulator.warnings if kube_namespace in w] == []  # no field KServe would drop
 
 
+ROUTE = ("gateway.networking.k8s.io", "v1", "httproutes")
+
+
+def create_route(custom: CustomObjectsApi, namespace: str, service: str = "iris-predictor") -> None:
+    """The user's HTTPRoute: their gateway and hostname, one rule to the InferenceService's predictor."""
+    body = {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "iris-route"},
+        "spec": {"parentRefs": [{"name": "public", "namespace": "gateways"}], "hostnames": ["iris.example.com"],
+                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                            "backendRefs": [{"name": service, "port": 80}]},
+                           {"matches": [{"path": {"type": "PathPrefix", "value": "/docs"}}],
+                            "backendRefs": [{"name": "docs", "port": 8080}]}]},
+    }  # fmt: skip
+    custom.create_namespaced_custom_object(*ROUTE[:2], namespace, ROUTE[2], body)
+
+
 @pytest.fixture
-def standard(kube_api: Any, kserve_crd: str, kube_namespace: str) -> Iterator[Cluster]:
+def standard(kube_api: Any, kserve_crd: str, httproute_crd: str, kube_namespace: str) -> Iterator[Cluster]:
     with kube_api.api_client() as api_client:
-        yield Cluster(api_client, kube_namespace, "Standard")
+        cluster = Cluster(api_client, kube_namespace, "Standard")
+        create_route(cluster.custom, kube_namespace)
+        yield cluster
     assert [w for w in kube_api.emulator.warnings if kube_namespace in w] == []
 
 
@@ -264,44 +296,137 @@ def test_a_conflicting_write_is_read_again_and_retried_once(
     monkeypatch.setattr(platform, "_read", read_then_someone_writes)
     with caplog.at_level("INFO", logger="controller.kserve"):
         platform.apply("iris", canary(10), URIS)
-    assert "InferenceService changed while applying; reading it again" in caplog.text  # the 409 happened
+    assert "changed while applying; reading again" in caplog.text  # the 409 happened
     assert interfered and knative.predictor()["canaryTrafficPercent"] == 10
     assert knative.get()["metadata"]["labels"]["team"] == "ml"  # the other writer's change is kept
 
 
-def test_standard_mode_canary_entry_and_promotion(standard: Cluster) -> None:
+def test_standard_canary_is_a_second_inference_service_weighted_on_the_users_route(standard: Cluster) -> None:
     platform = standard.platform
     standard.tick(stable())
-    assert standard.predictor()["name"] == "v1"
-    assert platform.health("iris", "1") == VersionHealth(ready=True)
-    assert platform.analysis_variables("iris", "1") == {"inference_service": "iris", "workload": "iris-v1-predictor"}
+    assert "name" not in standard.predictor() and "canary" not in standard.get()["spec"]  # type: ignore[index]
+    assert platform.health("iris", "1") == VersionHealth(ready=True)  # its Deployment rolled out
+    assert platform.analysis_variables("iris", "1") == {"inference_service": "iris", "workload": "iris-predictor"}
+    assert platform.endpoint("iris") == "http://iris.example.com"  # the route's: what clients use
+    assert standard.split() == [("iris-predictor", 100)]
 
+    # The canary starts: it gets no request until it is ready.
     standard.tick(canary(25), ready=False)
-    spec = standard.get()["spec"]  # type: ignore[index]
-    assert spec["canary"][0]["trafficPercent"] == 25
-    assert spec["canary"][0]["predictor"]["name"] == "v2"
-    assert spec["canary"][0]["predictor"]["model"]["storageUri"] == URIS["2"]
+    assert standard.predictor("iris-canary")["model"]["storageUri"] == URIS["2"]
+    assert standard.predictor()["model"]["storageUri"] == URIS["1"]  # the primary is not touched
+    assert standard.split() == [("iris-predictor", 100)]
     assert platform.health("iris", "2") == VersionHealth(ready=False)
-    standard.kserve.reconcile(standard.namespace)
+    conditions = {c["type"]: c for c in standard.get("iris-canary")["status"]["conditions"]}  # type: ignore[index]
+    assert conditions["PredictorReady"]["status"] == "False"  # KServe: a starting Deployment is False…
+    assert platform.health("iris", "2").failure is None  # …which is not a failure
+    standard.settle(canary(25))
+    assert standard.split() == [("iris-predictor", 75), ("iris-canary-predictor", 25)]
     assert platform.health("iris", "2") == VersionHealth(ready=True)
-    assert platform.analysis_variables("iris", "2") == {"inference_service": "iris", "workload": "iris-v2-predictor"}
-    assert platform.endpoint("iris") == f"http://iris-{standard.namespace}.example.com"
+    assert platform.analysis_variables("iris", "2") == {"inference_service": "iris-canary", "workload": "iris-canary-predictor"}
 
-    standard.tick(canary(100))  # promotion: the stable takes the canary's name and spec
-    spec = standard.get()["spec"]  # type: ignore[index]
-    assert "canary" not in spec and spec["predictor"]["name"] == "v2"
+    # Promotion: everything to the canary while the primary rolls to the candidate's storageUri
+    # (its new pod takes three reconciles to start).
+    standard.kserve.slow_start(URIS["2"], rounds=3)
+    standard.settle(canary(100), rounds=1)
+    assert standard.predictor()["model"]["storageUri"] == URIS["2"]
+    assert standard.split() == [("iris-predictor", 0), ("iris-canary-predictor", 100)]
+    conditions = {c["type"]: c for c in standard.get()["status"]["conditions"]}  # type: ignore[index]
+    assert conditions["PredictorReady"]["status"] == "True"  # the old pod still serves: stale, not promoted
+    assert platform.health("iris", "2") == VersionHealth(ready=True)  # served by the canary meanwhile
+    standard.tick(Routing(model="iris", stable_version="2"), rounds=0)  # the engine moved on: hand-over
+    assert standard.get("iris-canary") is not None and standard.split() == [("iris-predictor", 0), ("iris-canary-predictor", 100)]
+    assert platform.analysis_variables("iris", "2")["inference_service"] == "iris-canary"
+    standard.reconcile(rounds=2)  # the primary's new pod is available: the rolling update is done
+    standard.settle(Routing(model="iris", stable_version="2"))
+    assert standard.split() == [("iris-predictor", 100)]
+    assert standard.get("iris-canary") is None
     assert platform.health("iris", "2") == VersionHealth(ready=True)
+    assert platform.analysis_variables("iris", "2") == {"inference_service": "iris", "workload": "iris-predictor"}
 
 
-def test_standard_mode_failed_canary_and_rollback(standard: Cluster) -> None:
+def test_standard_rollback_takes_the_weight_back_and_never_restarts_the_primary(standard: Cluster) -> None:
     standard.tick(stable())
-    standard.kserve.fail_load(URIS["2"])
+    before = standard.version()
+    standard.settle(canary(25))
+    assert standard.split() == [("iris-predictor", 75), ("iris-canary-predictor", 25)]
+    standard.tick(stable())
+    assert standard.split() == [("iris-predictor", 100)] and standard.get("iris-canary") is None
+    assert standard.get()["metadata"]["resourceVersion"] == before or standard.predictor()["model"]["storageUri"] == URIS["1"]  # type: ignore[index]
+    deployment = standard.kserve.standard.deployment(standard.namespace, "iris-predictor")
+    assert deployment is not None and deployment.generation == 1  # one template all along: no rolling update
+
+
+def test_standard_shadow_feeds_the_comparator_from_a_baseline_not_the_primary(standard: Cluster) -> None:
+    platform = standard.platform
+    standard.tick(stable())
+    standard.tick(shadow(), ready=False)
+    assert standard.predictor("iris-shadow")["model"]["storageUri"] == URIS["2"]
+    baseline = standard.predictor("iris-baseline")
+    assert baseline["model"]["storageUri"] == URIS["1"] and baseline["logger"] == shadow_logger(COMPARATOR)
+    assert "logger" not in standard.predictor()  # the serving primary never gets the logger
+    assert standard.split() == [("iris-predictor", 100)]  # the baseline is still starting
+    assert platform.logged_service("iris", shadow()) == ("iris-baseline", 100)
+    standard.settle(shadow())
+    assert standard.split() == [("iris-predictor", 50), ("iris-baseline-predictor", 50)]
+    assert platform.health("iris", "2") == VersionHealth(ready=True)
+    assert platform.analysis_variables("iris", "1") == {"inference_service": "iris-baseline", "workload": "iris-baseline-predictor"}
+    assert platform.analysis_variables("iris", "2") == {"inference_service": "iris-shadow", "workload": "iris-shadow-predictor"}
+    standard.tick(canary(10))
+    assert standard.get("iris-baseline") is None and standard.get("iris-shadow") is None
+
+
+def test_standard_a_failed_model_load_is_kserves_reason_and_a_slow_start_is_not(standard: Cluster) -> None:
+    standard.tick(stable())
+    standard.kserve.fail_load(URIS["2"], "could not find MLmodel")
     standard.tick(canary(10))
     failure = standard.platform.health("iris", "2").failure
-    assert failure is not None and failure.startswith("InferenceService iris canary v2: ModelLoadFailed:")
+    assert failure == "InferenceService iris-canary predictor: ModelLoadFailed: could not find MLmodel (exit code 1)"
+    assert standard.split() == [("iris-predictor", 100)]  # never routed to
     standard.tick(stable())
-    spec = standard.get()["spec"]  # type: ignore[index]
-    assert "canary" not in spec and spec["predictor"]["model"]["storageUri"] == URIS["1"]
+    assert standard.get("iris-canary") is None
+
+    standard.kserve.slow_start(URIS["3"], rounds=5)
+    uris = {**URIS, "3": URIS["3"]}
+    routing = Routing(model="iris", stable_version="1", candidate_version="3", candidate_role="canary", candidate_weight=10)
+    standard.platform.apply("iris", routing, uris)
+    standard.reconcile(rounds=4)
+    health = standard.platform.health("iris", "3")
+    assert health == VersionHealth(ready=False)
+    conditions = {c["type"]: c for c in standard.get("iris-canary")["status"]["conditions"]}  # type: ignore[index]
+    assert (conditions["PredictorReady"]["status"], conditions["PredictorReady"]["reason"]) == ("False", "MinimumReplicasUnavailable")
+    standard.reconcile(rounds=2)
+    standard.platform.apply("iris", routing, uris)
+    assert standard.platform.health("iris", "3") == VersionHealth(ready=True)
+
+
+def test_standard_adopts_a_named_predictor_without_renaming_it(standard: Cluster) -> None:
+    # A user's InferenceService whose predictor is named: KServe's webhook refuses a rename without a
+    # model change (validatePredictorNameChange), and its Service is iris-main-predictor.
+    user = {
+        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": "iris", "annotations": {"serving.kserve.io/deploymentMode": "Standard"}},
+        "spec": {"predictor": {"name": "main", "model": {"modelFormat": {"name": "mlflow"}, "storageUri": URIS["1"]}}},
+    }  # fmt: skip
+    standard.custom.create_namespaced_custom_object(*ISVC, standard.namespace, "inferenceservices", user)
+    standard.custom.patch_namespaced_custom_object(
+        *ROUTE[:2], standard.namespace, ROUTE[2], "iris-route",
+        {"spec": {"rules": [{"backendRefs": [{"name": "iris-main-predictor", "port": 80}]},
+                            {"backendRefs": [{"name": "docs", "port": 8080}]}]}},
+    )  # fmt: skip
+    standard.tick(stable())
+    standard.settle(canary(20))
+    assert standard.predictor()["name"] == "main"
+    assert standard.split() == [("iris-main-predictor", 80), ("iris-canary-predictor", 20)]
+    assert standard.platform.analysis_variables("iris", "1")["workload"] == "iris-main-predictor"
+
+
+def test_standard_without_its_route_names_what_to_create(standard: Cluster) -> None:
+    standard.custom.delete_namespaced_custom_object(*ROUTE[:2], standard.namespace, ROUTE[2], "iris-route")
+    with pytest.raises(KServeError, match=r"HTTPRoute .*/iris-route \(spec.target.httpRoute\) does not exist: create it"):
+        standard.platform.apply("iris", stable(), URIS)
+    create_route(standard.custom, standard.namespace, service="somewhere-else")
+    with pytest.raises(KServeError, match="has no rule whose backendRefs reach only Service iris-predictor"):
+        standard.platform.apply("iris", stable(), URIS)
 
 
 def test_teardown_removes_the_shadow_and_the_logger_but_keeps_the_primary(knative: Cluster) -> None:

@@ -24,7 +24,7 @@ from prometheus_client.core import HistogramMetricFamily
 from canary.analysis import AnalysisContext
 from canary.metrics import PrometheusProvider, QueryError, render
 from canary.spec import SpecError, parse_rollout
-from canary.templates import ISTIO, KNATIVE, KNATIVE_LEGACY, Template
+from canary.templates import ISTIO, KNATIVE, KNATIVE_LEGACY
 from tests.fixtures.prometheus import wait_for_sample
 from tests.kube.queue_proxy import LATENCY_BOUNDS, QueueProxyPods
 

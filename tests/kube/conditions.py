@@ -1,4 +1,4 @@
-"""Knative's condition machinery as KServe's status uses it (knative.dev/pkg `apis/condition_set.go`
+"""Knative's condition machinery as KServe's status uses it, and KServe's modelStatus (knative.dev/pkg `apis/condition_set.go`
 at the commit knative-v1.21.0 and KServe v0.20.0 vendor, 4a022ed9999a).
 
 A *living* condition set has a happy condition (`Ready`) and dependents: any dependent False makes
@@ -62,3 +62,20 @@ def written(
             row["severity"] = "Info"
         rows.append(row)
     return rows
+
+
+def model_status(target: str, *, loaded_once: bool, ready_pods: int, failure_info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`status.modelStatus` as KServe v0.20.0 writes it (inference_service_status.go L658-677
+    `UpdateModelRevisionStates`, L721-728): the transition follows the target state, the active state
+    stays "" until the first load, `copies.totalCopies` counts ready pods, `failedCopies` is always 0,
+    and `lastFailureInfo` is never cleared."""
+    transition = {"Pending": "InProgress", "Loading": "InProgress", "Loaded": "UpToDate",
+                  "FailedToLoad": "BlockedByFailedLoad"}[target]  # fmt: skip
+    model: dict[str, Any] = {
+        "transitionStatus": transition,
+        "states": {"activeModelState": "Loaded" if loaded_once else "", "targetModelState": target},
+        "copies": {"failedCopies": 0, "totalCopies": ready_pods},
+    }
+    if failure_info is not None:
+        model["lastFailureInfo"] = dict(failure_info)
+    return model

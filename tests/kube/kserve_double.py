@@ -8,8 +8,8 @@ would prune those silently, as a cluster does).
 
 - **Knative mode**: tests/kube/kserve_knative.py, every behaviour with its source in KServe v0.20.0
   and Knative Serving 1.21.
-- **Standard mode**: `observedGeneration` = the object's generation, `canaryStatuses[]` per
-  `spec.canary` entry and the `CanaryPredictorReady` condition (being replaced: issue 10).
+- **Standard mode**: tests/kube/kserve_standard.py, KServe v0.20.0 and the Deployment controller:
+  it writes the Deployments and Services KServe makes, and their status.
 
 A revision or predictor settles on a reconcile with `ready=True`: ready, or failed for a storageUri
 given to `fail_load`, after as many reconciles as `slow_start` says (default one); `ready=False`
@@ -19,16 +19,37 @@ leaves new ones starting.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client import CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
 
 from tests.kube.kserve_crd import assert_valid
 from tests.kube.kserve_knative import KnativeService, Revision, Settle, knative_status
+from tests.kube.kserve_standard import AGENT_PORT, StandardKServe, predictor_name
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 T0 = "2026-03-01T10:00:00Z"
 LOAD_FAILED_REASON = "ModelLoadFailed"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where one client request lands: a Knative revision's pods, or a Standard Deployment's newest
+    available pod behind its Service. `failure` says why the request fails there (None: served)."""
+
+    inference_service: str
+    workload: str  # the Deployment (Knative: `<revision>-deployment`), as Istio names the destination
+    uri: str
+    logger: Mapping[str, Any] | None
+    revision: str | None = None
+    failure: str | None = None
+    starting: bool = False  # routed to a revision or pod that is not ready
+
+
+ROUTES = ("gateway.networking.k8s.io", "v1", "httproutes")
 
 
 class KServeDouble:
@@ -37,18 +58,18 @@ class KServeDouble:
         self._domain = domain
         self._failing: dict[str, str] = {}
         self._failing_revisions: dict[str, str] = {}
-        self._rounds: dict[str, int] = {}
+        self._rounds: dict[str, tuple[int, float]] = {}
         self._addresses: dict[str, str] = {}
         self._knative: dict[str, KnativeService] = {}  # by uid
-        self._loaded: dict[tuple[str, str], str] = {}  # (uid, predictor name) -> state, Standard
+        self.standard = StandardKServe(api_client, self._settle_uri, domain)
 
     def fail_load(self, storage_uri: str, message: str = "could not find MLmodel in /mnt/models") -> None:
         """Every model server of `storage_uri` exits while loading (a crash loop)."""
         self._failing[storage_uri] = message
 
-    def slow_start(self, storage_uri: str, rounds: int) -> None:
-        """Revisions and Deployments of `storage_uri` take `rounds` reconciles to become ready."""
-        self._rounds[storage_uri] = rounds
+    def slow_start(self, storage_uri: str, rounds: int = 1, seconds: float = 0.0) -> None:
+        """Revisions and pods of `storage_uri` take `rounds` reconciles and `seconds` to become ready."""
+        self._rounds[storage_uri] = (rounds, seconds)
 
     def serve_at(self, inference_service: str, url: str) -> None:
         """Report `url` (a real model server of the test's) as the InferenceService's `status.address.url`.
@@ -61,9 +82,14 @@ class KServeDouble:
         """The Knative revision `name` (whatever it serves) never starts: its container exits."""
         self._failing_revisions[name] = message
 
+    def _settle_uri(self, uri: str) -> Settle:
+        rounds, seconds = self._rounds.get(uri, (1, 0.0))
+        return Settle(rounds, self._failing.get(uri), seconds)
+
     def settle(self, revision: Revision) -> Settle:
         failure = self._failing_revisions.get(revision.name) or self._failing.get(revision.uri)
-        return Settle(self._rounds.get(revision.uri, 1), failure)
+        rounds, seconds = self._rounds.get(revision.uri, (1, 0.0))
+        return Settle(rounds, failure, seconds)
 
     def revision(self, name: str) -> Revision | None:
         """A Knative revision by name (what a test's traffic simulator routes to)."""
@@ -73,6 +99,68 @@ class KServeDouble:
                     return known
         return None
 
+    def backends(self, namespace: str, isvc: Mapping[str, Any]) -> list[tuple[Backend, int]]:
+        """Where clients of the primary `isvc` land, with the percent each gets.
+
+        Knative: the revisions of `status.components.predictor.traffic[]` (Knative's route). Standard:
+        the Services of the first HTTPRoute rule that reaches the predictor's Service (KServe's own
+        Ingress, without one), each to its Deployment's newest available pod; a Service that targets
+        the agent's port on a pod without the agent, or has no available pod, fails the request.
+        """
+        name = isvc["metadata"]["name"]
+        if (isvc["metadata"].get("annotations") or {}).get("serving.kserve.io/deploymentMode") != "Standard":
+            traffic = (isvc.get("status") or {}).get("components", {}).get("predictor", {}).get("traffic") or []
+            rows = []
+            for target in traffic:
+                revision = self.revision(target["revisionName"]) if target.get("percent") else None
+                if revision is not None:
+                    backend = Backend(name, f"{revision.name}-deployment", revision.uri, revision.logger, revision.name,
+                                      starting=revision.state != "ready")  # fmt: skip
+                    rows.append((backend, int(target["percent"])))
+            return rows
+        service = predictor_name(name, isvc["spec"]["predictor"])
+        return [(self._service_backend(namespace, svc), weight) for svc, weight in self._route(namespace, service) if weight]
+
+    def shadow_backend(self, namespace: str, primary: str, mode: str) -> Backend | None:
+        """The shadow InferenceService's serving backend (what the comparator's replays reach)."""
+        if mode == "Standard":
+            backend = self._service_backend(namespace, f"{primary}-shadow-predictor")
+            return None if backend.failure else backend
+        for state in list(self._knative.values()):
+            ready = [r for r in state.revisions if r.state == "ready" and r.name.startswith(f"{primary}-shadow-predictor-")]
+            if ready:
+                return Backend(f"{primary}-shadow", f"{ready[-1].name}-deployment", ready[-1].uri, None, ready[-1].name)
+        return None
+
+    def _route(self, namespace: str, service: str) -> list[tuple[str, int]]:
+        try:
+            routes = self._api.list_namespaced_custom_object(*ROUTES[:2], namespace, ROUTES[2])["items"]
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            routes = []
+        for route in routes:
+            for rule in route.get("spec", {}).get("rules") or []:
+                refs = rule.get("backendRefs") or []
+                if any(ref.get("name") == service for ref in refs):
+                    return [(ref["name"], int(ref.get("weight", 1))) for ref in refs]
+        return [(service, 100)]  # KServe's own Ingress: the predictor's Service
+
+    def _service_backend(self, namespace: str, service: str) -> Backend:
+        deployment = self.standard.deployment(namespace, service)
+        if deployment is None:
+            return Backend(service, service, "", None, failure=f"Service {service} does not exist")
+        available = deployment.available()
+        if not available:
+            newest = deployment.pods[-1] if deployment.pods else None
+            uri = newest.uri if newest else ""
+            return Backend(deployment.isvc, service, uri, None, failure=f"no available endpoint behind {service}", starting=True)
+        pod = available[-1]
+        failure = None
+        if deployment.target_port == AGENT_PORT and not pod.agent:
+            failure = f"connection refused: {service} targets port {AGENT_PORT} and pod {pod.name} has no agent"
+        return Backend(deployment.isvc, service, pod.uri, pod.logger, failure=failure)
+
     def revision_uri(self, name: str) -> str | None:
         """The storageUri a Knative revision serves."""
         revision = self.revision(name)
@@ -80,13 +168,14 @@ class KServeDouble:
 
     def reconcile(self, namespace: str, *, ready: bool = True) -> None:
         listing = self._api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+        self.standard.forget(namespace, {i["metadata"]["uid"] for i in listing["items"]})
         for isvc in listing["items"]:
             mode = isvc["metadata"].get("annotations", {}).get("serving.kserve.io/deploymentMode", "Knative")
             if mode == "Knative":
                 ksvc = self._knative.setdefault(isvc["metadata"]["uid"], KnativeService())
                 status = knative_status(isvc, ksvc, self.settle, ready, self._domain)
             else:
-                status = self._standard_status(isvc, ready)
+                status = self.standard.status(isvc, ready)
             override = self._addresses.get(isvc["metadata"]["name"])
             if override and "address" in status:
                 status["address"] = {"url": override}
@@ -97,107 +186,3 @@ class KServeDouble:
                 GROUP, VERSION, namespace, PLURAL, isvc["metadata"]["name"], body
             )
 
-    # -----------------------------------------------------------------------------------------
-
-    def _settle(self, uri: str, state: str, ready: bool) -> str:
-        if state != "pending" or not ready:
-            return state
-        return "failed" if uri in self._failing else "ready"
-
-    def _standard_status(self, isvc: dict[str, Any], ready: bool) -> dict[str, Any]:
-        meta, spec = isvc["metadata"], isvc["spec"]
-        name, namespace = meta["name"], meta["namespace"]
-
-        def settle(predictor: dict[str, Any]) -> tuple[str, str]:
-            key = (meta["uid"], f"{predictor.get('name', 'predictor')}:{predictor['model']['storageUri']}")
-            state = self._settle(predictor["model"]["storageUri"], self._loaded.get(key, "pending"), ready)
-            self._loaded[key] = state
-            return state, predictor["model"]["storageUri"]
-
-        stable_state, stable_uri = settle(spec["predictor"])
-        conditions = [
-            _condition("IngressReady", "True" if stable_state == "ready" else "Unknown"),
-            _predictor_condition("PredictorReady", stable_state, spec["predictor"].get("name", "predictor")),
-        ]
-        conditions.append(_condition("Ready", conditions[1]["status"]))
-        status: dict[str, Any] = {
-            "observedGeneration": meta["generation"],
-            "deploymentMode": "Standard",
-            "conditions": conditions,
-            "components": {"predictor": {"url": f"http://{name}-predictor-{namespace}.{self._domain}"}},
-            "modelStatus": self._model_status(isvc, stable_uri, stable_state, None),
-        }
-        canaries = []
-        for entry in spec.get("canary") or []:
-            state, uri = settle(entry["predictor"])
-            canaries.append({
-                "name": entry["predictor"]["name"],
-                "ready": state == "ready",
-                "trafficPercent": entry["trafficPercent"],
-                "modelStatus": self._model_status(isvc, uri, state, None),
-            })  # fmt: skip
-        if canaries:
-            status["canaryStatuses"] = canaries
-            states = {c["ready"] for c in canaries}
-            failed = any(c["modelStatus"]["transitionStatus"] == "BlockedByFailedLoad" for c in canaries)
-            if states == {True}:
-                conditions.append(_condition("CanaryPredictorReady", "True", "AllCanariesReady", severity=True))
-            elif failed:
-                conditions.append(
-                    _condition("CanaryPredictorReady", "False", "CanariesNotReady", "a canary failed", severity=True)
-                )
-            else:
-                conditions.append(_condition("CanaryPredictorReady", "Unknown", "CanariesNotReady", severity=True))
-        if stable_state == "ready":
-            status["url"] = f"http://{name}-{namespace}.{self._domain}"
-        return status
-
-    def _model_status(self, isvc: dict[str, Any], uri: str, state: str, revision: str | None) -> dict[str, Any]:
-        if state == "ready":
-            return {
-                "transitionStatus": "UpToDate",
-                "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
-                "copies": {"failedCopies": 0, "totalCopies": 1},
-            }
-        if state == "pending":
-            return {
-                "transitionStatus": "InProgress",
-                "states": {"activeModelState": "Pending", "targetModelState": "Loading"},
-                "copies": {"failedCopies": 0, "totalCopies": 1},
-            }
-        info: dict[str, Any] = {
-            "reason": LOAD_FAILED_REASON,
-            "message": f"Model {isvc['metadata']['name']} failed to load: {self._failing[uri]}",
-            "exitCode": 1,
-            "time": T0,
-        }
-        if revision:
-            info["modelRevisionName"] = revision
-            info["location"] = f"{revision}-deployment-7c9f8d-x2x4q"
-        return {
-            "transitionStatus": "BlockedByFailedLoad",
-            "states": {"activeModelState": "Pending", "targetModelState": "FailedToLoad"},
-            "copies": {"failedCopies": 1, "totalCopies": 1},
-            "lastFailureInfo": info,
-        }
-
-
-def _predictor_condition(type_: str, state: str, name: str) -> dict[str, Any]:
-    if state == "ready":
-        return _condition(type_, "True")
-    if state == "failed":
-        return _condition(type_, "False", "ProgressDeadlineExceeded", f"predictor {name} failed")
-    return _condition(type_, "Unknown", "PredictorNotReady", f"predictor {name} is not ready")
-
-
-def _condition(
-    type_: str, status: str, reason: str | None = None, message: str | None = None, *, severity: bool = False
-) -> dict[str, Any]:
-    entry: dict[str, Any] = {"type": type_, "status": status, "lastTransitionTime": T0}
-    if reason:
-        entry["reason"] = reason
-    if message:
-        entry["message"] = message
-    if severity:
-        entry["severity"] = "Info"
-    return entry

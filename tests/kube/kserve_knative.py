@@ -53,11 +53,12 @@ Every behaviour below names where it comes from (kserve/kserve at `v0.20.0`, kna
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.kube.conditions import FALSE, TRUE, UNKNOWN, Cond, living, written
+from tests.kube.conditions import FALSE, TRUE, UNKNOWN, Cond, living, model_status, written
 
 @dataclass
 class Revision:
@@ -65,7 +66,8 @@ class Revision:
     uri: str
     logger: Mapping[str, Any] | None  # the predictor's logger spec this revision was made with
     state: str = "pending"  # pending | ready | failed
-    waited: int = 0  # reconciles seen while pending
+    waited: int = 0
+    made: float = field(default_factory=time.monotonic)  # reconciles seen while pending
     failure: str = ""
 
 
@@ -92,6 +94,7 @@ class Settle:
 
     rounds: int = 1
     failure: str | None = None
+    seconds: float = 0.0  # and at least this long since it was made
 
 
 def knative_status(
@@ -120,7 +123,7 @@ def knative_status(
         if revision.state == "pending" and ready:
             revision.waited += 1
             how = settle(revision)
-            if revision.waited >= how.rounds:
+            if revision.waited >= how.rounds and time.monotonic() - revision.made >= how.seconds:
                 revision.state = "failed" if how.failure else "ready"
                 revision.failure = how.failure or ""
     newest = ksvc.revisions[-1]
@@ -246,14 +249,4 @@ def _aggregate(component: Cond, name: str) -> Cond:
 
 
 def _model_status(ksvc: KnativeService, state: str, pods: int) -> dict[str, Any]:
-    transition = {"Pending": "InProgress", "Loading": "InProgress", "Loaded": "UpToDate",
-                  "FailedToLoad": "BlockedByFailedLoad"}[state]  # fmt: skip
-    model: dict[str, Any] = {
-        "transitionStatus": transition,
-        "states": {"activeModelState": "Loaded" if ksvc.loaded_once else "", "targetModelState": state},
-        "copies": {"failedCopies": 0, "totalCopies": pods},
-    }
-    if ksvc.failure_info is not None:
-        model["lastFailureInfo"] = dict(ksvc.failure_info)
-    return model
-
+    return model_status(state, loaded_once=ksvc.loaded_once, ready_pods=pods, failure_info=ksvc.failure_info)

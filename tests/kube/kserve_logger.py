@@ -51,8 +51,8 @@ def _canonical(name: str) -> str:
 class LoggerAgent:
     """Proxies requests to a model server, logging them to the logger's URL as KServe's agent does."""
 
-    def __init__(self, inference_service: str, namespace: str, component: str = "predictor") -> None:
-        self.inference_service, self.namespace, self.component = inference_service, namespace, component
+    def __init__(self, namespace: str, component: str = "predictor") -> None:
+        self.namespace, self.component = namespace, component
         self._events = ThreadPoolExecutor(WORKERS, thread_name_prefix="kserve-agent")
         self._http = httpx.Client(timeout=10.0)
         self.failed_deliveries = 0
@@ -62,9 +62,11 @@ class LoggerAgent:
         self._http.close()
 
     def proxy(
-        self, logger: Mapping[str, Any], upstream: str, path: str, body: bytes, headers: Mapping[str, str]
-    ) -> httpx.Response:
-        """One client request through the agent: logged per `logger` (a predictor's LoggerSpec)."""
+        self, logger: Mapping[str, Any], inference_service: str, upstream: str, path: str, body: bytes,
+        headers: Mapping[str, str],
+    ) -> httpx.Response:  # fmt: skip
+        """One client request through the agent of a pod of `inference_service`, logged per `logger`
+        (its predictor's LoggerSpec)."""
         arrived = _now()
         canonical = {_canonical(k): v for k, v in headers.items()}
         event_id = canonical.get("Ce-Id") or str(uuid.uuid4())
@@ -74,13 +76,14 @@ class LoggerAgent:
         mode = logger.get("mode")
         url = logger["url"]
         if mode in ("all", "request"):
-            self._send(url, event_id, REQUEST_EVENT, arrived, metadata, content_type, body)
+            self._send(url, inference_service, event_id, REQUEST_EVENT, arrived, metadata, content_type, body)
         response = self._http.post(upstream + path, content=body, headers=dict(headers))
         if response.status_code == 200 and mode in ("all", "response"):
-            self._send(url, event_id, RESPONSE_EVENT, _now(), metadata, content_type, response.content)
+            self._send(url, inference_service, event_id, RESPONSE_EVENT, _now(), metadata, content_type, response.content)
         return response
 
-    def _send(self, url: str, event_id: str, kind: str, at: str, metadata: dict, content_type: str, data: bytes) -> None:
+    def _send(self, url: str, inference_service: str, event_id: str, kind: str, at: str, metadata: dict,
+              content_type: str, data: bytes) -> None:  # fmt: skip
         headers = {
             "ce-specversion": "1.0",
             "ce-id": event_id,
@@ -88,7 +91,7 @@ class LoggerAgent:
             "ce-source": "http://localhost:9081/",
             "ce-time": at,
             "ce-recordedtime": _now(),
-            "ce-inferenceservicename": self.inference_service,
+            "ce-inferenceservicename": inference_service,
             "ce-namespace": self.namespace,
             "ce-component": self.component,
             "ce-endpoint": "",

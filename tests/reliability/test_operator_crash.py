@@ -335,6 +335,9 @@ UNUSED_CLUSTER_WIDE = {
     **{("kopf.dev", "kopfpeerings", verb): "namespaced peering (`-n NAMESPACE`): tests/e2e/test_operator.py"
        for verb in ("get", "list", "watch", "patch")},
     ("kopf.dev", "clusterkopfpeerings", "get"): PEERING_GET,
+    ("apps", "deployments", "get"): "Standard mode only (a promotion's rollout): tests/e2e/test_operator.py",
+    **{("gateway.networking.k8s.io", "httproutes", verb): "Standard mode only (the route's weights): tests/e2e/test_operator.py"
+       for verb in ("get", "patch")},
 }  # fmt: skip
 
 

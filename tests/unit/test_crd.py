@@ -55,7 +55,7 @@ GOOD: dict[str, Any] = {
         "model": {"name": "iris"},
         "target": {
             "inferenceService": "iris",
-            "deploymentMode": "Standard",
+            "deploymentMode": "Standard", "httpRoute": "iris-route",
             "predictor": {
                 "runtime": "kserve-mlserver",
                 "serviceAccountName": "mlflow-reader",
@@ -340,7 +340,8 @@ def _good_documents() -> dict[str, dict[str, Any]]:
         "relative-spaced-percent": changed("spec.analysis.metrics.0.maxIncrease", " 5 %"),
         "quantity-decimal-string": changed("spec.target.predictor.resources.requests.cpu", "1.5"),
         "quantity-exponent": changed("spec.target.predictor.resources.requests.memory", "1e9"),
-        "longest-isvc-name": changed("spec.target.inferenceService", "a" * 46),
+        "longest-isvc-name": changed("spec.target", {"inferenceService": "a" * 46}),
+        "longest-standard-isvc-name": changed("spec.target.inferenceService", "a" * 44),
         "status-full": changed("status", full_status()),
         "status-no-nulls": changed("status", {k: v for k, v in full_status().items() if v is not None}),
         "status-default": changed("status", RolloutStatus().model_dump(by_alias=True, mode="json")),
@@ -480,6 +481,9 @@ PYDANTIC_ONLY: list[tuple[str, Any, str]] = [
     ("spec.target.predictor.resources.requests", {"CPU cores": 1}, "invalid resource name 'CPU cores'"),
     ("metadata.name", "Bad_Name", "invalid name 'Bad_Name'"),
     ("spec.analysis.metrics.0.maxIncrease", ["10%"], "spec.analysis.metrics.0.maxIncrease"),
+    ("spec.target.httpRoute", _DELETE, "deploymentMode Standard needs httpRoute"),
+    ("spec.target.deploymentMode", "Knative", "httpRoute is for deploymentMode Standard"),
+    ("spec.target.inferenceService", "a" * 45, "longer than 44 characters"),
 ]
 
 

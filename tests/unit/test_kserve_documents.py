@@ -30,6 +30,8 @@ MODES = ("Knative", "Standard")
 
 def target(mode: str = "Knative", **overrides: Any) -> IsvcTarget:
     fields: dict[str, Any] = {"rollout": "iris-rollout", "name": "iris", "namespace": "ml", "deployment_mode": mode}
+    if mode == "Standard":
+        fields["http_route"] = "iris-route"
     fields.update(overrides)
     return IsvcTarget(**fields)
 
@@ -75,9 +77,10 @@ def apply_merge_patch(document: Any, patch: Any) -> Any:
     return result
 
 
-def predictor_of(version: str, *, name: str | None = None) -> dict[str, Any]:
-    """The predictor every version gets without overrides: MLflow format on MLServer, V2 protocol."""
-    predictor: dict[str, Any] = {"name": name} if name else {}
+def predictor_of(version: str, *, serve_as: str | None = None) -> dict[str, Any]:
+    """The predictor every version gets without overrides: MLflow format on MLServer, V2 protocol;
+    beside the primary, the model served under the primary's name (`serve_as`)."""
+    predictor: dict[str, Any] = {}
     predictor["labels"] = {"modelrollout.io/version": version}
     predictor["model"] = {
         "name": "kserve-container",
@@ -86,6 +89,8 @@ def predictor_of(version: str, *, name: str | None = None) -> dict[str, Any]:
         "protocolVersion": "v2",
         "storageUri": URIS[version],
     }
+    if serve_as is not None:
+        predictor["model"]["env"] = [{"name": "MLSERVER_MODEL_NAME", "value": serve_as}]
     return predictor
 
 
@@ -276,62 +281,74 @@ def test_standard_mode_needs_no_revision_bookkeeping() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Standard: spec.canary[]
+# Standard: a second InferenceService and the route's weights (controller/kserve_standard.py)
 
 
 def test_standard_canary_promote_sequence() -> None:
-    specs = [build("Standard", r).primary["spec"] for r in (stable(), canary(10), canary(50), canary(100), stable("2"))]
-    v1, v2 = predictor_of("1", name="v1"), predictor_of("2", name="v2")
-    assert specs[0] == {"predictor": v1}
-    assert specs[1] == {"predictor": v1, "canary": [{"trafficPercent": 10, "predictor": v2}]}
-    assert specs[2] == {"predictor": v1, "canary": [{"trafficPercent": 50, "predictor": v2}]}
-    # Promotion: the stable predictor takes the canary's spec and name (KServe then retargets
-    # the stable to the canary's Deployment, no restart); the entry goes.
-    assert specs[3] == specs[4] == {"predictor": v2}
+    results = [build("Standard", r) for r in (stable(), canary(10), canary(50), canary(100), stable("2"))]
+    v1, v2 = predictor_of("1"), predictor_of("2")
+    # The primary keeps the stable, and is never named or given spec.canary (no release splits by it).
+    assert [r.primary["spec"] for r in results] == [{"predictor": v1}] * 3 + [{"predictor": v2}] * 2
+    assert [r.canary is not None for r in results] == [False, True, True, True, False]
+    for result in results[1:4]:
+        assert result.canary is not None and result.canary["metadata"]["name"] == "iris-canary"
+        assert result.canary["metadata"]["labels"]["modelrollout.io/role"] == "canary"
+        assert result.canary["spec"] == {"predictor": predictor_of("2", serve_as="iris")}  # the primary's path works
+        assert result.baseline is None and result.shadow is None
 
 
-def test_standard_rollback_drops_the_canary_entry_only() -> None:
+def test_standard_rollback_leaves_the_primary_as_it_was() -> None:
     during = build("Standard", canary(50)).primary
     after = build("Standard", stable()).primary
-    assert after["spec"] == {"predictor": predictor_of("1", name="v1")}
-    assert merge_patch(during, after) == {"spec": {"canary": None}}
+    assert merge_patch(during, after) is None  # nothing to write: the route's weight is all there is
 
 
-def test_standard_promotion_patch_renames_the_stable_predictor() -> None:
+def test_standard_promotion_patch_changes_the_storage_uri_only() -> None:
     during = build("Standard", canary(50)).primary
     during["metadata"]["resourceVersion"] = "9"
-    promoted = build("Standard", canary(100)).primary
-    patch = merge_patch(during, promoted)
+    during["spec"]["predictor"]["name"] = "main"  # the user's own name stays
+    patch = merge_patch(during, build("Standard", canary(100)).primary)
     assert patch == {
         "metadata": {"resourceVersion": "9"},
-        "spec": {
-            "canary": None,
-            "predictor": {"name": "v2", "labels": {"modelrollout.io/version": "2"}, "model": {"storageUri": URIS["2"]}},
-        },
+        "spec": {"predictor": {"labels": {"modelrollout.io/version": "2"}, "model": {"storageUri": URIS["2"]}}},
     }
-    assert apply_merge_patch(during, patch)["spec"] == promoted["spec"]
+
+
+def test_long_names_that_cannot_name_kubernetes_objects() -> None:
+    odd = {**URIS, "2/b": "s3://x/2"}
+    with pytest.raises(ValueError, match="version '2/b' cannot be a label value"):
+        desired(target("Knative"), canary(10, candidate="2/b"), odd, None)
 
 
 # ---------------------------------------------------------------------------------------------
-# Shadow: the logger on the primary, a separate <name>-shadow InferenceService
+# Shadow: a separate <name>-shadow InferenceService; the logger on the primary (Knative) or on a
+# baseline copy of the stable (Standard)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_shadow_role(mode: str) -> None:
-    result = build(mode, shadow())
-    name = "v1" if mode == "Standard" else None
-    assert result.primary["spec"] == {
-        "predictor": {**predictor_of("1", name=name), "logger": shadow_logger(COMPARATOR)}
-    }
+def test_shadow_role_knative() -> None:
+    result = build("Knative", shadow())
+    assert result.primary["spec"] == {"predictor": {**predictor_of("1"), "logger": shadow_logger(COMPARATOR)}}
     assert result.shadow is not None
     assert result.shadow["metadata"]["name"] == shadow_name("iris") == "iris-shadow"
     assert result.shadow["metadata"]["labels"]["modelrollout.io/role"] == "shadow"
-    assert result.shadow["spec"] == {"predictor": predictor_of("2")}  # the candidate, no logger, no split
+    # the candidate, no logger, no split, serving the model under the primary's name
+    assert result.shadow["spec"] == {"predictor": predictor_of("2", serve_as="iris")}
     # Leaving the shadow role removes the logger and the shadow InferenceService.
-    after = build(mode, canary(10))
+    after = build("Knative", canary(10))
     assert after.shadow is None
     assert "logger" not in after.primary["spec"]["predictor"]
     assert merge_patch(result.primary, after.primary)["spec"]["predictor"]["logger"] is None
+
+
+def test_shadow_role_standard_logs_from_a_baseline_and_never_touches_the_primary() -> None:
+    result = build("Standard", shadow())
+    assert result.primary["spec"] == {"predictor": predictor_of("1")}
+    assert result.shadow is not None and result.shadow["spec"] == {"predictor": predictor_of("2", serve_as="iris")}
+    assert result.baseline is not None and result.baseline["metadata"]["name"] == "iris-baseline"
+    assert result.baseline["metadata"]["labels"]["modelrollout.io/role"] == "baseline"
+    baseline = {**predictor_of("1", serve_as="iris"), "logger": shadow_logger(COMPARATOR)}
+    assert result.baseline["spec"] == {"predictor": baseline}
+    assert merge_patch(build("Standard", stable()).primary, result.primary) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,17 +531,6 @@ def test_shadow_needs_a_comparator_url(url: str | None) -> None:
 def test_bad_targets(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         target(**overrides)
-
-
-def test_versions_that_cannot_name_kubernetes_objects() -> None:
-    fits = desired(target("Standard", name="a" * 50), canary(10), URIS, None).primary  # 63 characters exactly
-    assert fits["spec"]["canary"][0]["predictor"]["name"] == "v2"
-    long_name = target("Standard", name="a" * 51)
-    with pytest.raises(ValueError, match="Deployment name 'a{51}-v2-predictor' .* longer than 63 characters"):
-        desired(long_name, canary(10), URIS, None)
-    odd = {**URIS, "2/b": "s3://x/2"}
-    with pytest.raises(ValueError, match="version '2/b' cannot be a label value"):
-        desired(target("Knative"), canary(10, candidate="2/b"), odd, None)
 
 
 def test_target_is_immutable_and_keeps_a_copy_of_resources() -> None:

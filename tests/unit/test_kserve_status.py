@@ -3,7 +3,7 @@
 Each blob is our own document (from `kserve_documents.desired`) plus a `status` written from
 KServe's CRD and docs: Knative revision fields and `traffic[]`, the `PredictorReady` /
 `IngressReady` / `Ready` conditions, `modelStatus` with `lastFailureInfo`, and for Standard
-mode `canaryStatuses[]` with `CanaryPredictorReady`. Every blob is validated against the CRD
+mode the conditions KServe copies from the predictor's Deployment. Every blob is validated against the CRD
 (strict) first, so a status field we invent or misspell fails the test, not the cluster.
 """
 
@@ -20,6 +20,8 @@ from controller.kserve_status import (
     Readiness,
     TrafficShare,
     deployment_mode,
+    STORAGE_URI_ANNOTATION,
+    deployment_rolled_out,
     knative_newest_revision_ready,
     predictor_readiness,
 )
@@ -32,7 +34,8 @@ R1, R2, R3 = "iris-predictor-00001", "iris-predictor-00002", "iris-predictor-000
 
 
 def document(mode: str, routing: Routing, *, superseded: str | None = None, generation: int = 1) -> dict[str, Any]:
-    the_target = IsvcTarget(rollout="iris-rollout", name="iris", namespace="ml", deployment_mode=mode)  # type: ignore[arg-type]
+    route = "iris-route" if mode == "Standard" else None
+    the_target = IsvcTarget(rollout="iris-rollout", name="iris", namespace="ml", deployment_mode=mode, http_route=route)  # type: ignore[arg-type]
     doc = desired(the_target, routing, URIS, "http://comparator/events").primary
     doc["metadata"].update(uid="0d7c…", resourceVersion="1200", generation=generation, creationTimestamp=T0)
     if superseded:
@@ -312,131 +315,48 @@ def test_knative_invalid_spec_is_reported_although_no_revision_was_made() -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# Standard
+# Standard: InferenceServices made for one storageUri; the primary's Deployment at promotion
 
 
-def standard_status(
-    *,
-    observed: int,
-    canaries: list[dict[str, Any]],
-    canary_condition: dict[str, Any] | None,
-    predictor_ready: dict[str, Any] | None = None,
-    model_status: dict[str, Any] = LOADED,
-) -> dict[str, Any]:
-    conditions = [
-        condition("IngressReady", "True"),
-        predictor_ready or condition("PredictorReady", "True"),
-        condition("Ready", "True" if (predictor_ready or {}).get("status", "True") == "True" else "False"),
-    ]
-    if canary_condition is not None:
-        conditions.append(canary_condition)
-    status: dict[str, Any] = {
+def standard_status(predictor_ready: dict[str, Any], model_status: dict[str, Any] = LOADED, observed: int = 1) -> dict[str, Any]:
+    """As KServe v0.20.0 writes it: PredictorReady from the Deployment, observedGeneration the Deployment's."""
+    ready = predictor_ready["status"] == "True"
+    ingress = condition("IngressReady", "True") if ready else condition("IngressReady", "False", "Predictor ingress not created")
+    return {
         "observedGeneration": observed,
         "deploymentMode": "Standard",
-        "url": "http://iris-ml.example.com",
-        "address": {"url": "http://iris-predictor.ml.svc.cluster.local"},
-        "conditions": conditions,
-        "components": {"predictor": {"url": "http://iris-predictor-ml.example.com"}},
+        "conditions": [ingress, predictor_ready, condition("Ready", "True" if ready else "False")],
         "modelStatus": model_status,
     }
-    if canaries:
-        status["canaryStatuses"] = canaries
-    return status
 
 
-def test_standard_canary_progressing_then_ready() -> None:
-    doc = document("Standard", canary(25), generation=2)
-    progressing = with_status(
-        doc,
-        standard_status(
-            observed=2,
-            canaries=[{"name": "v2", "ready": False, "trafficPercent": 25, "modelStatus": LOADING}],
-            canary_condition=condition("CanaryPredictorReady", "Unknown", "CanariesNotReady"),
-        ),
-    )
-    result = predictor_readiness(progressing, URIS["2"])
-    assert (result.ready, result.candidate_ready, result.failure) == (True, False, None)
-    ready = with_status(
-        doc,
-        standard_status(
-            observed=2,
-            canaries=[{"name": "v2", "ready": True, "trafficPercent": 25, "modelStatus": LOADED}],
-            canary_condition=condition("CanaryPredictorReady", "True", "AllCanariesReady"),
-        ),
-    )
-    assert predictor_readiness(ready, URIS["2"]) == Readiness(
-        ready=True,
-        candidate_ready=True,
-        failure=None,
-        traffic=(TrafficShare("v1", 75, "stable"), TrafficShare("v2", 25, "canary")),
-    )
-    assert predictor_readiness(ready, URIS["1"]).candidate_ready is True  # the stable predictor
+STARTING = condition("PredictorReady", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
 
 
-def test_standard_canary_failed_load() -> None:
+def test_standard_starting_is_false_and_not_a_failure() -> None:
+    for starting in (condition("PredictorReady", "False"), STARTING):  # first write: no reason yet
+        isvc = with_status(document("Standard", stable()), standard_status(starting, LOADING, observed=0))
+        assert predictor_readiness(isvc, URIS["1"]) == Readiness(ready=False, candidate_ready=False, failure=None, traffic=())
+    ready = with_status(document("Standard", stable()), standard_status(condition("PredictorReady", "True", "NewReplicaSetAvailable")))
+    assert predictor_readiness(ready, URIS["1"]).candidate_ready is True
+    assert predictor_readiness(ready, URIS["2"]).candidate_ready is False  # another storageUri: not asked for
+
+
+def test_standard_failed_load_and_terminal_conditions_are_failures() -> None:
+    failed = with_status(document("Standard", stable()), standard_status(STARTING, FAILED_LOAD))
+    failure = predictor_readiness(failed, URIS["1"]).failure
+    assert failure is not None and failure.startswith("InferenceService iris predictor: ModelLoadFailed: Model iris failed to load")
+    for reason in ("ProgressDeadlineExceeded", "FailedCreate"):
+        stuck = with_status(document("Standard", stable()), standard_status(condition("PredictorReady", "False", reason, "why"), LOADING))
+        assert predictor_readiness(stuck, URIS["1"]).failure == f"InferenceService iris predictor: {reason}: why"
+
+
+def test_standard_invalid_spec_is_a_failure() -> None:
     isvc = with_status(
-        document("Standard", canary(25), generation=2),
+        document("Standard", stable()),
         standard_status(
-            observed=2,
-            canaries=[{"name": "v2", "ready": False, "trafficPercent": 25, "modelStatus": FAILED_LOAD}],
-            canary_condition=condition("CanaryPredictorReady", "False", "CanariesNotReady", "canary v2 is not ready"),
-        ),
-    )
-    result = predictor_readiness(isvc, URIS["2"])
-    assert result.candidate_ready is False
-    assert result.failure is not None
-    assert result.failure.startswith("InferenceService iris canary v2: ModelLoadFailed: Model iris failed to load")
-    assert predictor_readiness(isvc, URIS["1"]).failure is None  # the stable still serves
-
-
-def test_standard_canary_not_ready_condition_without_model_details() -> None:
-    isvc = with_status(
-        document("Standard", canary(25), generation=2),
-        standard_status(
-            observed=2,
-            canaries=[{"name": "v2", "ready": False, "trafficPercent": 25}],
-            canary_condition=condition(
-                "CanaryPredictorReady", "False", "ProgressDeadlineExceeded", "image pull back-off"
-            ),
-        ),
-    )
-    assert predictor_readiness(isvc, URIS["2"]).failure == (
-        "InferenceService iris canary v2: ProgressDeadlineExceeded: image pull back-off"
-    )
-
-
-def test_standard_status_of_an_older_generation_is_not_trusted() -> None:
-    # Promoted (generation 3) but KServe still reports generation 2 with a failing predictor.
-    promoted = document("Standard", canary(100), generation=3)
-    stale = with_status(
-        promoted,
-        standard_status(
-            observed=2,
-            canaries=[],
-            canary_condition=None,
-            predictor_ready=condition("PredictorReady", "False", "MinimumReplicasUnavailable", "0/1 replicas"),
-        ),
-    )
-    assert predictor_readiness(stale, URIS["2"]) == Readiness(
-        ready=False, candidate_ready=False, failure=None, traffic=(TrafficShare("v2", 100, "stable"),)
-    )
-    fresh = copy.deepcopy(stale)
-    fresh["status"]["observedGeneration"] = 3
-    assert predictor_readiness(fresh, URIS["2"]).failure == (
-        "InferenceService iris predictor: MinimumReplicasUnavailable: 0/1 replicas"
-    )
-    fresh["status"]["conditions"] = [condition("PredictorReady", "True"), condition("Ready", "True")]
-    assert predictor_readiness(fresh, URIS["2"]).candidate_ready is True
-
-
-def test_standard_invalid_spec_is_reported_even_before_the_generation_is_observed() -> None:
-    isvc = with_status(
-        document("Standard", stable(), generation=2),
-        standard_status(
-            observed=1,
-            canaries=[],
-            canary_condition=None,
-            model_status={
+            condition("PredictorReady", "False"),
+            {
                 "transitionStatus": "InvalidSpec",
                 "states": {"activeModelState": "", "targetModelState": "FailedToLoad"},
                 "lastFailureInfo": {"reason": "RuntimeNotRecognized", "message": "runtime kserve-mlserver not found"},
@@ -446,6 +366,26 @@ def test_standard_invalid_spec_is_reported_even_before_the_generation_is_observe
     assert predictor_readiness(isvc, URIS["1"]).failure == (
         "InferenceService iris predictor: RuntimeNotRecognized: runtime kserve-mlserver not found"
     )
+
+
+def deployment(uri: str, *, generation: int = 2, observed: int = 2, replicas: int = 1, updated: int = 1,
+               available: int = 1) -> dict[str, Any]:  # fmt: skip
+    return {
+        "metadata": {"name": "iris-predictor", "generation": generation},
+        "spec": {"replicas": 1, "template": {"metadata": {"annotations": {STORAGE_URI_ANNOTATION: uri}}}},
+        "status": {"observedGeneration": observed, "replicas": replicas, "updatedReplicas": updated,
+                   "availableReplicas": available},
+    }  # fmt: skip
+
+
+def test_the_primarys_deployment_says_when_a_promotion_rolled_out() -> None:
+    assert deployment_rolled_out(deployment(URIS["2"]), URIS["2"]) is True
+    assert deployment_rolled_out(deployment(URIS["1"]), URIS["2"]) is False  # KServe has not rewritten it yet
+    assert deployment_rolled_out(deployment(URIS["2"], observed=1), URIS["2"]) is False  # not observed yet
+    assert deployment_rolled_out(deployment(URIS["2"], replicas=2), URIS["2"]) is False  # the old pod still runs
+    assert deployment_rolled_out(deployment(URIS["2"], available=0), URIS["2"]) is False  # the new one is not up
+    assert deployment_rolled_out(deployment(URIS["2"], updated=0), URIS["2"]) is False
+    assert deployment_rolled_out(None, URIS["2"]) is False
 
 
 # ---------------------------------------------------------------------------------------------

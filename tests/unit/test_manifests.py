@@ -68,6 +68,8 @@ OPERATOR_CALLS = {
     ("modelrollout.io", "modelrollouts/status", "patch"),
     *{("serving.kserve.io", "inferenceservices", v) for v in ("get", "create", "patch", "delete")},
     ("", "events", "create"),
+    ("apps", "deployments", "get"),
+    *{("gateway.networking.k8s.io", "httproutes", v) for v in ("get", "patch")},
     *{("kopf.dev", r, v) for r in ("kopfpeerings", "clusterkopfpeerings") for v in ("get", "list", "watch", "patch")},
 }
 # Helm's bookkeeping, which the kustomize base has no reason to carry.

@@ -35,7 +35,7 @@ T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 def obj(spec_overrides: dict | None = None, status: dict | None = None, annotations: dict | None = None) -> dict:
     spec = {
         "model": {"name": "iris"},
-        "target": {"inferenceService": "iris", "deploymentMode": "Standard",
+        "target": {"inferenceService": "iris", "deploymentMode": "Standard", "httpRoute": "iris-route",
                    "predictor": {"runtime": "kserve-mlserver", "serviceAccountName": "models",
                                  "resources": {"limits": {"memory": "2Gi"}}}},
         "canary": {"steps": [10, 50], "interval": "1m"},
@@ -115,6 +115,7 @@ def test_conditions_patch_sets_one_condition_and_keeps_the_others() -> None:
 def test_the_target_carries_the_predictor_overrides() -> None:
     target = isvc_target(read(obj()).rollout)
     assert (target.name, target.namespace, target.deployment_mode, target.rollout) == ("iris", "ml", "Standard", "iris")
+    assert target.http_route == "iris-route"
     assert target.runtime == "kserve-mlserver" and target.service_account == "models"
     assert target.resources == {"limits": {"memory": "2Gi"}}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import re
+
 import pytest
 import yaml
 
@@ -178,7 +180,7 @@ def test_target_is_optional_and_defaults_to_knative():
 
 
 def test_target_predictor_overrides_keep_what_was_written():
-    rollout = parse_rollout(with_target({**TARGET, "deploymentMode": "Standard"}))
+    rollout = parse_rollout(with_target({**TARGET, "deploymentMode": "Standard", "httpRoute": "iris-route"}))
     target = rollout.spec.target
     assert target.deployment_mode == "Standard"
     assert target.predictor.runtime == "kserve-mlserver" and target.predictor.service_account_name == "mlflow-reader"
@@ -186,7 +188,22 @@ def test_target_predictor_overrides_keep_what_was_written():
     assert target.predictor.resources.requests == {"cpu": "500m", "memory": "1Gi"}
     assert target.predictor.resources.limits == {"cpu": 2, "nvidia.com/gpu": 1}
     dumped = rollout.model_dump(by_alias=True, exclude_none=True)["spec"]["target"]
-    assert dumped == {**TARGET, "deploymentMode": "Standard"}
+    assert dumped == {**TARGET, "deploymentMode": "Standard", "httpRoute": "iris-route"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"deploymentMode": "Standard"}, "deploymentMode Standard needs httpRoute: KServe does not split Standard-mode traffic"),
+        ({"httpRoute": "iris-route"}, "httpRoute is for deploymentMode Standard"),
+        ({"deploymentMode": "Standard", "httpRoute": "Iris_Route"}, "spec.target.httpRoute: invalid HTTPRoute name"),
+        ({"deploymentMode": "Standard", "httpRoute": "r", "inferenceService": "a" * 45},
+         "longer than 44 characters: in Standard mode '<name>-baseline-predictor' must fit"),
+    ],
+)
+def test_standard_mode_needs_a_route_the_split_is_ours(change, message):
+    with pytest.raises(SpecError, match=re.escape(message) if "(" in message else message):
+        parse_rollout(with_target({**TARGET, **change}))
 
 
 @pytest.mark.parametrize(

@@ -127,10 +127,18 @@ in one watched namespace, KopfPeering only).
 - apiGroups: ["modelrollout.io"]
   resources: ["modelrollouts/status"]
   verbs: ["patch"]
-# The primary and `<name>-shadow` InferenceServices of each rollout.
+# The primary, `<name>-shadow` and (Standard mode) `<name>-canary` / `<name>-baseline` InferenceServices.
 - apiGroups: ["serving.kserve.io"]
   resources: ["inferenceservices"]
   verbs: ["get", "create", "patch", "delete"]
+# Standard mode: whether the primary's Deployment has rolled out a promotion (KServe's status cannot say).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get"]
+# Standard mode: the weights of the HTTPRoute named in spec.target.httpRoute.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "patch"]
 # Every transition is a Kubernetes Event (kopf posts them to the core API).
 - apiGroups: [""]
   resources: ["events"]
