@@ -191,6 +191,7 @@ SPEC_ROWS: list[SpecRow] = [
     row("spec.target.inferenceService", "Iris_Model", "spec.target.inferenceService", "invalid InferenceService name 'Iris_Model'"),
     # KServe's old name for the mode: the error lists the names it has now.
     row("spec.target.deploymentMode", "Serverless", "spec.target.deploymentMode", "'Knative' or 'Standard'", "got 'Serverless'"),
+    row("spec.target.httpRoute", "Iris_Route", "spec.target.httpRoute", "invalid HTTPRoute name 'Iris_Route'", also=(("spec.target.deploymentMode", "Standard"),)),
     row("spec.target.predictor", ["x"], "spec.target.predictor", "valid dictionary"),
     row("spec.target.predictor.runtime", "KServe MLServer", "spec.target.predictor.runtime", "invalid runtime name 'KServe MLServer'"),
     row("spec.target.predictor.resources", "big", "spec.target.predictor.resources", "valid dictionary"),
