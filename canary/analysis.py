@@ -72,6 +72,13 @@ class AnalysisContext:
             "interval": format_duration(window),
         }
 
+    def baseline_role(self, template: templates.Template) -> str:
+        """The role the baseline side of `template` is measured under: in the shadow phase, the
+        stable's baseline server for signals timed on the request path (canary/mirror.py)."""
+        if self.candidate_role == templates.SHADOW and template.shadow_baseline:
+            return templates.BASELINE
+        return templates.STABLE
+
     @property
     def looks(self) -> int:
         """How many windows the step has been judged, this one included.
@@ -199,7 +206,7 @@ def measure(spec: ModelRolloutSpec, check: MetricCheck, ctx: AnalysisContext, pr
     )
     if not template.has_baseline:
         return measurement
-    base_vars = ctx.variables(ctx.stable_version, "stable")
+    base_vars = ctx.variables(ctx.stable_version, ctx.baseline_role(template))
     return Measurement(
         candidate=measurement.candidate,
         candidate_samples=measurement.candidate_samples,
@@ -217,7 +224,8 @@ def judge_sequentially(
     spec: ModelRolloutSpec, check: MetricCheck, ctx: AnalysisContext, provider: MetricsProvider
 ) -> CheckResult:
     """A `judge: sequential` check on the step so far (raises MetricsError when a query fails)."""
-    queries = spec.analysis.template_for(check).judge
+    template = spec.analysis.template_for(check)
+    queries = template.judge
     assert queries is not None, "the spec accepts judge: sequential only on templates with judge queries"
     fields = ("buckets",) if queries.kind == "latency" else ("events", "trials")
 
@@ -230,7 +238,7 @@ def judge_sequentially(
         queries,
         provider,
         candidate_query=rendered(ctx.candidate_version, ctx.candidate_role),
-        baseline_query=rendered(ctx.stable_version, "stable"),
+        baseline_query=rendered(ctx.stable_version, ctx.baseline_role(template)),
         looks=ctx.looks,
         max_intervals=spec.max_intervals(check, ctx.candidate_role),
     )

@@ -6,6 +6,17 @@ send the copies to the shadow with their own HTTP client and timeout, so a shado
 hangs or fails can never delay or fail a client. The queue is bounded: when the shadow cannot
 keep up, new copies are dropped (and counted) instead of piling up in memory.
 
+**Like with like.** A copy reaches the shadow after the client's answer, from a worker task in a
+busy event loop; the stable's client requests are timed on the client's path. Timed that way, an
+identical shadow measured slower than the stable in 60-70% of pairs (issue 11), and a sequential
+latency check rolled it back. So a job may name a `baseline`: a second server of the stable
+version that nothing else sends to. The worker posts the copy to the shadow and to the baseline
+at the same moment (concurrently, on one connection pool) and records the baseline's time and
+outcome under role `baseline`; the shadow phase's latency and error checks compare the shadow
+with that (canary/templates.py, `Template.shadow_baseline`). Both servers are fresh, see the
+same requests at the same rate and are timed by the same code: only the model differs — as
+Kayenta compares a canary with a fresh baseline, not with production.
+
 Each shadow answer is compared with the stable's answer to the same request, instance by
 instance (canary/predictions.py: labels equal, probabilities by their top class, floats within
 the tolerance — the job's own, the rollout's when the request came, else the Mirror's default),
@@ -37,7 +48,7 @@ from canary.predictions import (
     instances_from_body,
     relative_errors,
 )
-from canary.serving_metrics import SHADOW, ServingMetrics
+from canary.serving_metrics import BASELINE, SHADOW, ServingMetrics
 
 log = logging.getLogger("modelrollout.mirror")
 
@@ -70,6 +81,9 @@ class MirrorJob:
     # The rollout's tolerance when the request was served (it travels with each routing, so it
     # may change while copies wait); None: the Mirror's default.
     tolerance: Tolerance | None = None
+    # The stable's baseline server, sent the same copy at the same moment (see the module's
+    # docstring); None: the shadow alone (the KServe comparator's replays).
+    baseline: Target | None = None
 
 
 class Mirror:
@@ -116,7 +130,9 @@ class Mirror:
         # connections that client requests need.
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 2.0)),
-            limits=httpx.Limits(max_connections=self._workers, max_keepalive_connections=self._workers),
+            # Two per worker: a copy to the shadow and its twin to the baseline are in flight at
+            # once, and neither may be timed waiting for a connection the other holds.
+            limits=httpx.Limits(max_connections=2 * self._workers, max_keepalive_connections=2 * self._workers),
         )
         self._tasks = [asyncio.create_task(self._work(), name=f"mirror-{i}") for i in range(self._workers)]
 
@@ -146,21 +162,10 @@ class Mirror:
             # The shadow was replaced, promoted or removed while the copy waited.
             self._metrics.observe_dropped(job.model)
             return
-        assert self._client is not None
-        headers = {**job.headers, "x-request-id": job.request_id}
-        started = time.perf_counter()
-        instances: list[Any] | None = None
-        try:
-            response = await self._client.post(
-                job.shadow.url + job.protocol.path(job.path_model or job.model), content=job.body, headers=headers
-            )
-            failed = response.status_code >= 500
-            if 200 <= response.status_code < 300:
-                instances = instances_from_body(job.protocol, response.content)
-        except httpx.HTTPError as exc:
-            failed = True
-            log.debug("shadow %s: %s: %s", job.shadow.version, type(exc).__name__, exc)
-        self._metrics.observe_request(job.model, job.shadow.version, SHADOW, time.perf_counter() - started, failed)
+        if job.baseline is None:
+            instances = await self._post(job, job.shadow, SHADOW)
+        else:
+            instances, _ = await asyncio.gather(self._post(job, job.shadow, SHADOW), self._post(job, job.baseline, BASELINE))
         if job.stable_instances is not None:
             tolerance = self._tolerance if job.tolerance is None else job.tolerance
             agreed = count_agreements(job.stable_instances, instances, tolerance)
@@ -172,3 +177,25 @@ class Mirror:
             score = self._predictions.record(job.request_id, job.model, job.shadow.version, SHADOW, instances)
             if score is not None:
                 self._metrics.observe_score(score)
+
+    async def _post(self, job: MirrorJob, target: Target, role: str) -> list[Any] | None:
+        """One copy to one server, timed and counted under `role`; its instances when it answered 2xx.
+
+        The baseline's answer is only timed: agreement and accuracy compare the shadow with what the
+        stable told the client."""
+        assert self._client is not None
+        headers = {**job.headers, "x-request-id": job.request_id}
+        started = time.perf_counter()
+        instances: list[Any] | None = None
+        try:
+            response = await self._client.post(
+                target.url + job.protocol.path(job.path_model or job.model), content=job.body, headers=headers
+            )
+            failed = response.status_code >= 500
+            if 200 <= response.status_code < 300 and role == SHADOW:
+                instances = instances_from_body(job.protocol, response.content)
+        except httpx.HTTPError as exc:
+            failed = True
+            log.debug("%s %s: %s: %s", role, target.version, type(exc).__name__, exc)
+        self._metrics.observe_request(job.model, target.version, role, time.perf_counter() - started, failed)
+        return instances

@@ -50,7 +50,11 @@ from canary.predictions import predicted_label, regression_value
 STABLE = "stable"
 CANARY = "canary"
 SHADOW = "shadow"
-ROLES = (STABLE, CANARY, SHADOW)
+# The stable's own second server in the shadow phase, sent the same copies as the shadow by the
+# same mirror worker at the same moment: the shadow's latency and errors are compared with it,
+# not with the stable's client path (canary/mirror.py).
+BASELINE = "baseline"
+ROLES = (STABLE, CANARY, SHADOW, BASELINE)
 
 _VERSION_LABELS = ("rollout", "model", "version", "role")
 

@@ -7,7 +7,10 @@ comparisons against the baseline. `samples` counts the observations behind a val
 window; `minSamples` and `noData` are judged on it.
 
 The `local` provider reads the metrics exported by the local router
-(`controller/local/router.py`). On KServe, `knative` reads Knative's queue-proxy series and
+(`controller/local/router.py`). In the shadow phase its latency and error templates compare the
+shadow with the stable's *baseline* server (role `baseline`, `Template.shadow_baseline`), which
+receives the same copies at the same moment: the stable's client requests are timed on another
+path, and an identical shadow measured against them looked slower (issue 11). On KServe, `knative` reads Knative's queue-proxy series and
 `istio` the mesh's, per version through the `revision` / `workload` variables the KServe platform
 fills in; both take the quality signals (agreement, accuracy, calibration, label lag, drift) from
 the shadow comparator (`canary/shadow.py`), which exports the router's series names. Queue-proxy
@@ -64,6 +67,9 @@ PLATFORM_VARIABLES = ("inference_service", "revision", "workload")
 
 SHADOW = "shadow"
 CANARY = "canary"
+# The roles a baseline is measured under (canary/serving_metrics.py exports the same names).
+STABLE = "stable"
+BASELINE = "baseline"
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,11 @@ class Template:
     samples: str | None = None
     # False when a baseline value has no meaning (agreement *with* the baseline).
     has_baseline: bool = True
+    # In the shadow phase, the baseline side is rendered with role "baseline" instead of "stable":
+    # the stable's second server that the router sends every copy the shadow gets, timed by the
+    # same mirror worker (canary/mirror.py). For signals measured on the request path (latency,
+    # errors), where the stable's client path is not like the shadow's copy path.
+    shadow_baseline: bool = False
     # Phases where the signal exists: agreement needs mirrored traffic, so only the shadow.
     phases: tuple[str, ...] = (SHADOW, CANARY)
     # The counts the sequential judge needs; None: the template supports only `judge: threshold`.
@@ -111,6 +122,7 @@ _LOCAL_REQUESTS = f"sum(increase(modelrollout_requests_total{{{_LOCAL_SEL}}}[{{{
 
 def _latency(quantile: float) -> Template:
     return Template(
+        shadow_baseline=True,
         query=(
             f"histogram_quantile({quantile}, sum by (le) "
             f"(rate(modelrollout_request_duration_seconds_bucket{{{_LOCAL_SEL}}}[{{{{ interval }}}}])))"
@@ -130,6 +142,7 @@ LOCAL = {
     "latency_p95": _latency(0.95),
     "latency_p99": _latency(0.99),
     "error_rate": Template(
+        shadow_baseline=True,
         query=(
             f"sum(rate(modelrollout_request_errors_total{{{_LOCAL_SEL}}}[{{{{ interval }}}}])) / "
             f"sum(rate(modelrollout_requests_total{{{_LOCAL_SEL}}}[{{{{ interval }}}}]))"

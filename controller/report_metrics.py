@@ -171,7 +171,9 @@ def measure_checks(
                 candidate = _range(provider, template.query, ctx.variables(ctx.candidate_version, segment.role), start, end)
                 # The watch measures the promoted version alone: the old stable serves nothing then.
                 if template.has_baseline and segment.role != "stable" and attempt.stable_version:
-                    baseline = _range(provider, template.query, ctx.variables(ctx.stable_version, "stable"), start, end)
+                    baseline = _range(
+                        provider, template.query, ctx.variables(ctx.stable_version, ctx.baseline_role(template)), start, end
+                    )
             except MetricsUnavailable:
                 raise
             except MetricsError as err:
@@ -205,6 +207,7 @@ def measure_latency(
     candidate held that role — the same requests the latency checks judged, summed over steps."""
     spec = record.rollout.spec
     shape = latency_template(spec)
+    shape_template = lookup(spec.analysis.provider, "latency_p95") if shape is not None else None
     out = []
     for role in ("shadow", "canary"):
         spans = [s for s in attempt.analysed() if s.role == role]
@@ -222,7 +225,8 @@ def measure_latency(
         try:
             cand = _buckets(provider, render(query, ctx.variables(ctx.candidate_version, role)), end.timestamp())
             base = (
-                _buckets(provider, render(query, ctx.variables(ctx.stable_version, "stable")), end.timestamp())
+                # The same baseline the latency checks compared with (the baseline server in the shadow).
+                _buckets(provider, render(query, ctx.variables(ctx.stable_version, ctx.baseline_role(shape_template))), end.timestamp())
                 if attempt.stable_version
                 else {}
             )

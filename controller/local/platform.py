@@ -2,7 +2,10 @@
 
 Per rollout there is one router process (`<rollout>-router`, the client endpoint, which splits
 and mirrors traffic and exports the metrics the analysis reads) and one KServe model server per
-model version named in the routing (`<rollout>-v<version>`). All are children of the
+model version named in the routing (`<rollout>-v<version>`). In the shadow phase a second server
+of the stable, `<rollout>-v<stable>-baseline`, receives every copy the shadow receives, at the same
+moment, so the shadow's latency and errors are compared with a server measured the same way
+(canary/mirror.py); the shadow enters the routing only once both are ready. All are children of the
 `Supervisor`, so they keep serving while the controller restarts, and a restarted controller
 re-adopts them.
 
@@ -41,6 +44,8 @@ _VERSION = re.compile(r"[A-Za-z0-9_.]{1,64}")
 
 ROUTER = "router"
 MODEL_SERVER = "modelserver"
+# The stable's second server in the shadow phase, sent the same copies as the shadow (canary/mirror.py).
+BASELINE_SERVER = "baseline"
 
 
 @dataclass(frozen=True)
@@ -99,19 +104,25 @@ class LocalPlatform:
                 raise ValueError(f"no artifact URI for {routing.model} v{version} of rollout {rollout!r}")
         with self._lock:
             servers = {v: self._ensure_model_server(rollout, routing.model, v, artifact_uris[v]) for v in routing.versions}
+            stable = routing.stable_version
+            baseline = None
+            if routing.candidate_role == "shadow" and routing.candidate_version is not None and stable is not None:
+                baseline = self._ensure_model_server(rollout, routing.model, stable, artifact_uris[stable], baseline=True)
             router = self.supervisor.ensure(
                 f"{rollout}-{ROUTER}",
                 lambda port: [self.python, "-m", "controller.local.router", "--rollout", rollout, "--port", str(port)],
                 env={"PYTHONUNBUFFERED": "1"},
                 labels={"rollout": rollout, "component": ROUTER},
             )
-            routed = self._route(rollout, routing, servers, router)
+            routed = self._route(rollout, routing, servers, router, baseline)
             for record in self.supervisor.records(rollout=rollout, component=MODEL_SERVER):
                 version = record.labels.get("version", "")
                 if version not in servers and version not in routed:
-                    log.info("stopping %s: no longer in the routing of %s", record.name, rollout)
-                    self.supervisor.stop(record.name)
-                    self._ready.discard((record.pid, record.create_time))
+                    self._stop_server(record, rollout)
+            for record in self.supervisor.records(rollout=rollout, component=BASELINE_SERVER):
+                # Make before break: only once the router no longer sends it copies.
+                if (baseline is None or record.name != baseline.name) and f"baseline:{record.port}" not in routed:
+                    self._stop_server(record, rollout)
             self._write_targets(rollout)
 
     def health(self, rollout: str, version: str) -> VersionHealth:
@@ -160,19 +171,32 @@ class LocalPlatform:
 
     # ---- model servers --------------------------------------------------------------------
 
-    def _ensure_model_server(self, rollout: str, model: str, version: str, uri: str) -> ProcessRecord:
+    def _ensure_model_server(
+        self, rollout: str, model: str, version: str, uri: str, *, baseline: bool = False
+    ) -> ProcessRecord:
         def argv(port: int) -> list[str]:
             return [
                 self.python, "-m", "controller.local.modelserver",
                 "--name", model, "--model-uri", uri, "--port", str(port), "--version", version,
             ]  # fmt: skip
 
+        name = _server_name(rollout, version) + ("-" + BASELINE_SERVER if baseline else "")
         return self.supervisor.ensure(
-            _server_name(rollout, version),
+            name,
             argv,
             env={**_tracking_env(self.tracking_uri), "PYTHONUNBUFFERED": "1"},
-            labels={"rollout": rollout, "component": MODEL_SERVER, "model": model, "version": version},
+            labels={
+                "rollout": rollout,
+                "component": BASELINE_SERVER if baseline else MODEL_SERVER,
+                "model": model,
+                "version": version,
+            },
         )
+
+    def _stop_server(self, record: ProcessRecord, rollout: str) -> None:
+        log.info("stopping %s: no longer in the routing of %s", record.name, rollout)
+        self.supervisor.stop(record.name)
+        self._ready.discard((record.pid, record.create_time))
 
     def _probe_ready(self, record: ProcessRecord) -> bool:
         """Has this very process answered `GET /v2/health/ready` with 200 (now or before)?"""
@@ -193,12 +217,18 @@ class LocalPlatform:
     # ---- router ---------------------------------------------------------------------------
 
     def _route(
-        self, rollout: str, routing: Routing, servers: Mapping[str, ProcessRecord], router: ProcessRecord
+        self,
+        rollout: str,
+        routing: Routing,
+        servers: Mapping[str, ProcessRecord],
+        router: ProcessRecord,
+        baseline: ProcessRecord | None,
     ) -> set[str]:
-        """Send the router what it can serve now; return the versions it routes to afterwards."""
+        """Send the router what it can serve now; return the versions it routes to afterwards (and
+        `baseline:<port>` while it sends copies to a baseline server)."""
         previous = self._sent.get(rollout) or self._load_sent(rollout)
         previous_versions = _payload_versions(previous.payload) if previous else set()
-        payload = self._payload(rollout, routing, servers, previous)
+        payload = self._payload(rollout, routing, servers, previous, baseline)
         if payload is None:
             return previous_versions  # nothing servable yet: leave the router as it is
         if previous and previous.payload == payload and _same_process(previous, router) and rollout in self._sent:
@@ -227,6 +257,7 @@ class LocalPlatform:
         routing: Routing,
         servers: Mapping[str, ProcessRecord],
         previous: _Sent | None,
+        baseline: ProcessRecord | None = None,
     ) -> dict[str, Any] | None:
         """The router's routing document, holding back any version whose server is not ready."""
         stable = routing.stable_version
@@ -243,6 +274,13 @@ class LocalPlatform:
         candidate_ref = None
         if candidate is not None and candidate != stable_ref["version"] and self._probe_ready(servers[candidate]):
             candidate_ref = {"version": candidate, "url": f"http://127.0.0.1:{servers[candidate].port}"}
+        baseline_ref = None
+        if routing.candidate_role == "shadow" and candidate_ref is not None:
+            # A shadow is measured only beside its baseline: without a ready one, no copies yet.
+            if baseline is None or stable_ref["version"] != stable or not self._probe_ready(baseline):
+                candidate_ref = None
+            else:
+                baseline_ref = {"version": stable, "url": f"http://127.0.0.1:{baseline.port}"}
         payload: dict[str, Any] = {
             "model": routing.model,
             "stable": stable_ref,
@@ -262,6 +300,8 @@ class LocalPlatform:
                 candidateWeight=routing.candidate_weight if role == "canary" else 0,
                 shadowPercent=routing.shadow_percent if role == "shadow" else 0,
             )
+            if baseline_ref is not None:
+                payload["baseline"] = baseline_ref
         return payload
 
     def _load_sent(self, rollout: str) -> _Sent | None:
@@ -331,7 +371,11 @@ def _same_process(sent: _Sent, router: ProcessRecord) -> bool:
 
 
 def _payload_versions(payload: Mapping[str, Any]) -> set[str]:
-    return {ref["version"] for ref in (payload.get("stable"), payload.get("candidate")) if ref}
+    """The versions a routing sends requests to, and `baseline:<port>` of its baseline server."""
+    versions = {ref["version"] for ref in (payload.get("stable"), payload.get("candidate")) if ref}
+    if payload.get("baseline"):
+        versions.add("baseline:" + urlsplit(payload["baseline"]["url"]).netloc.rsplit(":", 1)[1])
+    return versions
 
 
 def _check_rollout(rollout: str) -> None:

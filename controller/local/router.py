@@ -9,8 +9,10 @@ routing again changes nothing and resets nothing). Until then every client reque
 - role ``canary``: ``candidateWeight``% of requests are served by the candidate, the rest by the
   stable (see controller/local/traffic.py for how the share is dealt).
 - role ``shadow``: every request is served by the stable; ``shadowPercent``% of them are copied
-  to the shadow after the client's answer is ready (controller/local/mirror.py), and the
-  shadow's predictions are compared with the stable's.
+  to the shadow after the client's answer is ready (canary/mirror.py), and the shadow's
+  predictions are compared with the stable's. With a ``baseline`` (a second server of the stable
+  version), each copy goes to it too, at the same moment: the shadow's latency and errors are
+  compared with the baseline's, timed on the same path (canary/mirror.py says why).
 
 Regression predictions agree within the routing's ``comparison`` tolerance (the rollout's
 ``spec.shadow.comparison``; when the routing has none, the ``--rel-tolerance``/``--abs-tolerance``
@@ -66,6 +68,7 @@ from canary.predictions import (
     instances_from_body,
 )
 from canary.serving_metrics import (
+    BASELINE,
     CANARY,
     DEFAULT_MAX_CLASSES,
     EXPOSITION_CONTENT_TYPE,
@@ -120,6 +123,9 @@ class Routing(_Model):
     stable: Upstream
     candidate: Upstream | None = None
     candidate_role: Literal["shadow", "canary"] | None = None
+    baseline: Upstream | None = Field(
+        None, description="role shadow: a second server of the stable version, sent every copy the shadow is"
+    )
     candidate_weight: int = Field(0, ge=0, le=100, description="percent of client requests the canary serves")
     shadow_percent: int = Field(0, ge=0, le=100, description="percent of client requests mirrored to the shadow")
     comparison: Comparison | None = Field(
@@ -140,17 +146,29 @@ class Routing(_Model):
             raise ValueError("candidateWeight is only for candidateRole 'canary': a shadow serves no client")
         if self.candidate_role == CANARY and self.shadow_percent:
             raise ValueError("shadowPercent is only for candidateRole 'shadow'")
+        if self.baseline is not None:
+            if self.candidate_role != SHADOW:
+                raise ValueError("baseline is only for candidateRole 'shadow': a canary is measured beside the stable")
+            if self.baseline.version != self.stable.version:
+                raise ValueError(
+                    f"baseline.version must be the stable's ({self.stable.version!r}), got {self.baseline.version!r}"
+                )
+            if self.baseline.url == self.stable.url:
+                raise ValueError("baseline.url must be a server of its own, not the stable's: it is timed apart from clients")
         return self
 
     def wire(self) -> dict[str, Any]:
-        """The JSON document, without ``comparison`` when it was not given (as before it existed)."""
-        return self.model_dump(by_alias=True, mode="json", exclude={"comparison"} if self.comparison is None else None)
+        """The JSON document, without ``comparison`` or ``baseline`` when not given (as before they existed)."""
+        unset = {name for name in ("comparison", "baseline") if getattr(self, name) is None}
+        return self.model_dump(by_alias=True, mode="json", exclude=unset or None)
 
     def label_sets(self) -> list[tuple[str, str]]:
         """(version, role) of every version this routing sends requests to."""
         sets = [(self.stable.version, STABLE)]
         if self.candidate is not None and self.candidate_role is not None:
             sets.append((self.candidate.version, self.candidate_role))
+        if self.baseline is not None:
+            sets.append((self.baseline.version, BASELINE))
         return sets
 
 
@@ -188,10 +206,12 @@ class _Applied:
             return Target(r.candidate.version, r.candidate.url), CANARY
         return Target(r.stable.version, r.stable.url), STABLE
 
-    def shadow_for_this_request(self) -> Target | None:
+    def shadow_for_this_request(self) -> tuple[Target, Target | None] | None:
+        """The shadow (and the baseline, if any) a copy of this request goes to; None: no copy."""
         r = self.routing
         if r.candidate is not None and r.candidate_role == SHADOW and self.shadow_deck.take():
-            return Target(r.candidate.version, r.candidate.url)
+            baseline = Target(r.baseline.version, r.baseline.url) if r.baseline is not None else None
+            return Target(r.candidate.version, r.candidate.url), baseline
         return None
 
 
@@ -405,8 +425,9 @@ async def _forward(state: RouterState, request: Request, model: str, protocol: P
     elapsed = time.perf_counter() - started
     state.metrics.observe_request(model, target.version, role, elapsed, failed=response.status_code >= 500)
     if role == STABLE:
-        shadow = applied.shadow_for_this_request()
-        if shadow is not None:
+        copy_to = applied.shadow_for_this_request()
+        if copy_to is not None:
+            shadow, baseline = copy_to
             state.mirror.offer(
                 MirrorJob(
                     model=model,
@@ -417,6 +438,7 @@ async def _forward(state: RouterState, request: Request, model: str, protocol: P
                     shadow=shadow,
                     stable_instances=stable_instances,
                     tolerance=applied.tolerance,
+                    baseline=baseline,
                 )
             )
     return response

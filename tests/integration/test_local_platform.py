@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -220,8 +221,15 @@ def test_promotion_and_restarted_controller(
 ) -> None:
     endpoint = serving(platform, models, stable_only())
     shadow = Routing("iris", "1", "2", "shadow", shadow_percent=100)
-    apply_until(platform, shadow, models, lambda: platform.health(ROLLOUT, "2").ready, "v2 to be ready")
-    platform.apply(ROLLOUT, shadow, models)
+
+    def routed() -> dict[str, Any]:
+        return httpx.get(endpoint + "/admin/routing", timeout=5).json()
+
+    # The shadow enters the routing with the stable's baseline server, once both are ready.
+    apply_until(platform, shadow, models, lambda: routed().get("candidate") is not None, "the shadow to be routed")
+    baseline = platform.supervisor.get(f"{ROLLOUT}-v1-baseline")
+    assert baseline is not None and baseline.labels["version"] == "1"
+    assert routed()["baseline"] == {"version": "1", "url": f"http://127.0.0.1:{baseline.port}"}
     assert answered_by(endpoint, 5) == {"1": 5}  # a shadow's answers never reach clients
 
     # A controller started again on the same state directory adopts every process.
@@ -238,6 +246,9 @@ def test_promotion_and_restarted_controller(
         assert answered_by(endpoint, 5) == {"2": 5}
         assert again.supervisor.get(f"{ROLLOUT}-v1") is None
         assert _gone(pids[f"{ROLLOUT}-v1"])
+        assert again.supervisor.get(f"{ROLLOUT}-v1-baseline") is None  # left with the shadow
+        assert _gone(pids[f"{ROLLOUT}-v1-baseline"])
+        assert "baseline" not in routed()
     finally:
         again.close()
 

@@ -475,6 +475,33 @@ def test_shadow_percent_mirrors_that_share(start_router: Callable[..., Router], 
     assert router.metric("modelrollout_shadow_comparisons_total", model="iris", version="2") == 10
 
 
+def test_a_baseline_is_sent_each_copy_with_the_shadow_and_timed_on_the_same_path(
+    start_router: Callable[..., Router], models: Models, fake_servers: Callable[..., FakeServer]
+) -> None:
+    # The stable's baseline is a second server of the stable version: here one that takes 0.25 s and
+    # then fails, so what the router records under role "baseline" can only have come from it.
+    baseline = fake_servers(delay=0.25, status=500)
+    router = start_router()
+    body = routing(models.logistic.url, models.logistic.url, "shadow", shadow=100)
+    body["baseline"] = {"version": "1", "url": baseline.url}
+    router.put_routing(body)
+    for i in range(6):
+        answer = router.predict(rows(i * 5, 5))
+        assert answer.status_code == 200 and answer.headers["x-model-role"] == "stable"
+    wait_until(lambda: router.metric("modelrollout_requests_total", model="iris", version="1", role="baseline") == 6, what="6 baseline copies")
+    assert baseline.received == 6 and _mirrored(router) == 6  # every copy went to both
+    duration = lambda role, version: router.metric("modelrollout_request_duration_seconds_sum", model="iris", version=version, role=role)  # noqa: E731
+    assert duration("baseline", "1") >= 6 * 0.25  # the baseline's own time, on the copy path
+    assert duration("stable", "1") < 6 * 0.25  # not the client path's
+    # Sent at the same moment, not one after the other: the shadow is not timed waiting for the baseline.
+    assert duration("shadow", "2") < 6 * 0.25
+    # A failing baseline is the baseline's error, never the stable's; the shadow still agrees with
+    # what the stable answered the client.
+    assert router.metric("modelrollout_request_errors_total", model="iris", version="1", role="baseline") == 6
+    assert router.metric("modelrollout_request_errors_total", model="iris", version="1", role="stable") == 0
+    assert router.metric("modelrollout_shadow_agreements_total", model="iris", version="2") == 30
+
+
 def test_slow_shadow_never_delays_clients_and_full_queue_drops(
     start_router: Callable[..., Router], models: Models, fake_servers: Callable[..., FakeServer]
 ) -> None:

@@ -114,3 +114,44 @@ def test_phases_default_from_template_and_can_be_overridden():
     )
     assert [c.name for c in applicable_checks(spec, "shadow")] == ["agree", "p95"]
     assert [c.name for c in applicable_checks(spec, "canary")] == ["p95", "acc"]
+
+
+class RecordingProvider:
+    """Answers every query with 1 and keeps the PromQL it was asked."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def query_value(self, promql: str) -> float | None:
+        self.queries.append(promql)
+        return 1.0
+
+    def query_vector(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        self.queries.append(promql)
+        return [({}, 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("template", "phase", "baseline_role"),
+    [
+        # Timed on the request path: in the shadow phase, the baseline server beside the shadow.
+        ("latency_p95", "shadow", "baseline"),
+        ("error_rate", "shadow", "baseline"),
+        # In the canary phase both sides are client requests through the same router.
+        ("latency_p95", "canary", "stable"),
+        ("error_rate", "canary", "stable"),
+        # Accuracy scores what each version told the client (or the shadow's copy): the stable's answers.
+        ("accuracy", "shadow", "stable"),
+    ],
+)
+def test_the_baseline_side_is_measured_where_the_candidate_is(template, phase, baseline_role):
+    from canary.analysis import measure
+
+    spec = ModelRolloutSpec.model_validate(
+        {"model": {"name": "iris"}, "analysis": {"metrics": [{"name": "m", "template": template, "maxIncrease": "10%"}]}}
+    )
+    provider = RecordingProvider()
+    measure(spec, spec.analysis.metrics[0], AnalysisContext("r", "default", "iris", "1", "2", phase, 30), provider)
+    baseline_queries = [q for q in provider.queries if 'version="1"' in q]
+    assert baseline_queries and all(f'role="{baseline_role}"' in q for q in baseline_queries)
+    assert all(f'role="{phase}"' in q for q in provider.queries if 'version="2"' in q)

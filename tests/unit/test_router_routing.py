@@ -56,12 +56,33 @@ def test_what_the_local_platform_sends_is_accepted() -> None:
         ({"model": ""}, "model"),
         ({"candidate_weight": 10}, "candidate_weight"),  # both spellings at once: one is an unknown field
         ({"stable": {"version": "1", "url": "http://127.0.0.1:1", "port": 1}}, "port"),
+        ({"baseline": {"version": "1", "url": "http://127.0.0.1:8003"}}, "baseline is only for candidateRole 'shadow'"),
+        (
+            {"candidateRole": "shadow", "candidateWeight": 0, "baseline": {"version": "2", "url": "http://127.0.0.1:8003"}},
+            "baseline.version must be the stable's ('1')",
+        ),
+        (
+            {"candidateRole": "shadow", "candidateWeight": 0, "baseline": {"version": "1", "url": "http://127.0.0.1:8001"}},
+            "baseline.url must be a server of its own",
+        ),
     ],
 )
 def test_bad_routing_names_the_field(changes: dict[str, Any], needle: str) -> None:
     with pytest.raises(ValidationError) as raised:
         Routing.model_validate(doc(**changes))
     assert needle in str(raised.value)
+
+
+def test_a_shadow_with_a_baseline_measures_the_stable_under_role_baseline() -> None:
+    body = doc(candidateRole="shadow", candidateWeight=0, shadowPercent=100, baseline={"version": "1", "url": "http://127.0.0.1:8003"})
+    routing = Routing.model_validate(body)
+    assert routing.label_sets() == [("1", "stable"), ("2", "shadow"), ("1", "baseline")]
+    assert routing.wire()["baseline"] == {"version": "1", "url": "http://127.0.0.1:8003"}
+    assert "baseline" not in Routing.model_validate(doc()).wire()  # left out when not given
+    state = RouterState(RouterSettings(rollout="r"))
+    state.apply(routing)
+    assert state.applied is not None
+    assert state.applied.shadow_for_this_request() == (Target("2", "http://127.0.0.1:8002"), Target("1", "http://127.0.0.1:8003"))
 
 
 def test_applying_the_same_routing_again_is_a_no_op() -> None:
