@@ -29,6 +29,7 @@ from canary import gate
 from canary.analysis import CheckResult
 from canary.durations import format_duration, parse_duration
 from canary.gate import OfflineMetrics
+from canary.plain_reason import plain_sentence
 from canary.spec import (
     Condition,
     MetricStatus,
@@ -523,7 +524,7 @@ class _Step:
         breached = self.tally(results)
         verdicts = [r.verdict for r in results]
         if breached:
-            self.begin_rollback("failure", "; ".join(breached))
+            self.begin_rollback("failure", self.breach_reason(results, breached))
         elif all(v == "pass" for v in verdicts):
             self.advance(f"all {len(verdicts)} checks passed" if verdicts else "window elapsed (no checks)")
         else:
@@ -531,8 +532,21 @@ class _Step:
             if errors:
                 self.event("Warning", "AnalysisError", "; ".join(f"{r.name}: {r.message}" for r in errors))
 
-    def tally(self, results: Sequence[CheckResult]) -> list[str]:
-        """Record one window's verdicts in the status; the checks now past their failureLimit."""
+    def breach_reason(self, results: Sequence[CheckResult], breached: Sequence[tuple[CheckResult, str]]) -> str:
+        """A rollback's reason: the first breached check in plain words, then every breached check's
+        evidence, then the checks that failed beside them without being past their limit."""
+        s = self.s
+        first = breached[0][0]
+        check = next((c for c in self.spec.analysis.metrics if c.name == first.name), None)
+        lead = plain_sentence(check.template if check else None, first, s.candidate_version or "?", s.stable_version or "?")
+        reason = f"{lead} — {'; '.join(text for _, text in breached)}"
+        names = {r.name for r, _ in breached}
+        also = [f"{r.name} {r.message}" for r in results if r.verdict == "fail" and r.name not in names]
+        return reason + (f"; also failing, within their limit: {'; '.join(also)}" if also else "")
+
+    def tally(self, results: Sequence[CheckResult]) -> list[tuple[CheckResult, str]]:
+        """Record one window's verdicts in the status; the checks now past their failureLimit, each
+        with its evidence."""
         s = self.s
         previous = {c.name: c for c in s.checks}
         checks, breached = [], []
@@ -558,7 +572,7 @@ class _Step:
                 )
             )
             if failures > limit:
-                breached.append(f"{result.name} {result.message} (failed {failures}x, failureLimit {limit})")
+                breached.append((result, f"{result.name} {result.message} (failed {failures}x, failureLimit {limit})"))
         # Keep the other phase's checks (e.g. shadow agreement) visible alongside this phase's.
         ran = {c.name for c in checks}
         s.checks = [c for c in s.checks if c.name not in ran] + checks
@@ -688,9 +702,10 @@ class _Step:
         if self.obs.checks is not None and not self.commands_applied:
             breached = self.tally(self.obs.checks)
             if breached:
-                self.event("Warning", "WatchBreached", f"v{s.stable_version}: {'; '.join(breached)}")
+                evidence = "; ".join(text for _, text in breached)
+                self.event("Warning", "WatchBreached", f"v{s.stable_version}: {evidence}")
                 if s.previous_stable_version:
-                    self.undo(f"post-promotion watch: {'; '.join(breached)}")
+                    self.undo(f"post-promotion watch: {evidence}")
                     return
         if self.spec.post_promotion is None:  # the watch was removed from the spec meanwhile
             self.transition(Phase.SUCCEEDED, f"v{s.stable_version} promoted; post-promotion watch removed from the spec")

@@ -193,6 +193,8 @@ def status(
     platform = LocalPlatform(where.platform_dir, tracking_uri="")
     for rollout in names:
         endpoint = platform.endpoint(rollout)
+        if endpoint is not None:
+            endpoint = f"{endpoint} ({platform.endpoint_readiness(rollout)})"
         console.print(render_status(rollout, store.load(rollout), store.events(rollout, events), endpoint))
 
 

@@ -148,6 +148,22 @@ class LocalPlatform:
         record = self.supervisor.get(f"{rollout}-{ROUTER}")
         return None if record is None else f"http://127.0.0.1:{record.port}"
 
+    def endpoint_readiness(self, rollout: str) -> str:
+        """"serving", or why clients calling the endpoint now get errors (the router's /readyz)."""
+        endpoint = self.endpoint(rollout)
+        if endpoint is None:
+            return "no router"
+        try:
+            answer = self._http.get(endpoint + "/readyz")
+        except httpx.HTTPError as exc:
+            return f"router not answering ({type(exc).__name__})"
+        if answer.status_code == 200:
+            return "serving"
+        try:
+            return str(answer.json().get("error", answer.text))[:200]
+        except ValueError:
+            return f"router answered HTTP {answer.status_code}"
+
     def analysis_variables(self, rollout: str, version: str) -> Mapping[str, str]:
         # The router labels its series by version and role: no platform names are needed.
         return {}

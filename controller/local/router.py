@@ -331,7 +331,17 @@ def create_app(settings: RouterSettings) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        """Liveness: the process answers (it may not serve yet, see /readyz)."""
         return {"status": "ok", "rollout": settings.rollout, "routing": state.applied is not None}
+
+    @app.get("/readyz", response_model=None)
+    async def readyz() -> dict[str, Any] | JSONResponse:
+        """Readiness: 200 once a routing is applied (before it, every prediction is a 503), so a
+        client or a load balancer can wait for it instead of starting into errors."""
+        if state.applied is None:
+            return _error(503, f"rollout {settings.rollout!r}: no routing configured yet")
+        r = state.applied.routing
+        return {"ready": True, "rollout": settings.rollout, "model": r.model, "stable": r.stable.version}
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -65,7 +65,9 @@ def test_promotion_then_rollbacks_on_latency_and_quality(local_home, register_de
         client.set_registered_model_alias(model, "challenger", v3)
         status = wait_for_status(store, rollout, finished(v3), 120, "v3's rollout")
         assert status.phase is Phase.ROLLED_BACK
-        assert status.message.startswith("latency-p95"), status.message
+        # Plain words first (the deciding check), then its evidence.
+        assert status.message.startswith(f"v{v3} is slower than v{v2}: p95 "), status.message
+        assert " — latency-p95 " in status.message, status.message
         assert client.get_model_version(model, v3).tags["modelrollout.status"] == "rolled_back"
         assert "latency-p95" in client.get_model_version(model, v3).tags["modelrollout.reason"]
 

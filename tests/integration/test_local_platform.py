@@ -255,10 +255,13 @@ def test_promotion_and_restarted_controller(
 
 def test_router_restarted_after_crash_gets_routing_again(platform: LocalPlatform, models: dict[str, str]) -> None:
     endpoint = serving(platform, models, stable_only())
+    assert platform.endpoint_readiness(ROLLOUT) == "serving"
+    assert platform.endpoint_readiness("never-started") == "no router"
     router = platform.supervisor.get(f"{ROLLOUT}-router")
     assert router is not None
     psutil.Process(router.pid).kill()
     wait_until(lambda: not platform.supervisor.alive(f"{ROLLOUT}-router"), 10, "the router's death to be seen")
+    assert platform.endpoint_readiness(ROLLOUT).startswith("router not answering")
 
     def answers_again() -> bool:
         try:

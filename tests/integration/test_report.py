@@ -27,7 +27,7 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from canary.metrics import PrometheusProvider
-from canary.serving_metrics import STABLE, MetricFamilies, ServingMetrics
+from canary.serving_metrics import BASELINE, STABLE, MetricFamilies, ServingMetrics
 from canary.spec import Phase, RolloutStatus, load_rollouts
 from controller.cli import app
 from controller.demo_models import pip_requirements
@@ -107,6 +107,8 @@ class SimulatedServing:
                 self.metrics.prepare(self.model, routing.stable_version or "", STABLE)
                 if routing.candidate_version:
                     self.metrics.prepare(self.model, routing.candidate_version, routing.candidate_role or "canary")
+                if routing.candidate_role == "shadow":
+                    self.metrics.prepare(self.model, routing.stable_version or "", BASELINE)
             self.routing = routing
 
     def health(self, rollout: str, version: str) -> VersionHealth:
@@ -126,7 +128,8 @@ class SimulatedServing:
     def _answer(self, version: str, role: str, i: int) -> None:
         lo, hi = self.latency[version]
         self.metrics.observe_request(self.model, version, role, float(self.rng.uniform(lo, hi)), failed=False)
-        self.metrics.observe_feedback(self.model, version, role, total=1, correct=int(i % 20 != 0))
+        if role != BASELINE:  # the baseline's answers are only timed, never scored
+            self.metrics.observe_feedback(self.model, version, role, total=1, correct=int(i % 20 != 0))
 
     def send(self) -> None:
         with self.lock:
@@ -141,6 +144,8 @@ class SimulatedServing:
                 self._answer(routing.stable_version, STABLE, i)
                 if candidate and routing.candidate_role == "shadow" and i % 100 < routing.shadow_percent:
                     self._answer(candidate, "shadow", i)
+                    # As the router does: each copy also goes to the stable's baseline server.
+                    self._answer(routing.stable_version, BASELINE, i)
                     self.metrics.observe_comparison(self.model, candidate, compared=1, agreed=1)
 
 
@@ -234,7 +239,7 @@ def run(mlflow_server, iris_model_uri, prometheus_server, metrics_exporter, tmp_
             time.sleep(1.5)
             client.set_registered_model_alias(model, "challenger", v3)
             done = _drive(rollout, store, ports, watcher, lambda s: s.candidate_version == v3 and s.phase.terminal, 60, "v3")
-            assert done.phase is Phase.ROLLED_BACK and done.message.startswith("latency-p95"), done.message
+            assert done.phase is Phase.ROLLED_BACK and done.message.startswith(f"v{v3} is slower than v{v2}"), done.message
     finally:
         stop.set()
         sender.join(5)

@@ -232,11 +232,15 @@ def test_503_until_routing_is_set(start_router: Callable[..., Router], models: M
     assert answer.headers["x-request-id"]
     assert router.http.get(router.url + "/admin/routing").status_code == 404
     assert router.http.get(router.url + "/healthz").json() == {"status": "ok", "rollout": "r-test", "routing": False}
+    not_ready = router.http.get(router.url + "/readyz")  # alive, but cannot serve yet
+    assert not_ready.status_code == 503 and "no routing configured yet" in not_ready.json()["error"]
 
     applied = router.put_routing(routing(models.logistic.url))
     assert applied.status_code == 200, applied.text
     assert applied.json()["changed"] is True
     assert router.predict(rows(0, 1)).status_code == 200
+    ready = router.http.get(router.url + "/readyz")
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "rollout": "r-test", "model": "iris", "stable": "1"}
     assert router.http.get(router.url + "/admin/routing").json() == {
         "model": "iris",
         "stable": {"version": "1", "url": models.logistic.url},

@@ -318,7 +318,8 @@ def test_candidate_answering_5xx_is_rolled_back_on_error_rate_within_one_interva
     took = rolled_back_at(status, candidate) - min(a.sent_at for a in failed)
     assert 0 < took <= ROLLBACK_BOUND_S, f"rolled back {took:.1f}s after the first 5xx (bound {ROLLBACK_BOUND_S:g}s)"
     # Rolled back by the error-rate check, which says what it measured.
-    assert status.message.startswith("error-rate ") and "> max 0.05" in status.message, status.message
+    assert status.message.startswith(f"v{candidate} fails "), status.message
+    assert " — error-rate " in status.message and "> max 0.05" in status.message, status.message
     check = next(c for c in status.checks if c.name == "error-rate")
     assert check.verdict == "fail" and check.candidate is not None and check.candidate > 0.05, check
     reasons = [e["reason"] for e in StateStore(home.state_dir).events(name, 1000)]

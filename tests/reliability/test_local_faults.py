@@ -317,7 +317,8 @@ def test_controller_killed_while_registry_writes_wait_resumes_and_writes_each_on
         assert stats[name].failed == 0, (name, stats[name].failures)
     assert registry.get_model_version_by_alias(good, "champion").version == versions[good][1]
     assert tags[good]["modelrollout.status"] == "promoted"
-    assert statuses[bad].message.startswith("latency-p95"), statuses[bad].message
+    assert " is slower than " in statuses[bad].message.split(" — ")[0], statuses[bad].message
+    assert " — latency-p95" in statuses[bad].message, statuses[bad].message
     assert registry.get_model_version_by_alias(bad, "champion").version == versions[bad][0]
     assert tags[bad]["modelrollout.status"] == "rolled_back"
     assert tags[bad]["modelrollout.reason"] == statuses[bad].message

@@ -849,3 +849,26 @@ def test_gate_and_watch_invariants(sequence):
             assert obs.registry is not None and obs.registry.stable_version == status.stable_version
         for earlier, later in pairwise(status.history):
             assert earlier.to is later.from_phase
+
+
+def test_a_rollback_reason_opens_in_plain_words_then_the_evidence_then_the_checks_failing_beside():
+    spec = make_spec(
+        analysis={
+            "metrics": [
+                {"name": "acc", "template": "accuracy", "maxDecrease": "2%"},
+                {"name": "p95", "template": "latency_p95", "maxIncrease": "50%", "failureLimit": 1},
+            ]
+        }
+    )
+    d = Driver(spec)
+    d.tick()
+    d.tick(1, candidate=READY)
+    acc = CheckResult("acc", "fail", candidate=0.71, baseline=0.96, samples=291, message="0.71 vs stable 0.96 (-26%)")
+    p95 = CheckResult("p95", "fail", candidate=0.3, baseline=0.1, message="0.3 vs stable 0.1 (+200%)")
+    d.tick(30, checks=[acc, p95])
+    assert d.status.phase is Phase.ROLLING_BACK
+    lead, evidence = d.status.message.split(" — ", 1)
+    assert lead == "v2 answers less accurately than v1: 71% vs 96% of 291 labelled requests"
+    assert evidence.startswith("acc 0.71 vs stable 0.96 (-26%) (failed 1x, failureLimit 0)")
+    # p95 failed too, but within its failureLimit: it comes after, said as such.
+    assert evidence.endswith("; also failing, within their limit: p95 0.3 vs stable 0.1 (+200%)")
