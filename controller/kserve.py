@@ -370,33 +370,26 @@ class KServePlatform:
         name = target.http_route
         if name is None:
             return None
-        try:
-            return self._api.get_namespaced_custom_object(
+        route = self._get_or_none(
+            f"HTTPRoute {target.namespace}/{name}",
+            lambda: self._api.get_namespaced_custom_object(
                 kserve_route.GROUP, kserve_route.VERSION, target.namespace, kserve_route.PLURAL, name
+            ),
+        )
+        if route is None and required:
+            raise KServeError(
+                f"HTTPRoute {target.namespace}/{name} (spec.target.httpRoute) does not exist: create it with a "
+                f"rule whose backendRefs reach Service {target.name}-predictor, and send clients through it"
             )
-        except ApiException as err:
-            if err.status == 404 and not required:
-                return None
-            if err.status == 404:
-                raise KServeError(
-                    f"HTTPRoute {target.namespace}/{name} (spec.target.httpRoute) does not exist: create it with a "
-                    f"rule whose backendRefs reach Service {target.name}-predictor, and send clients through it"
-                ) from None
-            raise _error(err, f"reading HTTPRoute {target.namespace}/{name}") from err
-        except HTTPError as err:
-            raise KServeError(f"reading HTTPRoute {target.namespace}/{name}: API server unreachable: {err}") from err
+        return route
 
     def _primary_rolled_out(self, target: IsvcTarget, deployment: str, uri: str) -> bool:
         """Whether the primary's Deployment serves `uri` with every pod (kserve_status.deployment_rolled_out)."""
-        try:
-            read = self._apps.read_namespaced_deployment(deployment, target.namespace)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise _error(err, f"reading Deployment {target.namespace}/{deployment}") from err
-        except HTTPError as err:
-            raise KServeError(f"reading Deployment {target.namespace}/{deployment}: API server unreachable: {err}") from err
-        return deployment_rolled_out(self._apps.api_client.sanitize_for_serialization(read), uri)
+        read = self._get_or_none(
+            f"Deployment {target.namespace}/{deployment}",
+            lambda: self._apps.read_namespaced_deployment(deployment, target.namespace),
+        )
+        return read is not None and deployment_rolled_out(self._apps.api_client.sanitize_for_serialization(read), uri)
 
     def teardown(self, rollout: str) -> None:
         target = self._target(rollout)
@@ -432,14 +425,22 @@ class KServePlatform:
         return target
 
     def _read(self, target: IsvcTarget, name: str) -> dict[str, Any] | None:
+        return self._get_or_none(
+            f"InferenceService {target.namespace}/{name}",
+            lambda: self._api.get_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL, name),
+        )
+
+    @staticmethod
+    def _get_or_none(what: str, call: Callable[[], Any]) -> Any:
+        """One read of the API server: None when `what` does not exist, a KServeError naming it otherwise."""
         try:
-            return self._api.get_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL, name)
+            return call()
         except ApiException as err:
             if err.status == 404:
                 return None
-            raise _error(err, f"reading InferenceService {target.namespace}/{name}") from err
+            raise _error(err, f"reading {what}") from err
         except HTTPError as err:
-            raise KServeError(f"reading InferenceService {target.namespace}/{name}: API server unreachable: {err}") from err
+            raise KServeError(f"reading {what}: API server unreachable: {err}") from err
 
     def _converge(self, target: IsvcTarget, current: dict[str, Any] | None, want: dict[str, Any]) -> None:
         """Create `want`, or patch `current` to it; no write at all when nothing differs."""
