@@ -457,6 +457,28 @@ class _Step:
             self.begin_rollback("superseded", f"superseded: alias {alias!r} moved to v{reg.candidate_version}")
         return True
 
+    def alias_departure(self) -> None:
+        """The candidate alias left the version acted upon while a phase runs that does not stop for
+        it (Promoting, RollingBack, Watching, and the rollback a supersede has just begun): forget the
+        observation, so that whatever the alias points at once the rollout is at rest -- a new version,
+        or this one again -- is acted upon then. Kept, a flap away and back (v3 -> v7 -> v3) would look
+        like no move at all, and the user's last intent would be dropped without a word."""
+        s, reg, alias = self.s, self.obs.registry, self.spec.model.candidate_alias
+        if s.phase.terminal or reg is None or s.observed_candidate_version is None:
+            return
+        if reg.candidate_version == s.observed_candidate_version:
+            return
+        s.observed_candidate_version = None
+        if s.phase is Phase.ROLLING_BACK and s.rollback_kind == "superseded":
+            return  # the rollback's own event says where the alias went
+        where = f"moved to v{reg.candidate_version}" if reg.candidate_version else "was removed"
+        self.event(
+            "Normal",
+            "CandidateAliasMoved",
+            f"alias {alias!r} {where} while v{s.candidate_version} is {s.phase.value}; "
+            f"acted upon once {s.phase.value} ends, wherever the alias points then",
+        )
+
     def candidate_failed(self) -> bool:
         health = self.obs.candidate
         if health is not None and health.failure:
@@ -761,6 +783,7 @@ class _Step:
             self.promoting()
         elif self.s.phase is Phase.ROLLING_BACK:
             self.rolling_back()
+        self.alias_departure()
         routing = self.routing()
         if routing is not None:
             self.actions.insert(0, routing)

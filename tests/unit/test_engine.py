@@ -241,6 +241,77 @@ def test_superseded_candidate_rolls_back_then_new_one_starts():
     assert d.status.phase is Phase.SHADOW and d.status.candidate_version == "3"
 
 
+def test_alias_moved_away_and_back_during_the_superseding_rollback_runs_that_version_again():
+    # challenger v2 -> v3 -> v2 across ticks: v2 is superseded, and when its rollback has ended the
+    # alias is on v2 again; the user's last intent is v2, so v2 runs again (not "nothing to do").
+    d = to_shadow_ready()
+    d.tick(1, registry=reg(candidate="3"))
+    assert d.status.phase is Phase.ROLLING_BACK and "moved to v3" in d.status.message
+    d.tick(1, registry=reg(candidate="2", outcomes={"2": "rolled_back"}))
+    assert d.status.phase is Phase.ROLLED_BACK
+    d.tick(1, registry=reg(candidate="2", outcomes={"2": "rolled_back"}))
+    assert d.status.phase is Phase.SHADOW and d.status.candidate_version == "2"
+    assert d.events() == ["RolloutStarted"]
+
+
+def test_alias_moved_away_and_back_within_one_tick_is_no_move():
+    # The engine sees the alias once a tick: a flap between two looks leaves the rollout as it was.
+    d = to_shadow_ready()
+    d.tick(1, registry=reg(candidate="2"))
+    assert d.status.phase is Phase.SHADOW and d.status.candidate_version == "2"
+    assert d.status.observed_candidate_version == "2"
+
+
+@pytest.mark.parametrize("away", ["3", None])
+def test_alias_moved_during_a_failure_rollback_is_acted_upon_once_it_ends(away):
+    d = to_shadow_ready()
+    d.tick(1, candidate=CandidateHealth(ready=False, failure="model server exited (code 1)"))
+    assert d.status.phase is Phase.ROLLING_BACK and d.status.rollback_kind == "failure"
+    d.tick(1, registry=reg(candidate=away))
+    assert d.status.phase is Phase.ROLLING_BACK  # the rollback finishes first ...
+    assert d.events() == ["CandidateAliasMoved"]
+    assert ("moved to v3" if away else "was removed") in next(
+        a.message for a in d.actions if isinstance(a, RecordEvent)
+    )
+    # ... and the alias is back on v2 by then: moved away and back, so v2 is rolled out again.
+    d.tick(1, registry=reg(candidate="2", outcomes={"2": "rolled_back"}))
+    assert d.status.phase is Phase.ROLLED_BACK
+    d.tick(1, registry=reg(candidate="2", outcomes={"2": "rolled_back"}))
+    assert d.status.phase is Phase.SHADOW and d.status.candidate_version == "2"
+
+
+def test_a_failed_version_the_alias_never_left_is_not_rolled_out_again():
+    d = to_shadow_ready()
+    d.tick(1, candidate=CandidateHealth(ready=False, failure="model server exited (code 1)"))
+    d.tick(1, registry=reg(candidate="2", outcomes={"2": "rolled_back"}))
+    assert d.status.phase is Phase.ROLLED_BACK
+    for _ in range(3):
+        d.tick(1, registry=reg(candidate="2", outcomes={"2": "rolled_back"}))
+        assert d.status.phase is Phase.ROLLED_BACK and d.events() == []
+
+
+def test_alias_moved_during_promotion_starts_the_new_version_after_it():
+    d = to_shadow_ready()
+    d.tick(0, commands=[Command("promote", full=True)])
+    assert d.status.phase is Phase.PROMOTING
+    d.tick(1, registry=reg(candidate="3"))
+    assert d.status.phase is Phase.PROMOTING and d.events() == ["CandidateAliasMoved"]
+    d.tick(1, registry=reg(stable="2", candidate="3"))
+    assert d.status.phase is Phase.SUCCEEDED and d.status.stable_version == "2"
+    d.tick(1, registry=reg(stable="2", candidate="3"))
+    assert d.status.phase is Phase.SHADOW and d.status.candidate_version == "3"
+
+
+def test_alias_flapped_during_promotion_back_onto_the_promoted_version_is_left_alone():
+    d = to_shadow_ready()
+    d.tick(0, commands=[Command("promote", full=True)])
+    d.tick(1, registry=reg(candidate="3"))
+    d.tick(1, registry=reg(stable="2", candidate="2"))
+    assert d.status.phase is Phase.SUCCEEDED
+    d.tick(1, registry=reg(stable="2", candidate="2"))
+    assert d.status.phase is Phase.SUCCEEDED and d.events() == []  # v2 is the stable: nothing to roll out
+
+
 def test_registry_unreachable_keeps_state():
     d = to_shadow_ready()
     before = d.status.model_copy(deep=True)
@@ -872,3 +943,16 @@ def test_a_rollback_reason_opens_in_plain_words_then_the_evidence_then_the_check
     assert evidence.startswith("acc 0.71 vs stable 0.96 (-26%) (failed 1x, failureLimit 0)")
     # p95 failed too, but within its failureLimit: it comes after, said as such.
     assert evidence.endswith("; also failing, within their limit: p95 0.3 vs stable 0.1 (+200%)")
+
+
+def test_alias_moved_during_the_watch_is_rolled_out_when_the_watch_ends():
+    d = to_watching()
+    moved = reg(stable="2", candidate="3")
+    d.tick(20, registry=moved, checks=errors())
+    assert d.status.phase is Phase.WATCHING and d.events() == ["CandidateAliasMoved"]
+    assert "v3 starts when the watch ends" in d.status.message
+    while d.status.phase is Phase.WATCHING:
+        d.tick(20, registry=moved, checks=errors())
+    assert d.status.phase is Phase.SUCCEEDED
+    d.tick(1, registry=moved)
+    assert d.status.candidate_version == "3" and not d.status.phase.terminal
