@@ -11,9 +11,9 @@ import re
 
 import pytest
 
-from benchmarks import registry_poll, router_overhead
-from tests.fixtures.printed_tables import positive, table
+from benchmarks import decisions_live, registry_poll, router_overhead
 from registry.connection import fail_fast_environment
+from tests.fixtures.printed_tables import positive, table
 
 
 def test_router_overhead_quick_run_prints_every_case_with_ratios(capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,3 +66,31 @@ def test_registry_poll_quick_run_prints_every_size_with_ratios(
     few = re.search(r"(\d+) watched of (\d+) registered: poll p50 ([\d.]+) ms .* listing the whole registry", out)
     assert few is not None and few.group(1, 2) == ("5", "50"), out
     assert "machine: " in out
+
+
+def test_live_decisions_quick_run_decides_on_real_processes_and_replays_its_windows(
+    capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    traces = tmp_path / "traces.json"
+    assert decisions_live.main(["--quick", "--traces", str(traces)]) == 0
+    out = capsys.readouterr().out
+
+    rows = {r[1]: r for r in table(out, "setting")}
+    assert set(rows) == {"A/A identical retrain", "5% errors"}
+    setting, _case, runs, rolled, where, _timing, clients, _measured = rows["5% errors"]
+    assert setting == "threshold/shadow" and runs == "1"
+    # Caught while a shadow, by the error check: no client ever saw it.
+    assert rolled == "1 of 1" and where == "1× shadow (errors)", rows
+    assert clients.startswith("0 of "), clients
+    assert rows["A/A identical retrain"][3] == "0 of 1", rows  # an identical retrain promotes
+
+    # Its windows were read back from Prometheus and replayed in both phases.
+    replayed = table(out, "phase")
+    assert [(r[0], int(r[1])) for r in replayed] == [("shadow", 3), ("shadow", 10), ("canary", 3), ("canary", 10)]
+    for phase, _looks, pool, *_ in replayed:
+        assert int(pool) >= 1, phase
+    recorded = decisions_live.load_traces(traces)
+    aa = next(r for r in recorded if r.case == "A/A identical retrain")
+    shadow = [w for w in aa.windows if w.phase == "shadow"]
+    assert shadow and all(w.sides["shadow"].requests > 0 and w.sides["baseline"].requests > 0 for w in shadow)
+    assert "- live A/A: 0 of 1 runs rolled back" in out and "machine: " in out
