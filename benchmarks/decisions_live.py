@@ -405,11 +405,9 @@ class LiveSetting:
                 raise RuntimeError(f"{self.setting.rollout} v{version}: no decision in {RUN_TIMEOUT_S} s")
             time.sleep(0.5)
 
-    def stop(self) -> tuple[int, int]:
-        sent = failed = 0
+    def stop(self) -> None:
         if self.traffic is not None:
-            stats = self.traffic.stop()
-            sent, failed = stats.sent, stats.failed
+            self.traffic.stop()
         if self.controller is not None and self.controller.poll() is None:
             self.controller.terminate()
             try:
@@ -418,7 +416,6 @@ class LiveSetting:
                 self.controller.kill()
         self.platform.teardown(self.setting.rollout)
         self.platform.close()
-        return sent, failed
 
 
 def schedule(runs_aa: int, runs_regression: int) -> list[Case]:
