@@ -3,6 +3,11 @@
 v1 the champion; v2 a good challenger; v3 the same predictions answered slowly (a model whose
 inference got expensive); v4 fast but trained on shuffled labels (a broken training run). Small
 on purpose: the demo shows the rollout, not the modelling.
+
+The same parts make the candidates of the live decision benchmark and the end-to-end tests: an
+identical retrain (`champion_estimator` again), a less accurate one, a slower one (`SlowModel`)
+and one that fails a share of its predictions (`FlakyModel`). The PythonModels live here, in the
+package, because a model server unpickles them by importing this module.
 """
 
 from __future__ import annotations
