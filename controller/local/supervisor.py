@@ -14,9 +14,10 @@ would fight over ports. Hence:
   the process's create time and command line must match what was recorded. A stale record is
   never adopted and its pid is never signalled.
 
-A child that dies is restarted by `ensure` after a back-off that doubles on each consecutive
-crash (like a Kubernetes CrashLoopBackOff), and its last stderr line is kept so the platform
-can say why it died. Relies on psutil (a dependency of kserve) for process identity.
+A child that dies is restarted by `ensure`: at once after a first crash (a router's clients
+are refused until it is back), then after a back-off that doubles on each consecutive crash
+(like a Kubernetes CrashLoopBackOff), and its last stderr line is kept so the platform can say
+why it died. Relies on psutil (a dependency of kserve) for process identity.
 """
 
 from __future__ import annotations
@@ -407,7 +408,11 @@ class Supervisor:
         raise RuntimeError("no free port on 127.0.0.1 after 100 attempts")
 
     def _backoff(self, restarts: int) -> float:
-        return float(min(self.backoff_initial * 2**restarts, self.backoff_max))
+        """Seconds before restarting a child that crashed after `restarts` restarts in a row: none
+        the first time, then `backoff_initial` doubling up to `backoff_max`."""
+        if restarts == 0:
+            return 0.0
+        return float(min(self.backoff_initial * 2 ** (restarts - 1), self.backoff_max))
 
 
 def _check_name(name: str) -> None:

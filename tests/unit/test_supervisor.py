@@ -185,22 +185,27 @@ def test_death_seen_by_a_restarted_supervisor(sup: Supervisor, state_dir: Path) 
     assert failure is not None and failure.endswith(": fatal: port in use")
 
 
-def test_crashed_process_restarts_after_backoff_on_same_port(state_dir: Path) -> None:
+def test_crashed_process_restarts_at_once_then_after_backoff_on_same_port(state_dir: Path) -> None:
     sup = Supervisor(state_dir, backoff_initial=1.0)
     crash = script("import sys; sys.exit('boom')")
     first = sup.ensure("crash", crash)
     wait_until(lambda: not sup.alive("crash"), what="the first crash")
 
-    held = sup.ensure("crash", crash)  # inside the back-off: stays dead, failure visible
-    assert held.dead and held.pid == first.pid and held.failure == "exited (code 1): boom"
-
-    wait_until(lambda: sup.ensure("crash", crash).pid != first.pid, timeout=5, what="the restart")
-    second = sup.get("crash")
-    assert second is not None
-    assert second.port == first.port
+    # A first crash is restarted by the next ensure, without waiting: clients of a router are
+    # refused until it is back.
+    second = sup.ensure("crash", crash)
+    assert second.pid != first.pid and second.port == first.port
     assert second.restarts == 1
     assert second.failure == "exited (code 1): boom"  # the reason stays until a clean start
+    wait_until(lambda: not sup.alive("crash"), what="the second crash")
     assert Path(second.log_path + ".1").read_text().strip() == "boom"  # previous run's log kept
+
+    held = sup.ensure("crash", crash)  # crashing again: inside the back-off, stays dead
+    assert held.dead and held.pid == second.pid and held.failure == "exited (code 1): boom"
+
+    wait_until(lambda: sup.ensure("crash", crash).pid != second.pid, timeout=5, what="the restart after the back-off")
+    third = sup.get("crash")
+    assert third is not None and third.port == first.port and third.restarts == 2
 
 
 def test_spec_change_replaces_process(sup: Supervisor) -> None:
