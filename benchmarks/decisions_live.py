@@ -132,16 +132,18 @@ class Setting:
 @dataclass(frozen=True)
 class Case:
     name: str
+    candidate: str  # how the version is made: see LiveSetting.register
     expect: str | None = None  # the check kind that should roll it back; None: A/A, must promote
+    slowdown: float = 0.0  # "slower": the added share of the stable's median server time
 
 
 CASES = (
-    Case("A/A identical retrain"),
-    Case("A/A same artifact"),
-    Case("+20% server time", "latency"),
-    Case("+50% server time", "latency"),
-    Case("less accurate", "accuracy"),
-    Case("5% errors", "errors"),
+    Case("A/A identical retrain", "retrain"),
+    Case("A/A same artifact", "same-artifact"),
+    Case("+20% server time", "slower", "latency", slowdown=0.2),
+    Case("+50% server time", "slower", "latency", slowdown=0.5),
+    Case("less accurate", "less-accurate", "accuracy"),
+    Case("5% errors", "flaky", "errors"),
 )
 
 
@@ -342,21 +344,20 @@ class LiveSetting:
 
     def register(self, case: Case) -> str:
         est = champion_estimator(self.data)
-        if case.name == "A/A identical retrain":
+        if case.candidate == "retrain":
             return log_sklearn(self.model, est, self.data, "identical-retrain")
-        if case.name == "A/A same artifact":
+        if case.candidate == "same-artifact":
             source = self.client.get_model_version_by_alias(self.model, "champion")
             # The champion's own artifact, a second version: MLflow 3's source is the logged model
             # (`models:/m-...`), which register_model resolves (a bare create_model_version refuses it).
             return str(mlflow.register_model(source.source, self.model).version)
-        if case.name.endswith("server time"):
-            share = int(case.name.lstrip("+").split("%")[0]) / 100
-            return log_pyfunc(self.model, SlowModel(est, share * self.server_time_s), self.data, case.name)
-        if case.name == "less accurate":
+        if case.candidate == "slower":
+            return log_pyfunc(self.model, SlowModel(est, case.slowdown * self.server_time_s), self.data, case.name)
+        if case.candidate == "less-accurate":
             return log_sklearn(self.model, less_accurate_estimator(self.data), self.data, "less-accurate")
-        if case.name == "5% errors":
+        if case.candidate == "flaky":
             return log_pyfunc(self.model, FlakyModel(est, 0.05), self.data, "flaky")
-        raise ValueError(f"unknown case {case.name!r}")
+        raise ValueError(f"unknown candidate kind {case.candidate!r}")
 
     def run(self, case: Case, prometheus: PrometheusProvider) -> RunResult:
         assert self.traffic is not None
