@@ -46,6 +46,9 @@ PROMOTED = "promoted"
 ROLLED_BACK = "rolled_back"
 ABORTED = "aborted"
 REJECTED = "rejected"
+# Superseded before it was judged (the candidate alias moved on): not a verdict, so a version
+# tagged `skipped` is rolled out again whenever the alias points at it.
+SKIPPED = "skipped"
 # Not a tag: the controller reports this when the version no longer exists, so nothing is left to mark.
 DELETED = "deleted"
 HISTORY_LIMIT = 200
@@ -123,7 +126,7 @@ class PromoteInRegistry:
 @dataclass(frozen=True)
 class MarkInRegistry:
     version: str
-    outcome: Literal["rolled_back", "aborted", "rejected"]
+    outcome: Literal["rolled_back", "aborted", "rejected", "skipped"]
     reason: str
 
 
@@ -422,6 +425,9 @@ class _Step:
             s.previous_stable_version = s.stable_version
             s.stable_version = reg.stable_version
         candidate = reg.candidate_version
+        pending, s.next_candidate_version = s.next_candidate_version, None
+        if pending is not None and pending != candidate:
+            self.skipped(pending, candidate)
         if candidate is None:
             # Forget the alias target, so setting the alias on the same version again restarts it.
             s.observed_candidate_version = None
@@ -462,22 +468,76 @@ class _Step:
         it (Promoting, RollingBack, Watching, and the rollback a supersede has just begun): forget the
         observation, so that whatever the alias points at once the rollout is at rest -- a new version,
         or this one again -- is acted upon then. Kept, a flap away and back (v3 -> v7 -> v3) would look
-        like no move at all, and the user's last intent would be dropped without a word."""
+        like no move at all, and the user's last intent would be dropped without a word.
+
+        Where the alias points meanwhile is `next_candidate_version`; a version it leaves before it
+        could start is reported skipped (`skipped`), so no version the user named passes unsaid."""
         s, reg, alias = self.s, self.obs.registry, self.spec.model.candidate_alias
-        if s.phase.terminal or reg is None or s.observed_candidate_version is None:
+        if s.phase.terminal or reg is None:
             return
-        if reg.candidate_version == s.observed_candidate_version:
+        target = reg.candidate_version
+        if s.observed_candidate_version is not None:
+            if target == s.observed_candidate_version:
+                return
+            s.observed_candidate_version = None
+            if not (s.phase is Phase.ROLLING_BACK and s.rollback_kind == "superseded"):
+                # (a superseding rollback's own event says where the alias went)
+                where = f"moved to v{target}" if target else "was removed"
+                self.event(
+                    "Normal",
+                    "CandidateAliasMoved",
+                    f"alias {alias!r} {where} while v{s.candidate_version} is {s.phase.value}; "
+                    f"acted upon once {s.phase.value} ends, wherever the alias points then",
+                )
+        elif target == s.next_candidate_version:
             return
-        s.observed_candidate_version = None
-        if s.phase is Phase.ROLLING_BACK and s.rollback_kind == "superseded":
-            return  # the rollback's own event says where the alias went
-        where = f"moved to v{reg.candidate_version}" if reg.candidate_version else "was removed"
+        if s.next_candidate_version is not None:
+            self.skipped(s.next_candidate_version, target)
+        s.next_candidate_version = target
+
+    def skipped(self, version: str, now_at: str | None) -> None:
+        """`version` had the candidate alias while another rollout phase ran, and lost it before it
+        could start: say so (the version acted upon and the stable are not skipped)."""
+        s = self.s
+        if version in (s.candidate_version, s.stable_version):
+            return
+        alias = self.spec.model.candidate_alias
+        where = f"moved on to v{now_at}" if now_at else "was removed"
         self.event(
-            "Normal",
-            "CandidateAliasMoved",
-            f"alias {alias!r} {where} while v{s.candidate_version} is {s.phase.value}; "
-            f"acted upon once {s.phase.value} ends, wherever the alias points then",
+            "Warning",
+            "CandidateSkipped",
+            f"v{version} skipped: alias {alias!r} {where} before v{version} could be rolled out "
+            f"(v{s.candidate_version} was {s.phase.value})",
         )
+
+    def stable_moved_by_hand(self) -> bool:
+        """The stable alias moved by hand mid-rollout (Shadow, Canary, Paused, Promoting): the user's
+        stable stands. Onto the candidate: it was promoted by hand, the rollout has succeeded. Onto
+        another version: the candidate starts again, judged against that one (a promotion now would
+        overwrite the user's choice; the comparison so far was with a version no longer the stable).
+        A removed stable alias is no new stable: the rollout goes on against the last one."""
+        s, reg, alias = self.s, self.obs.registry, self.spec.model.stable_alias
+        if reg is None or reg.stable_version is None or reg.stable_version == s.stable_version:
+            return False
+        new, candidate = reg.stable_version, s.candidate_version or ""
+        if new == candidate:
+            if s.phase is Phase.PROMOTING:
+                return False  # the promotion landing (promoting() finishes it)
+            s.previous_stable_version, s.stable_version = s.stable_version, new
+            self.transition(Phase.SUCCEEDED, f"alias {alias!r} moved to v{new} by hand: promoted outside the rollout")
+            s.step = s.paused_from = None
+            self.set_weights()
+            self.event("Normal", "Promoted", f"v{new} is the stable version (alias {alias!r} moved by hand)")
+            return True
+        was = s.phase.value
+        s.previous_stable_version, s.stable_version = s.stable_version, new
+        self.event(
+            "Warning",
+            "StableAliasMoved",
+            f"alias {alias!r} moved to v{new} by hand while v{candidate} was {was}: v{candidate} starts again against v{new}",
+        )
+        self.start(candidate, f"alias {alias!r} moved to v{new} by hand; v{candidate} judged again against it")
+        return True
 
     def candidate_failed(self) -> bool:
         health = self.obs.candidate
@@ -508,7 +568,7 @@ class _Step:
 
     def active(self) -> None:
         s = self.s
-        if self.superseded() or self.candidate_failed():
+        if self.superseded() or self.stable_moved_by_hand() or self.candidate_failed():
             return
         self.series_condition()
         health = self.obs.candidate
@@ -639,7 +699,15 @@ class _Step:
 
     def rolling_back(self) -> None:
         s, reg = self.s, self.obs.registry
-        outcome = {"abort": ABORTED, "rejected": REJECTED}.get(s.rollback_kind or "", ROLLED_BACK)
+        outcome = {"abort": ABORTED, "rejected": REJECTED, "superseded": SKIPPED}.get(s.rollback_kind or "", ROLLED_BACK)
+        if (
+            s.rollback_kind == "undo"
+            and reg is not None
+            and reg.stable_version not in (None, s.stable_version, s.candidate_version)
+        ):
+            # The stable alias moved by hand during the undo: that choice stands, not the undo's.
+            s.stable_version = reg.stable_version
+            self.event("Warning", "StableAliasMoved", f"alias {self.spec.model.stable_alias!r} moved to v{reg.stable_version} by hand during the undo; kept")
         if s.rollback_kind == "undo" and s.stable_version and (reg is None or reg.stable_version != s.stable_version):
             # An undo also moves the stable alias back; the mark waits until the alias has moved.
             self.actions.append(
@@ -653,24 +721,22 @@ class _Step:
             reason = s.message
             self.transition(final, reason)
             self.set_weights()
-            self.event("Warning", "Rejected" if outcome == REJECTED else final.value, f"v{s.candidate_version}: {reason}")
+            kind = {REJECTED: "Rejected", SKIPPED: "CandidateSkipped"}.get(outcome, final.value)
+            self.event("Warning", kind, f"v{s.candidate_version}: {reason}")
             return
         self.actions.append(MarkInRegistry(version=s.candidate_version or "", outcome=outcome, reason=s.message))
 
     def gating(self) -> None:
         """Judge the candidate's MLflow metrics; deploy it on a pass, reject it on a failure."""
         s, reg, model, spec_gate = self.s, self.obs.registry, self.spec.model, self.spec.gate
-        candidate_moved = reg is not None and reg.candidate_version != s.observed_candidate_version
+        if self.superseded():
+            # Like a candidate superseded in any phase: tagged skipped, then the alias's version.
+            self.condition("GatePassed", None, "Abandoned", f"offline gate of v{s.candidate_version} abandoned: {s.message}")
+            return
         # A removed stable alias is not a new stable: at rest the engine keeps the last one too.
-        stable_moved = reg is not None and reg.stable_version is not None and reg.stable_version != s.stable_version
-        if candidate_moved or stable_moved:
-            assert reg is not None
-            alias, version = (
-                (model.candidate_alias, reg.candidate_version) if candidate_moved else (model.stable_alias, reg.stable_version)
-            )
-            why = f"alias {alias!r} " + (f"moved to v{version}" if version else "was removed")
-            # Never deployed and never judged: nothing to roll back or mark. Decide again at rest.
-            reason = f"offline gate of v{s.candidate_version} abandoned: {why}"
+        if reg is not None and reg.stable_version is not None and reg.stable_version != s.stable_version:
+            # Never deployed, and judged against a version no longer the stable: decide again at rest.
+            reason = f"offline gate of v{s.candidate_version} abandoned: alias {model.stable_alias!r} moved to v{reg.stable_version}"
             self.condition("GatePassed", None, "Abandoned", reason)
             self.transition(Phase.IDLE, reason)
             s.candidate_version = s.observed_candidate_version = None
@@ -772,11 +838,13 @@ class _Step:
         elif phase in ACTIVE:
             self.active()
         elif phase is Phase.PAUSED:
-            self.superseded() or self.candidate_failed()
+            self.superseded() or self.stable_moved_by_hand() or self.candidate_failed()
         elif phase is Phase.GATING:
             self.gating()
         elif phase is Phase.WATCHING:
             self.watching()
+        elif phase is Phase.PROMOTING:
+            self.stable_moved_by_hand()
         # Promoting and RollingBack are handled after a transition into them in this same tick too,
         # so their first write-back is not delayed a tick.
         if self.s.phase is Phase.PROMOTING:

@@ -805,6 +805,10 @@ class RolloutStatus(_Model):
     candidate_version: str | None = None
     # The candidate-alias target last acted upon: a rollout starts when the alias points elsewhere.
     observed_candidate_version: str | None = None
+    # Where the candidate alias points while a phase that does not stop for it runs (Promoting,
+    # RollingBack, Watching): that version starts when the phase ends; one the alias leaves before
+    # then is reported skipped.
+    next_candidate_version: str | None = None
     previous_stable_version: str | None = None
     step: int | None = None
     weights: Weights = Field(default_factory=Weights)

@@ -28,6 +28,7 @@ from canary.engine import (
     PROMOTED,
     REJECTED,
     ROLLED_BACK,
+    SKIPPED,
     Action,
     ApplyRouting,
     CandidateHealth,
@@ -63,6 +64,7 @@ _ENGINE_OUTCOME = {
     writeback.ROLLED_BACK: ROLLED_BACK,
     writeback.ABORTED: ABORTED,
     writeback.REJECTED: REJECTED,
+    writeback.SKIPPED: SKIPPED,
 }
 _TAG_FOR_OUTCOME = {outcome: tag for tag, outcome in _ENGINE_OUTCOME.items()}
 

@@ -28,9 +28,11 @@ ROLLED_BACK = "rolled_back"
 ABORTED = "aborted"
 # The offline gate failed: the version was judged on its MLflow metrics and never deployed.
 REJECTED = "rejected"
+# Superseded before it was judged: the candidate alias moved on. Not a verdict on the version.
+SKIPPED = "skipped"
 MAX_TAG_VALUE_CHARS = 5000
 
-Failure = Literal["rolled_back", "aborted", "rejected"]
+Failure = Literal["rolled_back", "aborted", "rejected", "skipped"]
 
 
 def timestamp_tag(status: str) -> str:
@@ -117,20 +119,20 @@ def mark(
     *,
     now: str | None = None,
 ) -> None:
-    """Record that the rollout of `version` was rolled back, aborted or rejected (by the offline
-    gate, before any traffic), and why.
+    """Record that the rollout of `version` was rolled back, aborted, rejected (by the offline
+    gate, before any traffic) or skipped (the candidate alias moved on before it was judged), and why.
 
     Aliases are left alone: moving the candidate alias away is the user's call, and the stable
     alias never pointed at a version that was not promoted.
     """
-    if status not in (ROLLED_BACK, ABORTED, REJECTED):
-        raise ValueError(f"status must be {ROLLED_BACK!r} or {ABORTED!r} or {REJECTED!r}, got {status!r}")
+    if status not in (ROLLED_BACK, ABORTED, REJECTED, SKIPPED):
+        raise ValueError(f"status must be one of {ROLLED_BACK!r}, {ABORTED!r}, {REJECTED!r}, {SKIPPED!r}, got {status!r}")
     version = normalise_version(name, version)
     _write_status(client, name, version, status, {REASON_TAG: reason}, now)
 
 
 def outcome(client: mlflow.MlflowClient, name: str, version: str | int) -> str | None:
-    """The recorded outcome of `version` (`promoted`, `rolled_back`, `aborted`, `rejected`), None if none."""
+    """The recorded outcome of `version` (`promoted`, `rolled_back`, `aborted`, `rejected`, `skipped`), None if none."""
     version = normalise_version(name, version)
     with translated(client, name, version):
         return (client.get_model_version(name, version).tags or {}).get(STATUS_TAG)

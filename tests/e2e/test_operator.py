@@ -363,6 +363,36 @@ def test_mlflows_webhook_wakes_the_poll_and_bad_deliveries_are_refused(stack: St
         stack.wait(lambda: stack.status().get("candidateVersion") == v3, "MLflow's delivery woke the poll", timeout=15)
         assert time.monotonic() - moved < 15  # the 10-minute poll interval was not waited for
         assert any("superseded" in t["reason"] for t in stack.status()["history"])
+        stack.wait(lambda: stack.phase() == "Shadow" and stack.status().get("candidateVersion") == v3, f"v{v3} in its shadow")
+
+        # Flapped: v3 -> v4 -> v3, each move delivered at once. Whatever the operator saw of v4, the
+        # alias's last word (v3) is rolled out again, and v4 is accounted for, never dropped unsaid.
+        v4 = stack.register(iris_model_uri)
+        stack.alias("challenger", v4)
+        stack.wait(
+            lambda: v4 in (stack.status().get("candidateVersion"), stack.status().get("nextCandidateVersion")),
+            f"v{v4} seen (webhook)", timeout=15,
+        )  # fmt: skip
+        stack.alias("challenger", v3)
+
+        def v3_again() -> bool:
+            status = stack.status()
+            starts = [t for t in status.get("history", []) if t.get("version") == v3 and t["to"] == "Shadow"]
+            return status.get("phase") == "Shadow" and status.get("candidateVersion") == v3 and len(starts) == 2
+
+        stack.wait(v3_again, f"v{v3} in its shadow again", timeout=30)
+        assert stack.status()["observedCandidateVersion"] == v3
+        tags = stack.tags(v3)
+        assert tags["modelrollout.status"] == "skipped" and f"moved to v{v4}" in tags["modelrollout.reason"], tags
+        v4_tags = stack.tags(v4)
+        if any(t.get("version") == v4 for t in stack.status()["history"]):
+            assert v4_tags["modelrollout.status"] == "skipped", v4_tags  # started, then superseded by v3
+        else:
+            assert "modelrollout.status" not in v4_tags, v4_tags
+            stack.wait(
+                lambda: any(r == "CandidateSkipped" and m.startswith(f"v{v4} skipped") for _, r, m in stack.events()),
+                f"the event saying v{v4} was skipped",
+            )  # fmt: skip
     finally:
         stack.mlflow.delete_webhook(webhook.webhook_id)
 

@@ -310,7 +310,7 @@ def test_writeback_rejects_bad_input_before_calling_mlflow(
 ) -> None:
     name = unique("iris")
     version = registered_model(name)
-    with pytest.raises(ValueError, match="status must be 'rolled_back' or 'aborted'"):
+    with pytest.raises(ValueError, match="status must be one of 'rolled_back', 'aborted', 'rejected', 'skipped'"):
         mark(counting_client, name, version, "promoted", "no")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reserved"):
         promote(counting_client, name, version, "latest", "no")

@@ -327,16 +327,20 @@ def test_controller_killed_while_registry_writes_wait_resumes_and_writes_each_on
     assert mlflow_access_log.count(*TAG_WRITE) == len(tags[good]) + len(tags[bad])
 
 
-# -- Superseded candidate -------------------------------------------------------------------------
+# -- Candidate alias flapped ----------------------------------------------------------------------
 
 
-def test_candidate_superseded_mid_canary_is_rolled_back_before_the_new_one_starts(
+def test_candidate_alias_flapped_away_and_back_runs_that_version_again_and_reports_the_skipped_one(
     runners, new_version, iris_data, registry
 ):
-    name = "superseded"
+    """The issue's case: challenger v2 -> v3 -> v2 while v2 is in its canary. v2 is superseded
+    (tagged skipped, not rolled back as if judged), v3 is reported skipped and never routed, and v2,
+    where the alias came back to, runs again."""
+    name = "flapped"
     v1 = new_version(name, alias="champion")
     v2 = new_version(name, alias="challenger")
     runner = runners.start(rollout(name, deadline="30s", steps=[50]))
+    store = runner.store
     traffic = client_traffic(runner, name, name, iris_data)
     endpoint = traffic.endpoint() or ""
     routed: list[str | None] = []
@@ -352,29 +356,32 @@ def test_candidate_superseded_mid_canary_is_rolled_back_before_the_new_one_start
 
     try:
         tick_until(runner, name, analysed(0), 90, "the canary of the first candidate", every_tick=one_candidate_at_a_time)
-        v3 = new_version(name, alias="challenger")  # the alias moves on while v2 is in its canary
+        v3 = new_version(name, alias="challenger")  # the alias moves on while v2 is in its canary ...
         status = tick_until(
-            runner, name, lambda s: s.phase is Phase.ROLLED_BACK, 15, f"v{v2} rolled back",
-            every_tick=one_candidate_at_a_time,
+            runner, name, lambda s: s.phase is Phase.ROLLING_BACK, 15, f"v{v2} superseded", every_tick=one_candidate_at_a_time
         )  # fmt: skip
-        assert status.candidate_version == v2 and status.rollback_kind == "superseded"
-        assert status.message == f"superseded: alias 'challenger' moved to v{v3}"
-        tags = modelrollout_tags(registry, name, v2)
-        assert tags["modelrollout.status"] == "rolled_back" and tags["modelrollout.reason"] == status.message
+        assert status.rollback_kind == "superseded" and status.next_candidate_version == v3
+        registry.set_registered_model_alias(name, "challenger", v2)  # ... and comes back
         status = tick_until(
-            runner, name, lambda s: s.candidate_version == v3 and analysed(0)(s) and routed[-1] == v3, 60,
-            f"v{v3} in its canary, routed by the router", every_tick=one_candidate_at_a_time,
+            runner, name, lambda s: s.candidate_version == v2 and analysed(0)(s) and routed[-1] == v2, 60,
+            f"v{v2} in its canary again, routed by the router", every_tick=one_candidate_at_a_time,
         )  # fmt: skip
     finally:
         stats = traffic.stop()
-    assert [c for c in routed if c] == [v2, v3], routed  # v2, then v3: never back, never both
-    assert routed[routed.index(v3) - 1] is None  # v2 was out of the routing before v3 came in
+    assert [c for c in routed if c] == [v2, v2], routed  # v3 was never routed
+    assert routed[routed.index(v2, 1) - 1] is None  # out of the routing before it came back
     assert path_of(status, v2) == [
         (Phase.IDLE, Phase.CANARY), (Phase.CANARY, Phase.ROLLING_BACK), (Phase.ROLLING_BACK, Phase.ROLLED_BACK),
+        (Phase.ROLLED_BACK, Phase.CANARY),
     ]  # fmt: skip
-    assert path_of(status, v3) == [(Phase.ROLLED_BACK, Phase.CANARY)]
-    assert status.history[-1].reason == f"alias 'challenger' moved to v{v3}"
+    assert path_of(status, v3) == []
     assert_no_gaps(status.history)
-    assert not runner.platform.health(name, v2).ready  # its model server is gone
+    # v2 was cut short, not judged: tagged skipped with where the alias went; v3 was never started.
+    tags = modelrollout_tags(registry, name, v2)
+    assert tags["modelrollout.status"] == "skipped"
+    assert tags["modelrollout.reason"] == f"superseded: alias 'challenger' moved to v{v3}"
+    assert modelrollout_tags(registry, name, v3) == {}
+    skipped = [e["message"] for e in events(store, name, reason="CandidateSkipped")]
+    assert any(m.startswith(f"v{v3} skipped: alias 'challenger' moved on to v{v2}") for m in skipped), skipped
     assert registry.get_model_version_by_alias(name, "champion").version == v1
     assert stats.failed == 0, stats.failures

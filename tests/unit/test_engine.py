@@ -87,6 +87,10 @@ class Driver:
         return next(a for a in self.actions if isinstance(a, ApplyRouting))
 
 
+def event_messages(d: Driver, reason: str = "CandidateSkipped") -> list[str]:
+    return [a.message for a in d.actions if isinstance(a, RecordEvent) and a.reason == reason]
+
+
 def to_shadow_ready() -> Driver:
     d = Driver()
     d.tick()
@@ -235,8 +239,11 @@ def test_superseded_candidate_rolls_back_then_new_one_starts():
     d.tick(5, registry=reg(candidate="3"))
     assert d.status.phase is Phase.ROLLING_BACK and d.status.rollback_kind == "superseded"
     assert "moved to v3" in d.status.message
-    d.tick(1, registry=reg(candidate="3", outcomes={"2": "rolled_back"}))
-    assert d.status.phase is Phase.ROLLED_BACK
+    (mark,) = [a for a in d.actions if isinstance(a, MarkInRegistry)]
+    # Not judged, so not a verdict: tagged skipped, and the alias may bring it back any time.
+    assert (mark.version, mark.outcome) == ("2", "skipped")
+    d.tick(1, registry=reg(candidate="3", outcomes={"2": "skipped"}))
+    assert d.status.phase is Phase.ROLLED_BACK and d.events() == ["CandidateSkipped"]
     d.tick(1, registry=reg(candidate="3"))
     assert d.status.phase is Phase.SHADOW and d.status.candidate_version == "3"
 
@@ -247,11 +254,14 @@ def test_alias_moved_away_and_back_during_the_superseding_rollback_runs_that_ver
     d = to_shadow_ready()
     d.tick(1, registry=reg(candidate="3"))
     assert d.status.phase is Phase.ROLLING_BACK and "moved to v3" in d.status.message
-    d.tick(1, registry=reg(candidate="2", outcomes={"2": "rolled_back"}))
-    assert d.status.phase is Phase.ROLLED_BACK
-    d.tick(1, registry=reg(candidate="2", outcomes={"2": "rolled_back"}))
+    d.tick(1, registry=reg(candidate="2", outcomes={"2": "skipped"}))
+    assert d.status.phase is Phase.ROLLED_BACK and d.events() == ["CandidateSkipped"]
+    d.tick(1, registry=reg(candidate="2", outcomes={"2": "skipped"}))
     assert d.status.phase is Phase.SHADOW and d.status.candidate_version == "2"
-    assert d.events() == ["RolloutStarted"]
+    # v3 had the alias while v2 was rolled back, and lost it before it could start.
+    assert d.events() == ["CandidateSkipped", "RolloutStarted"]
+    assert event_messages(d)[0].startswith("v3 skipped: alias 'challenger' moved on to v2 before v3 could be rolled out")
+    assert d.status.next_candidate_version is None
 
 
 def test_alias_moved_away_and_back_within_one_tick_is_no_move():
@@ -309,7 +319,11 @@ def test_alias_flapped_during_promotion_back_onto_the_promoted_version_is_left_a
     d.tick(1, registry=reg(stable="2", candidate="2"))
     assert d.status.phase is Phase.SUCCEEDED
     d.tick(1, registry=reg(stable="2", candidate="2"))
-    assert d.status.phase is Phase.SUCCEEDED and d.events() == []  # v2 is the stable: nothing to roll out
+    # v2 is the stable: nothing to roll out; v3, which had the alias meanwhile, was skipped.
+    assert d.status.phase is Phase.SUCCEEDED and d.events() == ["CandidateSkipped"]
+    assert event_messages(d)[0].startswith("v3 skipped: alias 'challenger' moved on to v2")
+    d.tick(1, registry=reg(stable="2", candidate="2"))
+    assert d.events() == []
 
 
 def test_registry_unreachable_keeps_state():
@@ -656,21 +670,27 @@ def test_fresh_state_skips_a_version_rejected_before():
     assert "CandidateSkipped" in d.events()
 
 
-def test_alias_moved_during_the_gate_gates_the_new_version_without_marking_the_old():
+def test_alias_moved_during_the_gate_skips_the_old_version_then_gates_the_new_one():
     d = to_gating()
     d.tick(1, registry=reg(candidate="3"))
+    assert d.status.phase is Phase.ROLLING_BACK and d.status.rollback_kind == "superseded"
+    assert d.routing() == ApplyRouting("1")  # never deployed
+    (mark,) = [a for a in d.actions if isinstance(a, MarkInRegistry)]
+    assert (mark.version, mark.outcome) == ("2", "skipped")
+    assert condition(d.status, "GatePassed").reason == "Abandoned"
+    d.tick(1, registry=reg(candidate="3", outcomes={"2": "skipped"}))
+    d.tick(1, registry=reg(candidate="3"))
     assert d.status.phase is Phase.GATING and d.status.candidate_version == "3"
-    assert not any(isinstance(a, MarkInRegistry) for a in d.actions)
-    assert [t.to for t in d.status.history] == [Phase.GATING, Phase.IDLE, Phase.GATING]
-    assert d.status.history[1].reason == "offline gate of v2 abandoned: alias 'challenger' moved to v3"
+    assert [t.to for t in d.status.history] == [Phase.GATING, Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.GATING]
 
 
-def test_alias_removed_during_the_gate_goes_idle():
+def test_alias_removed_during_the_gate_skips_the_version():
     d = to_gating()
     d.tick(1, registry=reg(candidate=None))
-    assert d.status.phase is Phase.IDLE and d.status.candidate_version is None
-    assert not any(isinstance(a, MarkInRegistry) for a in d.actions)
+    assert d.status.phase is Phase.ROLLING_BACK and "was removed from v2" in d.status.message
     assert condition(d.status, "GatePassed").reason == "Abandoned"
+    d.tick(1, registry=reg(candidate=None, outcomes={"2": "skipped"}))
+    assert d.status.phase is Phase.ROLLED_BACK
     d.tick(1, registry=reg(candidate="2"))  # set again: judged again
     assert d.status.phase is Phase.GATING
 
@@ -712,7 +732,7 @@ def test_gate_checks_are_kept_through_the_rollout_and_cleared_by_the_next():
     d.tick(30, checks=passed("p95", "agree"))
     assert d.status.phase is Phase.CANARY and len(d.status.gate_checks) == 2
     d.tick(1, registry=reg(candidate="3"))  # superseded ...
-    d.tick(1, registry=reg(candidate="3", outcomes={"2": "rolled_back"}))
+    d.tick(1, registry=reg(candidate="3", outcomes={"2": "skipped"}))
     d.tick(1, registry=reg(candidate="3"))  # ... the next candidate starts with its own gate
     assert d.status.phase is Phase.GATING and d.status.candidate_version == "3" and d.status.gate_checks == []
 
@@ -956,3 +976,151 @@ def test_alias_moved_during_the_watch_is_rolled_out_when_the_watch_ends():
     assert d.status.phase is Phase.SUCCEEDED
     d.tick(1, registry=moved)
     assert d.status.candidate_version == "3" and not d.status.phase.terminal
+
+
+# ---------------------------------------------------------------------------------------------
+# Alias moves in every phase: the version the alias settles on is the one rolled out, and every
+# version it passed through on the way is reported skipped (and tagged so, if it was started).
+
+
+class FakeRegistry:
+    """MLflow as the engine sees it: two aliases and the outcome tags its actions write. A mark is
+    reported back for the rollback it belongs to only (reconcile.registry_view checks the reason)."""
+
+    def __init__(self, stable: str = "1", candidate: str | None = "2"):
+        self.stable, self.candidate = stable, candidate
+        self.tags: dict[str, tuple[str, str]] = {}  # version -> (outcome, reason)
+
+    def view(self, status: RolloutStatus) -> RegistryView:
+        outcomes = {}
+        mark = self.tags.get(status.candidate_version or "")
+        if status.phase is Phase.ROLLING_BACK and mark and mark[1] == status.message:
+            outcomes[status.candidate_version or ""] = mark[0]
+        return reg(self.stable, self.candidate, outcomes)
+
+    def apply(self, actions: list) -> None:
+        for action in actions:
+            if isinstance(action, PromoteInRegistry):
+                self.tags.setdefault(action.version, ("promoted", ""))
+                self.stable = action.version
+            elif isinstance(action, MarkInRegistry):
+                self.tags[action.version] = (action.outcome, action.reason)
+
+
+def in_phase(phase: str) -> Driver:
+    if phase == "Gating":
+        return to_gating()
+    if phase == "Watching":
+        return to_watching()
+    d = to_shadow_ready()
+    if phase == "Canary":
+        d.tick(30, checks=passed("p95", "agree"))
+    elif phase == "Paused":
+        d.tick(1, commands=[Command("pause")])
+    elif phase == "Promoting":
+        d.tick(1, commands=[Command("promote", full=True)])
+    elif phase == "RollingBack":
+        d.tick(1, candidate=CandidateHealth(ready=False, failure="model server exited (code 1)"))
+    assert d.status.phase.value == phase, d.status.phase
+    return d
+
+
+def flap(d: Driver, registry: FakeRegistry, moves: list[str | None], settle_ticks: int = 8) -> list[RecordEvent]:
+    """Move the candidate alias through `moves`, one tick each, then tick (20 s apart, so a watch
+    ends) until the rollout settles. Returns every event recorded on the way."""
+    recorded: list[RecordEvent] = []
+
+    def tick(seconds: float) -> None:
+        d.tick(seconds, registry=registry.view(d.status), checks=errors() if d.status.phase is Phase.WATCHING else None)
+        registry.apply(d.actions)
+        recorded.extend(a for a in d.actions if isinstance(a, RecordEvent))
+
+    for version in moves:
+        registry.candidate = version
+        tick(1)
+    for _ in range(settle_ticks):
+        if d.status.phase in (Phase.GATING, Phase.SHADOW) and d.status.candidate_version == moves[-1]:
+            break  # started: what happens to it next is any rollout's business
+        tick(20)
+    return recorded
+
+
+ROLLOUT_PHASES = ["Gating", "Shadow", "Canary", "Paused", "Promoting", "RollingBack", "Watching"]
+
+
+@pytest.mark.parametrize("phase", ROLLOUT_PHASES)
+def test_alias_moved_on_twice_in_any_phase_rolls_out_the_last_version_and_reports_the_one_between(phase):
+    d = in_phase(phase)
+    registry = FakeRegistry(stable=d.status.stable_version or "1", candidate="2")
+    if phase == "Watching":
+        registry.tags["2"] = ("promoted", "")  # promoted before this registry was looked at
+    recorded = flap(d, registry, ["3", "4"])
+    # v4 (where the alias settled) is being rolled out, against the stable of the moment.
+    assert d.status.candidate_version == "4" and d.status.phase in (Phase.GATING, Phase.SHADOW), d.status
+    skipped = [e.message for e in recorded if e.reason == "CandidateSkipped"]
+    assert any(m.startswith("v3 skipped: alias 'challenger' moved on to v4") for m in skipped), skipped
+    assert "3" not in registry.tags  # never started: nothing to tag
+    assert all(t.version != "3" for t in d.status.history)
+    # v2 keeps its own outcome: promoted if it was, rolled back for its own failure, skipped if cut short.
+    expected = {"Promoting": "promoted", "Watching": "promoted", "RollingBack": "rolled_back"}.get(phase, "skipped")
+    assert registry.tags["2"][0] == expected, registry.tags
+
+
+@pytest.mark.parametrize("phase", ROLLOUT_PHASES)
+def test_alias_moved_away_and_back_in_any_phase_acts_on_the_version_it_came_back_to(phase):
+    d = in_phase(phase)
+    registry = FakeRegistry(stable=d.status.stable_version or "1", candidate="2")
+    recorded = flap(d, registry, ["3", "2"])
+    skipped = [e.message for e in recorded if e.reason == "CandidateSkipped" and e.message.startswith("v3")]
+    assert len(skipped) == 1 and skipped[0].startswith("v3 skipped: alias 'challenger' moved on to v2 before"), skipped
+    if phase in ("Promoting", "Watching"):
+        # v2 is the stable by then: nothing to roll out, and it stays promoted.
+        assert d.status.phase is Phase.SUCCEEDED and registry.stable == "2"
+    else:
+        # Moved away (v2 cut short or failed) and back: v2 runs again, as the README promises.
+        assert d.status.candidate_version == "2" and d.status.phase in (Phase.GATING, Phase.SHADOW), d.status
+    assert d.status.observed_candidate_version == "2" and d.status.next_candidate_version is None
+
+
+@pytest.mark.parametrize("phase", ["Shadow", "Canary", "Paused", "Promoting"])
+def test_stable_alias_moved_by_hand_mid_rollout_judges_the_candidate_again_against_it(phase):
+    d = in_phase(phase)
+    d.tick(1, registry=reg(stable="5", candidate="2"))
+    assert d.status.stable_version == "5" and d.status.previous_stable_version == "1"
+    assert d.status.phase is Phase.SHADOW and d.status.candidate_version == "2"
+    assert d.routing() == ApplyRouting("5", "2", "shadow", 0, 50)
+    assert d.events() == ["StableAliasMoved", "RolloutStarted"]
+    assert not any(isinstance(a, PromoteInRegistry) for a in d.actions)  # the user's stable stands
+    # Then the rollout goes on as any other, and a promotion replaces v5, not v1.
+    d.tick(1, registry=reg(stable="5", candidate="2"), candidate=READY)
+    d.tick(30, registry=reg(stable="5", candidate="2"), checks=passed("p95", "agree"))
+    assert d.status.phase is Phase.CANARY and d.routing().stable_version == "5"
+
+
+@pytest.mark.parametrize("phase", ["Shadow", "Canary", "Paused"])
+def test_stable_alias_moved_by_hand_onto_the_candidate_is_a_promotion_by_hand(phase):
+    d = in_phase(phase)
+    d.tick(1, registry=reg(stable="2", candidate="2"))
+    assert d.status.phase is Phase.SUCCEEDED and d.status.stable_version == "2"
+    assert d.status.previous_stable_version == "1" and d.routing() == ApplyRouting("2")
+    assert "moved to v2 by hand" in d.status.message and d.events() == ["Promoted"]
+    assert not any(isinstance(a, PromoteInRegistry | MarkInRegistry) for a in d.actions)
+    d.tick(1, registry=reg(stable="2", candidate="2"))
+    assert d.status.phase is Phase.SUCCEEDED and d.events() == []
+
+
+def test_stable_alias_removed_mid_rollout_is_no_new_stable():
+    d = in_phase("Canary")
+    d.tick(1, registry=reg(stable=None, candidate="2"))
+    assert d.status.phase is Phase.CANARY and d.status.stable_version == "1" and d.events() == []
+
+
+def test_stable_alias_moved_by_hand_during_an_undo_is_kept():
+    d = promoted()
+    d.tick(5, registry=reg(stable="2", candidate="2"), commands=[Command("undo")])
+    assert d.status.phase is Phase.ROLLING_BACK and d.status.stable_version == "1"
+    d.tick(1, registry=reg(stable="7", candidate="2"))
+    assert d.status.stable_version == "7" and "StableAliasMoved" in d.events()
+    assert not any(isinstance(a, PromoteInRegistry) for a in d.actions)  # v1 is not forced back over v7
+    (mark,) = [a for a in d.actions if isinstance(a, MarkInRegistry)]
+    assert (mark.version, mark.outcome) == ("2", "rolled_back")
