@@ -106,9 +106,13 @@ def local_up(
     home: HomeOption = None,
     mlflow_port: Annotated[int, typer.Option(help="0 picks a free port")] = 0,
     prometheus_port: Annotated[int, typer.Option(help="0 picks a free port")] = 0,
-    scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval")] = "1s",
+    scrape_interval: Annotated[
+        Optional[str], typer.Option(help="Prometheus scrape interval [default: 1s, or the one recorded]", show_default=False)
+    ] = None,
 ) -> None:
-    """Start MLflow (sqlite, local artifacts) and Prometheus; does nothing for what already runs."""
+    """Start MLflow (sqlite, local artifacts) and Prometheus; does nothing for what already runs.
+
+    A service that was started here before and has crashed comes back on its recorded address."""
     where = LocalHome.resolve(home)
     with console.status("starting MLflow and Prometheus…"):
         services, started = where.up(mlflow_port, prometheus_port, scrape_interval)
@@ -155,6 +159,12 @@ def local_run(
             mlflow=mlflow_uri or known.mlflow,  # type: ignore[union-attr]
             prometheus=prometheus_url or known.prometheus,  # type: ignore[union-attr]
         )
+    # The services of `local up` that this loop uses are kept running by it (a crashed one comes
+    # back on its address); services given by URL are someone else's to run.
+    kept = services is None
+    if kept and where.dead_services():
+        with console.status(f"restarting {' and '.join(where.dead_services())} on the recorded address…"):
+            where.up()
     runner = LocalRunner(rollouts, where, services)
     problems = runner.preflight()
     if problems:
@@ -167,6 +177,10 @@ def local_run(
         signal.signal(sig, lambda *_: stop.set())
     names = ", ".join(r.metadata.name for r in rollouts)
     logging.getLogger("modelrollout").info("watching %s (tick %s); Ctrl-C stops the loop, serving continues", names, tick)
+    if kept:
+        from controller.local.service_keeper import ServiceKeeper
+
+        ServiceKeeper(where).start(stop)
     runner.run(stop, tick_seconds)
 
 

@@ -3,10 +3,16 @@ router and client traffic; the controller runs as `modelrollout local run` in it
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
+import httpx
 import yaml
 
 from canary.spec import Phase, RolloutStatus
 from controller.demo import DEMO_ROLLOUT, serves
+from controller.local import mlflow_server, prometheus_server
 from controller.local.loadgen import LabelledTraffic
 from controller.local.platform import LocalPlatform
 from controller.local.state import StateStore
@@ -137,3 +143,70 @@ def test_sigkill_mid_canary_resumes_at_the_same_step(local_home, register_demo_v
     assert client.get_model_version_by_alias(model, "champion").version == v2
     assert stats.failed == 0, stats.failures
 
+
+
+def test_prometheus_and_mlflow_killed_mid_rollout_come_back_on_their_address_and_it_promotes(
+    local_home, register_demo_versions, controller, iris_data
+):
+    """Issue 12: a crashed Prometheus or MLflow used to stay down (or come back elsewhere with `local
+    up`), failing every later analysis of the running `local run`. It keeps them now: each comes back
+    on the address services.json records, and the rollout goes on to promote, `local run` never
+    restarted and no client request failed."""
+    home, services = local_home
+    model, rollout = "iris-services", "services"
+    v1, v2, *_ = register_demo_versions(model)
+    client = connect(services.mlflow)
+    client.set_registered_model_alias(model, "champion", v1)
+    store = StateStore(home.state_dir)
+    # A deadline that outlasts an MLflow start (about 5 s here, more on a busy machine).
+    text = rollout_yaml(rollout, model, shadow={"enabled": False}, canary={"steps": [50, 80], "interval": "6s"}, progressDeadline="90s")
+    control = controller(text)
+    traffic = start_traffic(home, services, rollout, model, iris_data)
+
+    def never_rolls_back(status: RolloutStatus) -> None:
+        assert status.phase not in (Phase.ROLLING_BACK, Phase.ROLLED_BACK), status.message
+
+    def comes_back(name: str, read, kill, probe: str) -> float:
+        """SIGKILL the service; seconds until a new process answers `probe` on the same address."""
+        before = read()
+        assert before is not None, f"{name} not running"
+        killed = time.monotonic()
+        kill(before.pid)
+
+        def answers(_: RolloutStatus) -> bool:
+            now = read()
+            if now is None or now.pid == before.pid:
+                return False
+            assert now.url == before.url, (before, now)
+            try:
+                return httpx.get(f"{now.url}{probe}", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for_status(store, rollout, answers, 60, f"{name} restarted", on_poll=never_rolls_back)
+        return time.monotonic() - killed
+
+    try:
+        client.set_registered_model_alias(model, "challenger", v2)
+        wait_for_status(
+            store, rollout, lambda s: s.phase is Phase.CANARY and s.step == 0 and s.window_started_at is not None, 90,
+            "the first canary step analysed",
+        )  # fmt: skip
+        prometheus_down = comes_back(
+            "prometheus", lambda: prometheus_server.read_pidfile(home.prometheus_dir), lambda pid: os.kill(pid, signal.SIGKILL), "/-/ready"
+        )
+        # Judged on the restarted Prometheus: the step advances.
+        wait_for_status(store, rollout, lambda s: s.phase is Phase.CANARY and s.step == 1, 60, "canary step 2", on_poll=never_rolls_back)
+        mlflow_down = comes_back(
+            "mlflow", lambda: mlflow_server.read_pidfile(home.mlflow_dir), lambda pid: os.killpg(pid, signal.SIGKILL), "/health"
+        )
+        status = wait_for_status(store, rollout, finished(v2), 120, "the promotion", on_poll=never_rolls_back)
+    finally:
+        stats = traffic.stop()
+    assert status.phase is Phase.SUCCEEDED, status.message
+    assert control.process is not None and control.process.poll() is None, "local run was not restarted"
+    assert connect(services.mlflow).get_model_version_by_alias(model, "champion").version == v2
+    log = control.log_text()
+    assert f"restarted prometheus at {services.prometheus}" in log and f"restarted mlflow at {services.mlflow}" in log, log[-3000:]
+    assert stats.failed == 0, stats.failures
+    print(f"back after SIGKILL: prometheus {prometheus_down:.1f} s, mlflow {mlflow_down:.1f} s")

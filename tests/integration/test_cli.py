@@ -3,6 +3,12 @@ and leaves rollout state as it was."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,9 @@ from typer.testing import CliRunner
 
 from canary.spec import Phase, RolloutStatus
 from controller.cli import app
+from controller.local import mlflow_server, prometheus_server
+from controller.local.home import LocalHome
+from controller.local.ports import port_in_use
 from controller.local.state import StateStore
 from tests.fixtures.prometheus import free_port
 
@@ -35,6 +44,13 @@ def write(tmp_path: Path, doc) -> Path:
 
 def run(*args: str):
     return runner.invoke(app, [str(a) for a in args])
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def one_line_error(result, *fragments: str) -> str:
@@ -182,13 +198,48 @@ def test_unreadable_status_file_is_named(tmp_path, mlflow_server, prometheus_ser
 
 def test_local_up_is_idempotent_and_down_stops_everything(tmp_path):
     home = tmp_path / "home"
-    first = run("local", "up", "--home", home)
+    first = run("local", "up", "--home", home, "--scrape-interval", "2s")
     try:
         assert first.exit_code == 0, first.stderr
         assert "started" in first.stdout and "MLflow      http://127.0.0.1:" in first.stdout
+        urls = [line for line in first.stdout.splitlines() if "http" in line]
         second = run("local", "up", "--home", home)
         assert second.exit_code == 0 and "already running" in second.stdout
-        assert [l for l in first.stdout.splitlines() if "http" in l] == [l for l in second.stdout.splitlines() if "http" in l]
+        assert [line for line in second.stdout.splitlines() if "http" in line] == urls
+
+        # Both crash (SIGKILL): `local up` brings them back where every client still looks.
+        where = LocalHome(home)
+        crashed = {
+            "mlflow": mlflow_server.read_pidfile(where.mlflow_dir),
+            "prometheus": prometheus_server.read_pidfile(where.prometheus_dir),
+        }
+        os.killpg(crashed["mlflow"].pid, signal.SIGKILL)
+        os.kill(crashed["prometheus"].pid, signal.SIGKILL)
+        wait_until(lambda: where.dead_services() == ["mlflow", "prometheus"], "both services seen dead")
+        third = run("local", "up", "--home", home)
+        assert third.exit_code == 0 and "started" in third.stdout, third.stderr
+        assert [line for line in third.stdout.splitlines() if "http" in line] == urls
+        restarted = prometheus_server.read_pidfile(where.prometheus_dir)
+        assert restarted is not None and restarted.pid != crashed["prometheus"].pid
+        assert "scrape_interval: 2s" in (where.prometheus_dir / prometheus_server.CONFIG_NAME).read_text()
+
+        # Crashed again, and something else took its port meanwhile: refused, naming both.
+        port = crashed["prometheus"].port
+        os.kill(restarted.pid, signal.SIGKILL)
+        wait_until(lambda: where.dead_services() == ["prometheus"], "Prometheus seen dead")
+        wait_until(lambda: not port_in_use("127.0.0.1", port), "its port released")
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            one_line_error(
+                run("local", "up", "--home", home),
+                f"cannot restart prometheus on its recorded address http://127.0.0.1:{port}", "services.json",
+                f"port {port} is taken by another process",
+            )  # fmt: skip
+        assert json.loads(where.services_file.read_text())["prometheus"] == f"http://127.0.0.1:{port}"  # kept
+        fourth = run("local", "up", "--home", home)  # the port is free again
+        assert fourth.exit_code == 0 and [line for line in fourth.stdout.splitlines() if "http" in line] == urls
     finally:
         down = run("local", "down", "--home", home)
     assert down.exit_code == 0 and "prometheus" in down.stdout and "mlflow" in down.stdout
