@@ -1,7 +1,8 @@
 """The local platform: a rollout served by processes on this machine.
 
 Per rollout there is one router process (`<rollout>-router`, the client endpoint, which splits
-and mirrors traffic and exports the metrics the analysis reads) and one KServe model server per
+and mirrors traffic and exports the metrics the analysis reads; run under a parent that holds its
+listening socket and restarts it at once after a crash, held_socket.py) and one KServe model server per
 model version named in the routing (`<rollout>-v<version>`). In the shadow phase a second server
 of the stable, `<rollout>-v<stable>-baseline`, receives every copy the shadow receives, at the same
 moment, so the shadow's latency and errors are compared with a server measured the same way
@@ -108,9 +109,16 @@ class LocalPlatform:
             baseline = None
             if routing.candidate_role == "shadow" and routing.candidate_version is not None and stable is not None:
                 baseline = self._ensure_model_server(rollout, routing.model, stable, artifact_uris[stable], baseline=True)
+            # The socket is held by a small parent that restarts a crashed router at once: clients
+            # wait for it in the backlog instead of being refused (controller/local/held_socket.py),
+            # and the new router starts from the routing its predecessor kept.
             router = self.supervisor.ensure(
                 f"{rollout}-{ROUTER}",
-                lambda port: [self.python, "-m", "controller.local.router", "--rollout", rollout, "--port", str(port)],
+                lambda port: [
+                    self.python, "-m", "controller.local.held_socket", "--port", str(port), "--",
+                    self.python, "-m", "controller.local.router", "--rollout", rollout,
+                    "--routing-file", str(self._routing_file(rollout)),
+                ],  # fmt: skip
                 env={"PYTHONUNBUFFERED": "1"},
                 labels={"rollout": rollout, "component": ROUTER},
             )
@@ -177,6 +185,7 @@ class LocalPlatform:
                 self.supervisor.stop(record.name)
             self._sent.pop(rollout, None)
             (self._routing_dir / f"{rollout}.json").unlink(missing_ok=True)
+            self._routing_file(rollout).unlink(missing_ok=True)
             if self.targets_dir is not None:
                 (self.targets_dir / f"{rollout}.json").unlink(missing_ok=True)
             self._targets_written.pop(rollout, None)
@@ -319,6 +328,10 @@ class LocalPlatform:
             if baseline_ref is not None:
                 payload["baseline"] = baseline_ref
         return payload
+
+    def _routing_file(self, rollout: str) -> Path:
+        """Where the router itself keeps the routing it accepted (read back when it restarts)."""
+        return self._routing_dir / f"{rollout}.router.json"
 
     def _load_sent(self, rollout: str) -> _Sent | None:
         """What an earlier controller sent this rollout's router; used to keep its versions up."""

@@ -1,6 +1,9 @@
 """The router of one rollout on the local platform: what an Istio VirtualService does on a cluster.
 
-Run as ``python -m controller.local.router --rollout NAME --port P [--host 127.0.0.1]``.
+Run as ``python -m controller.local.router --rollout NAME --port P [--host 127.0.0.1]``, or with
+``--fd N`` on a listening socket held by controller/local/held_socket.py (as the local platform
+runs it: a crash then costs clients a short wait, not refused connections). With
+``--routing-file`` the accepted routing is kept there and restored at start.
 
 Clients send KServe V1/V2 requests here instead of to a model server. The controller tells the
 router where the versions are with ``PUT /admin/routing`` (re-sent every tick: applying the same
@@ -34,6 +37,7 @@ import json
 import logging
 import math
 import re
+import socket
 import sys
 import time
 import urllib.parse
@@ -41,6 +45,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -79,6 +84,7 @@ from canary.serving_metrics import (
     ServingMetrics,
     check_buckets,
 )
+from controller.local.atomic_file import atomic_write
 from controller.local.traffic import ShareDeck
 
 log = logging.getLogger("modelrollout.router")
@@ -189,6 +195,9 @@ class RouterSettings:
     abs_tolerance: float = 1e-9
     max_classes: int = DEFAULT_MAX_CLASSES
     prediction_buckets: tuple[float, ...] = PREDICTION_VALUE_BUCKETS
+    # Where every accepted routing is kept, and read back at start: a router restarted after a
+    # crash serves its clients at once, without waiting for the controller to send it again.
+    routing_file: Path | None = None
 
 
 @dataclass
@@ -268,7 +277,23 @@ class RouterState:
         log.info(
             "routing applied: %s (tolerance rel=%g abs=%g)", json.dumps(routing.wire()), tolerance.rel, tolerance.abs
         )
+        if self.settings.routing_file is not None:
+            # Not durable (no fsync): it must survive this process, not the machine.
+            atomic_write(self.settings.routing_file, json.dumps(routing.wire()), durable=False)
         return True
+
+    def restore(self) -> None:
+        """Apply the routing kept in `routing_file` by an earlier run of this router, if any."""
+        path = self.settings.routing_file
+        if path is None or not path.exists():
+            return
+        try:
+            routing = Routing.model_validate(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            log.warning("routing in %s not restored (%s): waiting for the controller to send it", path, exc)
+            return
+        self.apply(routing)
+        log.info("routing restored from %s", path)
 
     def is_current_shadow(self, target: Target) -> bool:
         r = self.applied.routing if self.applied else None
@@ -308,6 +333,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: RouterSettings) -> FastAPI:
     """The router's ASGI app; its lifespan owns the HTTP clients and the mirror workers."""
     state = RouterState(settings)
+    state.restore()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -468,7 +494,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     defaults = RouterSettings(rollout="")
     p = argparse.ArgumentParser(prog="python -m controller.local.router", description="The router of one rollout.")
     p.add_argument("--rollout", required=True, help="rollout name (the 'rollout' label of every metric)")
-    p.add_argument("--port", required=True, type=int)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", type=int)
+    where.add_argument("--fd", type=int, help="serve on this inherited listening socket (controller/local/held_socket.py)")
+    p.add_argument("--routing-file", type=Path, help="keep the accepted routing here, and start from it")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
     p.add_argument("--upstream-timeout", type=float, default=defaults.upstream_timeout_seconds, help="seconds")
@@ -513,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = RouterSettings(
         rollout=args.rollout,
+        routing_file=args.routing_file,
         max_body_bytes=args.max_body_bytes,
         upstream_timeout_seconds=args.upstream_timeout,
         shadow_timeout_seconds=args.shadow_timeout,
@@ -528,14 +558,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # httpx logs every upstream call at INFO: one line per client request and per mirrored copy.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=args.host,
-        port=args.port,
+        port=args.port or 0,
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+    if args.fd is None:
+        uvicorn.Server(config).run()
+    else:
+        # socket(fileno=) reads the family from the descriptor (uvicorn's own --fd assumes AF_UNIX).
+        uvicorn.Server(config).run(sockets=[socket.socket(fileno=args.fd)])
     return 0
 
 

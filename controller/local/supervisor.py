@@ -14,8 +14,9 @@ would fight over ports. Hence:
   the process's create time and command line must match what was recorded. A stale record is
   never adopted and its pid is never signalled.
 
-A child that dies is restarted by `ensure`: at once after a first crash (a router's clients
-are refused until it is back), then after a back-off that doubles on each consecutive crash
+A child that dies is restarted by `ensure`: at once after a first crash (whatever listens on
+its port is refused meanwhile; a router's own crashes never get here, its socket holder restarts
+it within the second, see held_socket.py), then after a back-off that doubles on each consecutive crash
 (like a Kubernetes CrashLoopBackOff), and its last stderr line is kept so the platform can say
 why it died. Relies on psutil (a dependency of kserve) for process identity.
 """

@@ -8,6 +8,7 @@ version served it.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections import Counter
@@ -254,6 +255,9 @@ def test_promotion_and_restarted_controller(
 
 
 def test_router_restarted_after_crash_gets_routing_again(platform: LocalPlatform, models: dict[str, str]) -> None:
+    """The process that holds the router's socket killed (the router's own crash:
+    test_a_crashed_router_is_back_at_once_and_clients_are_not_refused): the router goes with it
+    (parent-death signal), and the supervisor starts both again on the same port."""
     endpoint = serving(platform, models, stable_only())
     assert platform.endpoint_readiness(ROLLOUT) == "serving"
     assert platform.endpoint_readiness("never-started") == "no router"
@@ -261,6 +265,7 @@ def test_router_restarted_after_crash_gets_routing_again(platform: LocalPlatform
     assert router is not None
     psutil.Process(router.pid).kill()
     wait_until(lambda: not platform.supervisor.alive(f"{ROLLOUT}-router"), 10, "the router's death to be seen")
+    wait_until(lambda: platform.endpoint_readiness(ROLLOUT) != "serving", 10, "the orphaned router to stop")
     assert platform.endpoint_readiness(ROLLOUT).startswith("router not answering")
 
     def answers_again() -> bool:
@@ -274,6 +279,52 @@ def test_router_restarted_after_crash_gets_routing_again(platform: LocalPlatform
     assert restarted is not None and restarted.pid != router.pid
     assert platform.endpoint(ROLLOUT) == endpoint  # same port: clients need not be told
     assert answered_by(endpoint, 3) == {"1": 3}
+
+
+def test_a_crashed_router_is_back_at_once_and_clients_are_not_refused(platform: LocalPlatform, models: dict[str, str]) -> None:
+    """Issue 12: the router SIGKILLed under traffic. Its socket is held by its parent, which starts
+    another router at once; the new one restores the routing its predecessor accepted, so it serves
+    with no controller involved (no `apply` after the kill). Clients are never refused: only a
+    request the dead router was answering can fail, the others wait in the backlog."""
+    endpoint = serving(platform, models, stable_only())
+    holder = platform.supervisor.get(f"{ROLLOUT}-router")
+    assert holder is not None
+    (router,) = psutil.Process(holder.pid).children()
+    outcomes: list[tuple[float, float, str]] = []  # (sent, answered, "ok" or the error's type)
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    answer = http.post(f"{endpoint}/v1/models/iris:predict", json={"instances": [SETOSA]})
+                    result = "ok" if answer.status_code == 200 else f"HTTP {answer.status_code}"
+                except httpx.HTTPError as exc:
+                    result = type(exc).__name__
+                outcomes.append((sent, time.monotonic(), result))
+                time.sleep(0.02)  # about 40 requests/s
+
+    sender = threading.Thread(target=client)
+    sender.start()
+    try:
+        time.sleep(1.0)
+        killed = time.monotonic()
+        router.kill()
+        wait_until(lambda: any(s > killed and r == "ok" and a > killed for s, a, r in outcomes), 20, "an answer from the new router")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        sender.join(15)
+    failed = [(round(s - killed, 3), r) for s, _, r in outcomes if r != "ok"]
+    refused = [f for f in failed if f[1] == "ConnectError"]
+    assert refused == [], refused
+    assert len(failed) <= 2, failed  # at most what the killed router had in hand
+    back = min(a for s, a, r in outcomes if r == "ok" and s > killed) - killed
+    print(f"router SIGKILLed: {len(failed)} failed of {len(outcomes)}, first answer after the kill in {back:.2f} s")
+    (again,) = psutil.Process(holder.pid).children()
+    assert again.pid != router.pid and platform.supervisor.get(f"{ROLLOUT}-router") == holder  # same holder, same port
+    assert answered_by(endpoint, 3) == {"1": 3}  # the routing restored, not sent again
 
 
 def test_teardown_stops_everything(platform: LocalPlatform, models: dict[str, str], targets_dir: Path) -> None:

@@ -10,6 +10,7 @@ and routing never leak between tests.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 import time
@@ -1289,3 +1290,27 @@ def _scraped(url: str, rollout: str, name: str, role: str) -> float | None:
 
     result = query(url, f'sum({name}{{rollout="{rollout}",role="{role}"}})')
     return float(result[0]["value"][1]) if result else None
+
+
+def test_a_router_started_again_restores_the_routing_it_accepted(
+    start_router: Callable[..., Router], fake_servers: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    """`--routing-file`: what a router restarted after a crash serves before any controller speaks."""
+    stable = fake_servers(prediction=1)
+    kept = tmp_path / "routing" / "r.router.json"
+    first = start_router("--routing-file", str(kept))
+    assert not kept.exists()  # nothing accepted, nothing kept
+    sent = routing(stable.url)
+    assert first.put_routing(sent).status_code == 200
+    assert json.loads(kept.read_text()) == first.http.get(first.url + "/admin/routing").json()
+
+    second = start_router("--routing-file", str(kept))
+    assert second.http.get(second.url + "/readyz").status_code == 200  # serves at once
+    assert second.predict([[1, 2, 3, 4]]).status_code == 200
+    assert second.http.get(second.url + "/admin/routing").json() == json.loads(kept.read_text())
+
+    kept.write_text("{not json")  # unreadable: starts as a router without routing, and says why
+    third = start_router("--routing-file", str(kept))
+    assert third.http.get(third.url + "/readyz").status_code == 503
+    wait_until(lambda: "not restored" in third.proc.log_path.read_text(), what="the router to say why")
+    assert third.put_routing(sent).status_code == 200 and json.loads(kept.read_text())["stable"]["url"] == stable.url
