@@ -74,12 +74,13 @@ def one_line_errors(func: Callable) -> Callable:
 
 
 def _logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=errors, show_path=False, markup=False)],
-        force=True,
-    )
+    if errors.is_terminal:
+        handler: logging.Handler = RichHandler(console=errors, show_path=False, markup=False)
+        form = "%(message)s"
+    else:
+        # A file or a pipe (a service's log, kubectl logs): one line per record, never wrapped.
+        handler, form = logging.StreamHandler(sys.stderr), "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=form, handlers=[handler], force=True)
     for noisy in ("urllib3", "httpx", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -161,10 +162,12 @@ def local_run(
         )
     # The services of `local up` that this loop uses are kept running by it (a crashed one comes
     # back on its address); services given by URL are someone else's to run.
-    kept = services is None
-    if kept and where.dead_services():
-        with console.status(f"restarting {' and '.join(where.dead_services())} on the recorded address…"):
-            where.up()
+    keeper = None
+    if services is None:
+        from controller.local.service_keeper import ServiceKeeper
+
+        keeper = ServiceKeeper(where)
+        keeper.check()  # found dead at start: back on their addresses first (logged like later)
     runner = LocalRunner(rollouts, where, services)
     problems = runner.preflight()
     if problems:
@@ -177,10 +180,8 @@ def local_run(
         signal.signal(sig, lambda *_: stop.set())
     names = ", ".join(r.metadata.name for r in rollouts)
     logging.getLogger("modelrollout").info("watching %s (tick %s); Ctrl-C stops the loop, serving continues", names, tick)
-    if kept:
-        from controller.local.service_keeper import ServiceKeeper
-
-        ServiceKeeper(where).start(stop)
+    if keeper is not None:
+        keeper.start(stop)
     runner.run(stop, tick_seconds)
 
 

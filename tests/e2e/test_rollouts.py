@@ -96,75 +96,32 @@ def test_promotion_then_rollbacks_on_latency_and_quality(local_home, register_de
     assert not platform.health(rollout, v3).ready and not platform.health(rollout, v4).ready
 
 
-def test_sigkill_mid_canary_resumes_at_the_same_step(local_home, register_demo_versions, controller, iris_data):
+def test_controller_prometheus_and_mlflow_killed_mid_rollout_it_resumes_and_promotes_once(
+    local_home, register_demo_versions, controller, iris_data
+):
+    """Everything but the serving path crashes mid-canary, one after another: `local run` (SIGKILL),
+    then Prometheus, then MLflow. The new controller resumes the same step; each service comes
+    back on the address services.json records, brought back by that running `local run` (issue 12:
+    they used to stay down, or come back elsewhere with `local up`); the rollout promotes once and
+    no client request fails."""
     home, services = local_home
     model, rollout = "iris-restart", "restart"
     v1, v2, *_ = register_demo_versions(model)
     client = connect(services.mlflow)
     client.set_registered_model_alias(model, "champion", v1)
     store = StateStore(home.state_dir)
-    text = rollout_yaml(rollout, model, shadow={"enabled": False}, canary={"steps": [20, 50, 80], "interval": "8s"})
+    # A deadline that outlasts an MLflow start (about 8 s here, more on a busy machine).
+    text = rollout_yaml(
+        rollout, model, shadow={"enabled": False}, canary={"steps": [20, 50, 80], "interval": "6s"}, progressDeadline="90s"
+    )  # fmt: skip
     first = controller(text)
     traffic = start_traffic(home, services, rollout, model, iris_data)
-    try:
-        client.set_registered_model_alias(model, "challenger", v2)
-        at_kill = wait_for_status(
-            store, rollout, lambda s: s.phase is Phase.CANARY and s.step == 1, 90, "canary step 2"
-        )
-        first.kill()
-        on_disk = store.load(rollout)
-        assert on_disk.phase is Phase.CANARY and on_disk.step == 1
-        # What was on disk when we looked is still there: the file only grows by whole ticks.
-        assert on_disk.history[: len(at_kill.history)] == at_kill.history
-        # Serving does not depend on the controller: clients keep being answered while it is dead.
-        answered = traffic.stats.answered
-        wait_for_status(store, rollout, lambda _: traffic.stats.answered > answered + 20, 10, "traffic while the controller is down")
+    steps_seen: list[int] = []
 
-        controller(text)
-        steps_seen: list[int] = []
-
-        def track(s: RolloutStatus) -> None:
-            if s.phase is Phase.CANARY and s.step is not None:
-                steps_seen.append(s.step)
-
-        status = wait_for_status(store, rollout, finished(v2), 120, "the resumed rollout", on_poll=track)
-    finally:
-        stats = traffic.stop()
-    assert status.phase is Phase.SUCCEEDED, status.message
-    assert steps_seen and min(steps_seen) >= 1, steps_seen  # never went back to an earlier step
-    assert steps_seen == sorted(steps_seen)
-    history = [(t.from_phase, t.to) for t in status.history if t.version == v2]
-    assert history.count((Phase.PROMOTING, Phase.SUCCEEDED)) == 1
-    assert history.count((Phase.IDLE, Phase.CANARY)) == 1  # started once, resumed rather than restarted
-    # Events are recorded right after the status that caused them is saved: wait for it to land.
-    wait_for_status(store, rollout, lambda _: any(e["reason"] == "Promoted" for e in store.events(rollout, 200)), 10, "the Promoted event")
-    events = [e["reason"] for e in store.events(rollout, 200)]
-    assert events.count("Promoted") == 1
-    assert client.get_model_version_by_alias(model, "champion").version == v2
-    assert stats.failed == 0, stats.failures
-
-
-
-def test_prometheus_and_mlflow_killed_mid_rollout_come_back_on_their_address_and_it_promotes(
-    local_home, register_demo_versions, controller, iris_data
-):
-    """Issue 12: a crashed Prometheus or MLflow used to stay down (or come back elsewhere with `local
-    up`), failing every later analysis of the running `local run`. It keeps them now: each comes back
-    on the address services.json records, and the rollout goes on to promote, `local run` never
-    restarted and no client request failed."""
-    home, services = local_home
-    model, rollout = "iris-services", "services"
-    v1, v2, *_ = register_demo_versions(model)
-    client = connect(services.mlflow)
-    client.set_registered_model_alias(model, "champion", v1)
-    store = StateStore(home.state_dir)
-    # A deadline that outlasts an MLflow start (about 5 s here, more on a busy machine).
-    text = rollout_yaml(rollout, model, shadow={"enabled": False}, canary={"steps": [50, 80], "interval": "6s"}, progressDeadline="90s")
-    control = controller(text)
-    traffic = start_traffic(home, services, rollout, model, iris_data)
-
-    def never_rolls_back(status: RolloutStatus) -> None:
-        assert status.phase not in (Phase.ROLLING_BACK, Phase.ROLLED_BACK), status.message
+    def track(s: RolloutStatus) -> None:
+        assert s.phase not in (Phase.ROLLING_BACK, Phase.ROLLED_BACK), s.message
+        if s.phase is Phase.CANARY and s.step is not None:
+            steps_seen.append(s.step)
 
     def comes_back(name: str, read, kill, probe: str) -> float:
         """SIGKILL the service; seconds until a new process answers `probe` on the same address."""
@@ -183,30 +140,49 @@ def test_prometheus_and_mlflow_killed_mid_rollout_come_back_on_their_address_and
             except httpx.HTTPError:
                 return False
 
-        wait_for_status(store, rollout, answers, 60, f"{name} restarted", on_poll=never_rolls_back)
+        wait_for_status(store, rollout, answers, 60, f"{name} restarted", on_poll=track)
         return time.monotonic() - killed
 
     try:
         client.set_registered_model_alias(model, "challenger", v2)
-        wait_for_status(
-            store, rollout, lambda s: s.phase is Phase.CANARY and s.step == 0 and s.window_started_at is not None, 90,
-            "the first canary step analysed",
-        )  # fmt: skip
-        prometheus_down = comes_back(
-            "prometheus", lambda: prometheus_server.read_pidfile(home.prometheus_dir), lambda pid: os.kill(pid, signal.SIGKILL), "/-/ready"
+        at_kill = wait_for_status(
+            store, rollout, lambda s: s.phase is Phase.CANARY and s.step == 1, 90, "canary step 2"
         )
-        # Judged on the restarted Prometheus: the step advances.
-        wait_for_status(store, rollout, lambda s: s.phase is Phase.CANARY and s.step == 1, 60, "canary step 2", on_poll=never_rolls_back)
+        first.kill()
+        on_disk = store.load(rollout)
+        assert on_disk.phase is Phase.CANARY and on_disk.step == 1
+        # What was on disk when we looked is still there: the file only grows by whole ticks.
+        assert on_disk.history[: len(at_kill.history)] == at_kill.history
+        # Serving does not depend on the controller: clients keep being answered while it is dead.
+        answered = traffic.stats.answered
+        wait_for_status(store, rollout, lambda _: traffic.stats.answered > answered + 20, 10, "traffic while the controller is down")
+
+        second = controller(text)
+        prometheus_down = comes_back(
+            "prometheus", lambda: prometheus_server.read_pidfile(home.prometheus_dir),
+            lambda pid: os.kill(pid, signal.SIGKILL), "/-/ready",
+        )  # fmt: skip
+        # Judged on the restarted Prometheus: the resumed step advances.
+        wait_for_status(store, rollout, lambda s: s.phase is Phase.CANARY and s.step == 2, 60, "canary step 3", on_poll=track)
         mlflow_down = comes_back(
             "mlflow", lambda: mlflow_server.read_pidfile(home.mlflow_dir), lambda pid: os.killpg(pid, signal.SIGKILL), "/health"
         )
-        status = wait_for_status(store, rollout, finished(v2), 120, "the promotion", on_poll=never_rolls_back)
+        status = wait_for_status(store, rollout, finished(v2), 120, "the resumed rollout", on_poll=track)
     finally:
         stats = traffic.stop()
     assert status.phase is Phase.SUCCEEDED, status.message
-    assert control.process is not None and control.process.poll() is None, "local run was not restarted"
-    assert connect(services.mlflow).get_model_version_by_alias(model, "champion").version == v2
-    log = control.log_text()
+    assert steps_seen and min(steps_seen) >= 1, steps_seen  # never went back to an earlier step
+    assert steps_seen == sorted(steps_seen)
+    history = [(t.from_phase, t.to) for t in status.history if t.version == v2]
+    assert history.count((Phase.PROMOTING, Phase.SUCCEEDED)) == 1
+    assert history.count((Phase.IDLE, Phase.CANARY)) == 1  # started once, resumed rather than restarted
+    assert second.process is not None and second.process.poll() is None, "local run was not restarted"
+    log = second.log_text()
     assert f"restarted prometheus at {services.prometheus}" in log and f"restarted mlflow at {services.mlflow}" in log, log[-3000:]
+    # Events are recorded right after the status that caused them is saved: wait for it to land.
+    wait_for_status(store, rollout, lambda _: any(e["reason"] == "Promoted" for e in store.events(rollout, 200)), 10, "the Promoted event")
+    events = [e["reason"] for e in store.events(rollout, 200)]
+    assert events.count("Promoted") == 1
+    assert connect(services.mlflow).get_model_version_by_alias(model, "champion").version == v2
     assert stats.failed == 0, stats.failures
     print(f"back after SIGKILL: prometheus {prometheus_down:.1f} s, mlflow {mlflow_down:.1f} s")
