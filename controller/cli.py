@@ -12,28 +12,27 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 
 from canary.durations import parse_duration
 from canary.engine import CommandKind, command_problem
 from canary.serving_metrics import DEFAULT_MAX_CLASSES, PREDICTION_VALUE_BUCKETS, check_buckets
-from canary.spec import SpecError, load_rollouts
+from controller.command_line import (
+    FileOption,
+    UsageError,
+    configure_logging,
+    console,
+    lint,
+    one_line_errors,
+    read_rollouts,
+)
 from controller.local.home import LocalHome, Services, ServicesNotRunning
-from controller.local.mlflow_server import MlflowServerError
-from controller.local.prometheus_server import PrometheusServerError
-from controller.local.state import StateError, StateStore
+from controller.local.state import StateStore
 from controller.status_view import render_status
-
-console = Console(soft_wrap=True)  # long lines (paths, reasons) stay whole: greppable, copyable
-errors = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Progressive delivery for MLflow models.")
 local_app = typer.Typer(no_args_is_help=True, help="The local platform: MLflow, Prometheus, model servers, routers.")
@@ -42,10 +41,6 @@ app.add_typer(local_app, name="local")
 HomeOption = Annotated[
     Optional[Path], typer.Option("--home", help="State folder of the local platform [default: ./.modelrollout]")
 ]
-FileOption = Annotated[Path, typer.Option("-f", "--file", help="YAML file with one or more ModelRollout documents")]
-
-# Errors that are the user's or the environment's, not bugs: one line, exit 2.
-EXPECTED = (SpecError, ServicesNotRunning, StateError, MlflowServerError, PrometheusServerError, FileNotFoundError)
 
 
 def _seconds(option: str, value: str) -> float:
@@ -53,48 +48,6 @@ def _seconds(option: str, value: str) -> float:
         return parse_duration(value)
     except ValueError as err:
         raise UsageError(f"{option}: {err}") from None
-
-
-class UsageError(Exception):
-    """A command used wrongly (unknown rollout, bad option value)."""
-
-
-def one_line_errors(func: Callable) -> Callable:
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except (*EXPECTED, UsageError) as err:
-            text = str(err) if not isinstance(err, FileNotFoundError) else f"{err.filename}: file not found"
-            for line in text.splitlines() or [type(err).__name__]:
-                errors.print(f"[red]error:[/red] {escape(line)}", highlight=False, markup=True)  # text is not markup
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def _logging(verbose: bool = False) -> None:
-    if errors.is_terminal:
-        handler: logging.Handler = RichHandler(console=errors, show_path=False, markup=False)
-        form = "%(message)s"
-    else:
-        # A file or a pipe (a service's log, kubectl logs): one line per record, never wrapped.
-        handler, form = logging.StreamHandler(sys.stderr), "%(asctime)s %(levelname)s %(message)s"
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=form, handlers=[handler], force=True)
-    for noisy in ("urllib3", "httpx", "mlflow", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _read_rollouts(file: Path):
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise
-    except UnicodeDecodeError as err:
-        raise SpecError(f"{file}: not UTF-8 text (byte {err.start}): a rollout file is YAML") from None
-    except OSError as err:  # a directory, no permission: one line naming the file, not a traceback
-        raise SpecError(f"{file}: cannot be read: {err.strerror or err}") from None
-    return load_rollouts(text, str(file))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,12 +99,12 @@ def local_run(
     """Run the controller loop for the rollouts in FILE until interrupted."""
     from controller.local.runner import LocalRunner  # imports mlflow: keep the other commands fast
 
-    _logging(verbose)
+    configure_logging(verbose)
     try:
         tick_seconds = parse_duration(tick)
     except ValueError as err:
         raise UsageError(f"--tick: {err}") from None
-    rollouts = _read_rollouts(file)
+    rollouts = read_rollouts(file)
     where = LocalHome.resolve(home)
     services = None
     if mlflow_uri or prometheus_url:
@@ -281,13 +234,7 @@ def undo(name: NameArg, home: HomeOption = None) -> None:
     _send("undo", name, home)
 
 
-@app.command()
-@one_line_errors
-def lint(file: FileOption) -> None:
-    """Check a rollout file without running it."""
-    rollouts = _read_rollouts(file)
-    for rollout in rollouts:
-        console.print(f"{file}: {rollout.metadata.name}: ok ({len(rollout.spec.analysis.metrics)} checks)")
+app.command()(lint)
 
 
 @app.command()
@@ -324,7 +271,6 @@ def report(
 ) -> None:
     """Write an HTML report (with PNG plots) of a rollout: phases and weights, each check against its
     threshold, latency of candidate vs stable, and the decision with its evidence."""
-    from rich.markup import escape
 
     from canary.metrics import MetricsError, PrometheusProvider
     from controller import report as report_module
@@ -436,7 +382,7 @@ def shadow_server(
         )
     except ValueError as err:
         raise typer.BadParameter(f"{prediction_buckets!r}: {err}", param_hint="--prediction-buckets") from None
-    _logging()
+    configure_logging()
     settings = ComparatorSettings(
         max_body_bytes=max_body_bytes,
         mirror_workers=mirror_workers,
@@ -504,7 +450,7 @@ def operator(
         webhook_secret=os.environ.get(WEBHOOK_SECRET_ENV) or None,
         peering=None if standalone else peering,
     )
-    _logging(verbose)
+    configure_logging(verbose)
     run_operator(config)
 
 
@@ -517,7 +463,7 @@ def demo(
     """The main job end to end: one promotion and two automatic rollbacks, with real parts."""
     from controller.demo import run_demo
 
-    _logging()
+    configure_logging()
     ok = run_demo(console, home, keep)
     raise typer.Exit(0 if ok else 1)
 

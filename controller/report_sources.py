@@ -81,18 +81,18 @@ def from_local(state_dir: Path, name: str, rollout_file: Path) -> RolloutRecord:
 def from_cluster(name: str, namespace: str | None, kubeconfig: Path | None, context: str | None) -> RolloutRecord:
     """The ModelRollout `name` in a cluster (spec, status and its Events), found like kubectl does.
 
-    Errors are the kubectl plugin's: `cli.UsageError` (not found, forbidden, bad status, no CRD)
+    Errors are the kubectl plugin's: `UsageError` (not found, forbidden, bad status, no CRD)
     and `ClusterAccessError` (no kubeconfig, API server unreachable).
     """
-    from controller import (  # the kubernetes client: only when asked for
-        kubectl,
-        rollout_resource,
-    )
+    # The kubernetes client: only when asked for.
+    from controller import rollout_resource
+    from controller.cluster_access import connect
+    from controller.rollout_client import Rollouts, parse_status
 
-    rollouts = kubectl.Rollouts(kubectl.connect(kubeconfig, context, namespace))
+    rollouts = Rollouts(connect(kubeconfig, context, namespace))
     obj = rollouts.get(name)
     where = f"{rollouts.namespace}/{name}"
     rollout = rollout_resource.parse_spec(obj)
-    status = kubectl.parse_status(obj.get("status"), where)
+    status = parse_status(obj.get("status"), where)
     events = events_from(rollouts.events(obj, _ALL_EVENTS), f"{where} events")
     return RolloutRecord(rollout, status, events, f"cluster {rollouts.cluster.server}, ModelRollout {where}")
