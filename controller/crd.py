@@ -48,11 +48,10 @@ from typing import Any
 
 import yaml
 
-from canary.spec import ModelRollout
+from canary.spec import API_VERSION, KIND, ModelRollout
 
-GROUP = "modelrollout.io"
-VERSION = "v1alpha1"
-KIND = "ModelRollout"
+# The resource's names: its apiVersion and kind are canary/spec.py's, the rest are the CRD's.
+GROUP, _, VERSION = API_VERSION.partition("/")
 PLURAL = "modelrollouts"
 SINGULAR = "modelrollout"
 SHORT_NAMES = ["mro"]

@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from controller import kserve_route
+from controller.document_paths import value_at
 from controller.kserve_documents import (
     BASELINE_SUFFIX,
     CANARY_SUFFIX,
@@ -44,7 +45,13 @@ from controller.kserve_documents import (
     shadow_name,
 )
 from controller.kserve_patch import PATCH_CONTENT_TYPE, merge_patch
-from controller.kserve_standard import PREDICTOR_SUFFIX, Observed, predictor_service, split, storage_uri
+from controller.kserve_standard import (
+    PREDICTOR_SUFFIX,
+    Observed,
+    predictor_service,
+    split,
+    storage_uri,
+)
 from controller.kserve_status import (
     SUPERSEDED_REVISION_ANNOTATION,
     deployment_rolled_out,
@@ -127,10 +134,10 @@ class KServePlatform:
         if (
             version == routing.stable_version
             and routing.candidate_role == "canary"
-            and served.uri != _get(isvc, "spec", "predictor", "model", "storageUri")
+            and served.uri != value_at(isvc, "spec", "predictor", "model", "storageUri")
         ):
             # Knative canary: the stable is the rolled-out revision, not the spec's storageUri.
-            rolled_out = _get(isvc, "status", "components", "predictor", "latestRolledoutRevision")
+            rolled_out = value_at(isvc, "status", "components", "predictor", "latestRolledoutRevision")
             return VersionHealth(ready=bool(rolled_out))
         readiness = predictor_readiness(isvc, served.uri)
         if readiness.failure is not None or not readiness.candidate_ready:
@@ -153,11 +160,11 @@ class KServePlatform:
         readiness = predictor_readiness(primary, applied.uris[stable])
         if readiness.failure is not None:
             return VersionHealth(ready=False, failure=f"the primary with the shadow's logger: {readiness.failure}")
-        created = _get(primary, "status", "components", "predictor", "latestCreatedRevision")
+        created = value_at(primary, "status", "components", "predictor", "latestCreatedRevision")
         serving = [share for share in readiness.traffic if share.percent]
         logged = (
             readiness.candidate_ready
-            and _get(primary, "spec", "predictor", "logger") is not None
+            and value_at(primary, "spec", "predictor", "logger") is not None
             and [share.revision for share in serving] == [created]
         )
         return VersionHealth(ready=bool(logged))
@@ -169,7 +176,7 @@ class KServePlatform:
             if host:
                 return f"http://{host}"
         isvc = self._read(target, target.name)
-        url = _get(isvc, "status", "url")
+        url = value_at(isvc, "status", "url")
         return url if isinstance(url, str) and url else None
 
     def analysis_variables(self, rollout: str, version: str) -> Mapping[str, str]:
@@ -200,7 +207,7 @@ class KServePlatform:
         target = self._target(rollout)
         shadow = self._read(target, shadow_name(target.name))
         for path in (("status", "address", "url"), ("status", "url")):
-            url = _get(shadow, *path)
+            url = value_at(shadow, *path)
             if isinstance(url, str) and url:
                 return url
         return None
@@ -476,9 +483,9 @@ class KServePlatform:
         if primary is None or target.deployment_mode == "Standard":
             return
         predictor: dict[str, Any] = {}
-        if _get(primary, "spec", "predictor", "logger") is not None:
+        if value_at(primary, "spec", "predictor", "logger") is not None:
             predictor["logger"] = None
-        percent = _get(primary, "spec", "predictor", "canaryTrafficPercent")
+        percent = value_at(primary, "spec", "predictor", "canaryTrafficPercent")
         if isinstance(percent, int) and percent > 0:
             predictor["canaryTrafficPercent"] = 0
         if not predictor:
@@ -508,17 +515,17 @@ def _serving(applied: _Applied | None, version: str) -> _Served | None:
 
 def _knative_revision(isvc: Mapping[str, Any], served: _Served, is_stable: bool) -> str | None:
     """The Knative revision serving `served`: rolled out for the stable, newest-made-from-our-spec else."""
-    predictor = _get(isvc, "status", "components", "predictor") or {}
-    spec_uri = _get(isvc, "spec", "predictor", "model", "storageUri")
+    predictor = value_at(isvc, "status", "components", "predictor") or {}
+    spec_uri = value_at(isvc, "spec", "predictor", "model", "storageUri")
     if is_stable and not served.is_shadow:
-        if spec_uri == served.uri or _get(isvc, "spec", "predictor", "canaryTrafficPercent") is not None:
+        if spec_uri == served.uri or value_at(isvc, "spec", "predictor", "canaryTrafficPercent") is not None:
             rolled_out = predictor.get("latestRolledoutRevision") or predictor.get("latestReadyRevision")
             return rolled_out if isinstance(rolled_out, str) and rolled_out else None
         return None  # promoted: the stable's storageUri is served by no revision any more
     if spec_uri != served.uri:
         return None
     created = predictor.get("latestCreatedRevision")
-    superseded = _get(isvc, "metadata", "annotations", SUPERSEDED_REVISION_ANNOTATION)
+    superseded = value_at(isvc, "metadata", "annotations", SUPERSEDED_REVISION_ANNOTATION)
     if not isinstance(created, str) or not created or created == superseded:
         return None  # KServe has not made the revision for our storageUri yet
     return created
@@ -526,11 +533,11 @@ def _knative_revision(isvc: Mapping[str, Any], served: _Served, is_stable: bool)
 
 def _check_ours(isvc: Mapping[str, Any]) -> None:
     """`isvc` (named like our shadow, canary or baseline) was made by modelrollout in that role."""
-    name = str(_get(isvc, "metadata", "name") or "")
+    name = str(value_at(isvc, "metadata", "name") or "")
     role = next((r for r in ("shadow", "canary", "baseline") if name.endswith(f"-{r}")), "shadow")
-    labels = _get(isvc, "metadata", "labels") or {}
+    labels = value_at(isvc, "metadata", "labels") or {}
     if labels.get(MANAGED_BY_LABEL) != "modelrollout" or labels.get(ROLE_LABEL) != role:
-        where = f"{_get(isvc, 'metadata', 'namespace')}/{name}"
+        where = f"{value_at(isvc, 'metadata', 'namespace')}/{name}"
         raise KServeError(
             f"InferenceService {where} exists but is not a {role} made by modelrollout "
             f"(labels {MANAGED_BY_LABEL}=modelrollout, {ROLE_LABEL}={role} missing); rename it or the target"
@@ -556,11 +563,3 @@ def _error(err: ApiException, doing: str) -> KServeError:
 
 def _where(target: IsvcTarget) -> str:
     return f"{target.namespace}/{target.name}"
-
-
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj

@@ -43,11 +43,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from controller.document_paths import value_at
+from controller.kserve_patch import merge_patch
 from controller.kserve_status import (
     SUPERSEDED_REVISION_ANNOTATION,
     knative_newest_revision_ready,
 )
-from controller.kserve_patch import merge_patch
 from controller.platform import Routing
 
 GROUP = "serving.kserve.io"
@@ -235,10 +236,10 @@ def _hold_previous_revision(observed: Mapping[str, Any] | None, uri: str) -> boo
     """
     if observed is None:
         return False
-    current = _get(observed, "spec", "predictor", "canaryTrafficPercent")
+    current = value_at(observed, "spec", "predictor", "canaryTrafficPercent")
     if current is None:
         return False
-    if _get(observed, "spec", "predictor", "model", "storageUri") != uri:
+    if value_at(observed, "spec", "predictor", "model", "storageUri") != uri:
         return True
     return current == 0 and not knative_newest_revision_ready(observed)
 
@@ -337,9 +338,9 @@ def _superseded_revision(
     if target.deployment_mode != "Knative" or observed is None:
         return None
     if _template_changes(observed, predictor):
-        created = _get(observed, "status", "components", "predictor", "latestCreatedRevision")
+        created = value_at(observed, "status", "components", "predictor", "latestCreatedRevision")
         return created if isinstance(created, str) and created else None
-    kept = _get(observed, "metadata", "annotations", SUPERSEDED_REVISION_ANNOTATION)
+    kept = value_at(observed, "metadata", "annotations", SUPERSEDED_REVISION_ANNOTATION)
     return kept if isinstance(kept, str) and kept else None
 
 
@@ -347,7 +348,7 @@ def _template_changes(observed: Mapping[str, Any], predictor: Mapping[str, Any])
     """Whether writing `predictor` over `observed` changes the Knative revision template."""
     want = {"metadata": dict(observed.get("metadata") or {}), "spec": {"predictor": dict(predictor)}}
     patch = merge_patch(observed, want) or {}
-    changed = set(_get(patch, "spec", "predictor") or {})
+    changed = set(value_at(patch, "spec", "predictor") or {})
     return bool(changed - {"canaryTrafficPercent"})
 
 
@@ -372,7 +373,7 @@ def _check_routing(routing: Routing) -> None:
 def _check_observed(observed: Mapping[str, Any] | None, namespace: str, name: str) -> None:
     if observed is None:
         return
-    where = (_get(observed, "metadata", "namespace"), _get(observed, "metadata", "name"))
+    where = (value_at(observed, "metadata", "namespace"), value_at(observed, "metadata", "name"))
     if where != (namespace, name):
         raise ValueError(f"observed object {where[0]}/{where[1]} is not {namespace}/{name}")
 
@@ -422,14 +423,6 @@ def _checked_resources(resources: Mapping[str, Any]) -> dict[str, dict[str, str 
                 raise ValueError(f"target.resources.{kind}.{resource} is not a Kubernetes quantity: {quantity!r}")
         checked[kind] = dict(amounts)
     return checked
-
-
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping) or key not in obj:
-            return None
-        obj = obj[key]
-    return obj
 
 
 def _full(pattern: re.Pattern[str], value: Any) -> bool:

@@ -14,6 +14,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from controller.document_paths import value_at
+
 PATCH_CONTENT_TYPE = "application/merge-patch+json"
 
 _PREDICTOR = ("spec", "predictor")
@@ -66,10 +68,10 @@ def merge_patch(current: Mapping[str, Any], want: Mapping[str, Any]) -> dict[str
     server answers 409 and the caller re-reads instead of overwriting a change it never saw.
     """
     for key in ("name", "namespace"):
-        if _get(current, "metadata", key) != _get(want, "metadata", key):
+        if value_at(current, "metadata", key) != value_at(want, "metadata", key):
             raise ValueError(
-                f"merge_patch: current is {_get(current, 'metadata', 'namespace')}/{_get(current, 'metadata', 'name')} "
-                f"but want is {_get(want, 'metadata', 'namespace')}/{_get(want, 'metadata', 'name')}"
+                f"merge_patch: current is {value_at(current, 'metadata', 'namespace')}/{value_at(current, 'metadata', 'name')} "
+                f"but want is {value_at(want, 'metadata', 'namespace')}/{value_at(want, 'metadata', 'name')}"
             )
     patch: dict[str, Any] = {}
     for path in _OWNED + _OWNED_WHEN_SET:
@@ -91,7 +93,7 @@ def merge_patch(current: Mapping[str, Any], want: Mapping[str, Any]) -> dict[str
                 _put(patch, (*path, key), wanted_map[key])
     if not patch:
         return None
-    resource_version = _get(current, "metadata", "resourceVersion")
+    resource_version = value_at(current, "metadata", "resourceVersion")
     if resource_version is not None:
         patch.setdefault("metadata", {})["resourceVersion"] = resource_version
     return patch
@@ -128,8 +130,3 @@ def _put(patch: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     for key in path[:-1]:
         node = node.setdefault(key, {})
     node[path[-1]] = value
-
-
-def _get(obj: Any, *path: str) -> Any:
-    value = _at(obj, path)
-    return None if value is _MISSING else value

@@ -33,6 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from controller.document_paths import value_at
+from controller.platform import failure_line
+
 SUPERSEDED_REVISION_ANNOTATION = "modelrollout.io/superseded-revision"
 
 # Knative was called "Serverless" and Standard "RawDeployment" before KServe 0.15; status may
@@ -43,7 +46,6 @@ _FAILED_TRANSITIONS = ("BlockedByFailedLoad", "InvalidSpec")
 _STANDARD_TERMINAL = ("ProgressDeadlineExceeded", "FailedCreate")
 # Where KServe puts a predictor's storageUri in its pod template (pkg/.../components/predictor.go L294-300).
 STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
-_FAILURE_LINE_LIMIT = 400
 
 
 class TrafficShare(NamedTuple):
@@ -73,8 +75,8 @@ class Readiness:
 
 def deployment_mode(isvc: Mapping[str, Any]) -> str:
     """'Knative' or 'Standard': what KServe reports in status, else what the annotation asks."""
-    reported = _get(isvc, "status", "deploymentMode")
-    asked = _get(isvc, "metadata", "annotations", "serving.kserve.io/deploymentMode")
+    reported = value_at(isvc, "status", "deploymentMode")
+    asked = value_at(isvc, "metadata", "annotations", "serving.kserve.io/deploymentMode")
     for value in (reported, asked):
         if isinstance(value, str) and value in _MODE_ALIASES:
             return _MODE_ALIASES[value]
@@ -86,7 +88,7 @@ def deployment_mode(isvc: Mapping[str, Any]) -> str:
 
 def knative_newest_revision_ready(isvc: Mapping[str, Any]) -> bool:
     """True when the newest Knative revision was made after the last storageUri change and is ready."""
-    predictor = _get(isvc, "status", "components", "predictor") or {}
+    predictor = value_at(isvc, "status", "components", "predictor") or {}
     created = predictor.get("latestCreatedRevision")
     if not created or created == _superseded(isvc):
         return False
@@ -114,15 +116,15 @@ def predictor_readiness(isvc: Mapping[str, Any], want_version_uri: str) -> Readi
 
 
 def _knative(isvc: Mapping[str, Any], want: str) -> tuple[bool, str | None]:
-    if _get(isvc, "spec", "predictor", "model", "storageUri") != want:
+    if value_at(isvc, "spec", "predictor", "model", "storageUri") != want:
         return False, None  # not asked for (yet, or any more): neither ready nor failed
-    predictor = _get(isvc, "status", "components", "predictor") or {}
+    predictor = value_at(isvc, "status", "components", "predictor") or {}
     created = predictor.get("latestCreatedRevision")
     superseded = _superseded(isvc)
     # Status that is positively about the revision before our storageUri change is stale —
     # except an invalid spec, for which KServe makes no revision at all.
     stale = bool(superseded) and created == superseded
-    failure = _model_failure(isvc, _get(isvc, "status", "modelStatus"), "predictor", superseded, stale)
+    failure = _model_failure(isvc, value_at(isvc, "status", "modelStatus"), "predictor", superseded, stale)
     if failure is None and not stale:
         failure = _condition_failure(isvc, "PredictorReady", "predictor")
     ready = (
@@ -148,9 +150,9 @@ def _standard(isvc: Mapping[str, Any], want: str) -> tuple[bool, str | None]:
     from a crash-looping container, L721-819), an invalid spec, and the Deployment's
     `ProgressDeadlineExceeded` or `FailedCreate`.
     """
-    if _get(isvc, "spec", "predictor", "model", "storageUri") != want:
+    if value_at(isvc, "spec", "predictor", "model", "storageUri") != want:
         return False, None
-    failure = _model_failure(isvc, _get(isvc, "status", "modelStatus"), "predictor", None, False)
+    failure = _model_failure(isvc, value_at(isvc, "status", "modelStatus"), "predictor", None, False)
     if failure is None:
         condition = _condition(isvc, "PredictorReady")
         if condition.get("status") == "False" and condition.get("reason") in _STANDARD_TERMINAL:
@@ -169,14 +171,14 @@ def deployment_rolled_out(deployment: Mapping[str, Any] | None, uri: str) -> boo
     """
     if not isinstance(deployment, Mapping):
         return False
-    annotations = _get(deployment, "spec", "template", "metadata", "annotations") or {}
+    annotations = value_at(deployment, "spec", "template", "metadata", "annotations") or {}
     if annotations.get(STORAGE_URI_ANNOTATION) != uri:
         return False  # KServe has not rewritten the Deployment for this storageUri yet
-    generation = _get(deployment, "metadata", "generation")
+    generation = value_at(deployment, "metadata", "generation")
     status = deployment.get("status") or {}
     if not isinstance(generation, int) or (status.get("observedGeneration") or 0) < generation:
         return False
-    replicas = _get(deployment, "spec", "replicas")
+    replicas = value_at(deployment, "spec", "replicas")
     replicas = replicas if isinstance(replicas, int) else 1
     updated = status.get("updatedReplicas") or 0
     return updated >= replicas and (status.get("replicas") or 0) <= updated and (status.get("availableReplicas") or 0) >= updated
@@ -187,7 +189,7 @@ def deployment_rolled_out(deployment: Mapping[str, Any] | None, uri: str) -> boo
 
 
 def _component_traffic(isvc: Mapping[str, Any]) -> tuple[TrafficShare, ...]:
-    rows = _get(isvc, "status", "components", "predictor", "traffic") or []
+    rows = value_at(isvc, "status", "components", "predictor", "traffic") or []
     return tuple(
         TrafficShare(str(row.get("revisionName", "")), int(row.get("percent") or 0), row.get("tag"))
         for row in rows
@@ -220,7 +222,7 @@ def _model_failure(
     extra = f" ({', '.join(details)})" if details else ""
     reason = info.get("reason") or transition
     message = info.get("message") or f"modelStatus.transitionStatus is {transition}"
-    return _one_line(f"InferenceService {_name(isvc)} {where}: {reason}: {message}{extra}")
+    return failure_line(f"InferenceService {_name(isvc)} {where}: {reason}: {message}{extra}")
 
 
 def _condition_failure(isvc: Mapping[str, Any], type_: str, where: str) -> str | None:
@@ -229,33 +231,20 @@ def _condition_failure(isvc: Mapping[str, Any], type_: str, where: str) -> str |
         return None  # Unknown is progress, not failure
     reason = condition.get("reason") or f"{type_}=False"
     message = condition.get("message") or "no message"
-    return _one_line(f"InferenceService {_name(isvc)} {where}: {reason}: {message}")
+    return failure_line(f"InferenceService {_name(isvc)} {where}: {reason}: {message}")
 
 
 def _condition(isvc: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
-    for condition in _get(isvc, "status", "conditions") or []:
+    for condition in value_at(isvc, "status", "conditions") or []:
         if isinstance(condition, Mapping) and condition.get("type") == type_:
             return condition
     return {}
 
 
 def _superseded(isvc: Mapping[str, Any]) -> str | None:
-    value = _get(isvc, "metadata", "annotations", SUPERSEDED_REVISION_ANNOTATION)
+    value = value_at(isvc, "metadata", "annotations", SUPERSEDED_REVISION_ANNOTATION)
     return value if isinstance(value, str) and value else None
 
 
 def _name(isvc: Mapping[str, Any]) -> str:
-    return str(_get(isvc, "metadata", "name") or "?")
-
-
-def _one_line(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _FAILURE_LINE_LIMIT else flat[: _FAILURE_LINE_LIMIT - 1] + "…"
-
-
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
+    return str(value_at(isvc, "metadata", "name") or "?")

@@ -82,6 +82,16 @@ class VersionHealth:
     failure: str | None = None  # e.g. "model server for iris v3 exited (code 1): <last stderr line>"
 
 
+FAILURE_LINE_LIMIT = 400
+
+
+def failure_line(text: str, limit: int = FAILURE_LINE_LIMIT) -> str:
+    """A failure's text as a reason: on one line (status messages, Events and MLflow tags are read
+    as lines) and bounded, its end cut off with "…"."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 @runtime_checkable
 class Platform(Protocol):
     def apply(self, rollout: str, routing: Routing, artifact_uris: Mapping[str, str]) -> None:

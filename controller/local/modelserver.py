@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from controller.platform import failure_line
+
 # The URI schemes that need an MLflow tracking server to resolve.
 _REGISTRY_SCHEMES = ("models:", "runs:", "mlflow-artifacts:")
 # Exit status of a model that could not be loaded (argparse uses 2 for bad arguments).
@@ -51,12 +53,6 @@ log = logging.getLogger("modelrollout.modelserver")
 
 class ModelLoadError(RuntimeError):
     """The model at a URI could not be loaded; the message is the one-line reason."""
-
-
-def _one_line(text: str, limit: int = 400) -> str:
-    """Collapse an exception message to one bounded line: the controller stores it as a reason."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def load_pyfunc(model_uri: str) -> Any:
@@ -82,7 +78,7 @@ def load_pyfunc(model_uri: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - any failure is reported as the load's cause
         # MLflow quotes the tracking URI whole when it cannot reach it; a token in it must not reach
         # the rollout's status (the local platform passes user:password apart, a bare token it cannot).
-        cause = credentials_hidden(_one_line(str(exc)))
+        cause = credentials_hidden(failure_line(str(exc)))
         raise ModelLoadError(f"cannot load model {credentials_hidden(model_uri)!r}: {type(exc).__name__}: {cause}") from exc
 
 
@@ -210,7 +206,7 @@ def v2_inputs_to_model_input(request: Any, columns: list[str] | None) -> np.ndar
         except (ValueError, TypeError) as exc:
             raise InvalidInput(
                 f"input {tensor.name!r}: data does not match shape {tensor.shape} and datatype "
-                f"{tensor.datatype}: {_one_line(str(exc), 200)}"
+                f"{tensor.datatype}: {failure_line(str(exc), 200)}"
             ) from exc
         if tensor.datatype == "BYTES":
             array = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v, otypes=[object])(array)
@@ -319,14 +315,14 @@ def _build_model_class() -> type:
                 return self._pyfunc.predict(data)
             except MlflowException as exc:
                 if exc.error_code == "INVALID_PARAMETER_VALUE":
-                    raise InvalidInput(f"the model rejected the input: {_one_line(exc.message, 300)}") from exc
-                raise InferenceError(f"prediction failed: {_one_line(exc.message, 300)}") from exc
+                    raise InvalidInput(f"the model rejected the input: {failure_line(exc.message, 300)}") from exc
+                raise InferenceError(f"prediction failed: {failure_line(exc.message, 300)}") from exc
             except (ValueError, TypeError, KeyError, IndexError) as exc:
                 raise InvalidInput(
-                    f"the model rejected the input: {type(exc).__name__}: {_one_line(str(exc), 300)}"
+                    f"the model rejected the input: {type(exc).__name__}: {failure_line(str(exc), 300)}"
                 ) from exc
             except Exception as exc:  # noqa: BLE001 - the model itself failed: a 500 with its cause
-                raise InferenceError(f"prediction failed: {type(exc).__name__}: {_one_line(str(exc), 300)}") from exc
+                raise InferenceError(f"prediction failed: {type(exc).__name__}: {failure_line(str(exc), 300)}") from exc
 
         # Synchronous on purpose: KServe calls it on the event loop, so requests reach the
         # pyfunc one at a time — pyfunc models are not promised to be thread-safe.
