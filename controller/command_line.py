@@ -2,7 +2,8 @@
 
 Their consoles, the one-line error plumbing (every error a user can cause or meet ends in one line
 on stderr naming the cause and exit 2, never a traceback), log set-up, reading rollout files and
-`lint`, which both offer with the same rules. Kept apart from both so that neither imports the
+`lint`, which both offer with the same rules: the engine's, and the CRD schema's as the API
+server applies it. Kept apart from both so that neither imports the
 other.
 """
 
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
 from canary.spec import ModelRollout, SpecError, load_rollouts
+from controller import crd
 from controller.local.home import ServicesNotRunning
 from controller.local.mlflow_server import MlflowServerError
 from controller.local.prometheus_server import PrometheusServerError
@@ -89,7 +92,17 @@ def read_rollouts(file: Path) -> list[ModelRollout]:
         raise SpecError(f"{file}: not UTF-8 text (byte {err.start}): a rollout file is YAML") from None
     except OSError as err:  # a directory, no permission: one line naming the file, not a traceback
         raise SpecError(f"{file}: cannot be read: {err.strerror or err}") from None
-    return load_rollouts(text, str(file))
+    rollouts = load_rollouts(text, str(file))
+    # The engine's model reads leniently (a step "10" becomes 10); the API server would refuse what
+    # the CRD's schema does not allow, so a file that passes here also applies to a cluster.
+    problems = [
+        f"{file}: {(doc.get('metadata') or {}).get('name', f'document {i + 1}')}: {problem}"
+        for i, doc in enumerate(d for d in yaml.safe_load_all(text) if d is not None)
+        for problem in crd.schema_problems(doc)
+    ]
+    if problems:
+        raise SpecError("\n".join(problems))
+    return rollouts
 
 
 @one_line_errors

@@ -43,6 +43,7 @@ Metric names are unique in both: pydantic checks it, and `x-kubernetes-list-type
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 from typing import Any
 
@@ -251,41 +252,82 @@ def render() -> str:
     return HEADER + yaml.safe_dump(crd_document(), sort_keys=True, width=100)
 
 
-def validation_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A CRD's `openAPIV3Schema` as a JSON Schema (draft 4) that accepts what the API server accepts.
+# Schema keys that describe or default a value and never refuse one.
+_NOT_VALIDATION = ("nullable", "default", "description", "example", "externalDocs", "format", "title")
 
-    For tools without an API server (the tests' Kubernetes emulator, linting): `nullable` becomes a
-    `null` type, int-or-string an `anyOf`, and an object listing its properties refuses others, as
-    strict field validation (kubectl's default) does. Not expressible, so not checked: the
-    uniqueness of `x-kubernetes-list-type` map keys and sets, and CEL rules.
+
+def validation_schema(schema: Any, closed: bool = True) -> Any:
+    """A CRD's `openAPIV3Schema` as plain JSON Schema (draft 4, whose boolean `exclusiveMinimum`
+    is OpenAPI 3.0's), refusing what the API server refuses.
+
+    The one translation of the Kubernetes extensions, for everything without an API server: `lint`
+    and `local run` (`schema_problems`), and the tests' Kubernetes emulator and KServe schema.
+    `nullable` admits null (to an enum too); `x-kubernetes-int-or-string` is integer or string;
+    with `closed`, an object listing its properties refuses others unless it preserves unknown
+    fields, as strict field validation (kubectl's default) does -- the emulator prunes instead, so
+    it asks for an open schema. Not expressible, so not checked: the uniqueness of
+    `x-kubernetes-list-type` map keys and sets, and CEL rules.
     """
-    out = {k: v for k, v in schema.items() if not k.startswith("x-kubernetes-")}
-    if "properties" in out:
-        out["properties"] = {name: validation_schema(child) for name, child in out["properties"].items()}
-    if isinstance(out.get("additionalProperties"), dict):
-        out["additionalProperties"] = validation_schema(out["additionalProperties"])
-    if isinstance(out.get("items"), dict):
-        out["items"] = validation_schema(out["items"])
-    for key in ("allOf", "anyOf", "oneOf"):
-        if key in out:
-            out[key] = [validation_schema(s) for s in out[key]]
-    if "not" in out:
-        out["not"] = validation_schema(out["not"])
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key.startswith("x-kubernetes-") or key in _NOT_VALIDATION:
+            continue
+        if key == "properties":
+            out[key] = {name: validation_schema(sub, closed) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
+            out[key] = validation_schema(value, closed)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = [validation_schema(sub, closed) for sub in value]
+        else:
+            out[key] = value
     if (
-        out.get("type") == "object"
+        closed
+        and out.get("type") == "object"
         and "properties" in out
         and "additionalProperties" not in out
         and not schema.get("x-kubernetes-preserve-unknown-fields")
     ):
         out["additionalProperties"] = False
-    if schema.get("x-kubernetes-int-or-string") and "anyOf" not in out:
+    if schema.get("x-kubernetes-int-or-string") is True and "type" not in out and "anyOf" not in out:
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if out.pop("nullable", False):
-        if "type" in out:
+    if schema.get("nullable") is True:
+        # Only what constrains every value must let null through: type, enum and anyOf (the
+        # keywords of one type, e.g. a pattern or properties, pass a null by themselves).
+        if isinstance(out.get("type"), str):
             out["type"] = [out["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
         if "anyOf" in out:
             out["anyOf"] = [*out["anyOf"], {"type": "null"}]
     return out
+
+
+def field_path(parts: Any) -> str:
+    """`spec.canary.steps[0]`: a location the way the API server (Go's field.Path) prints it."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+@functools.cache
+def _validator() -> Any:
+    import jsonschema  # only for the commands that check files
+
+    return jsonschema.Draft4Validator(validation_schema(openapi_schema()))
+
+
+def schema_problems(document: Any) -> list[str]:
+    """What the API server's validation of this CRD would refuse in `document` (a ModelRollout as
+    read from YAML), one `path: problem` line each, sorted; empty when it would accept it. Catches
+    what the engine's own model coerces quietly, e.g. `steps: ["10"]`."""
+    problems = []
+    for error in _validator().iter_errors(document):
+        where = field_path(error.absolute_path) or "(document)"
+        problems.append(f"{where}: {error.message}")
+    return sorted(problems)
 
 
 def main() -> None:

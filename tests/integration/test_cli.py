@@ -74,6 +74,8 @@ def test_lint_accepts_a_good_file(tmp_path):
         ("spec: [1, 2\n", ["malformed YAML"]),
         ("", ["no ModelRollout document"]),
         ({**ROLLOUT, "spec": {**ROLLOUT["spec"], "canary": {"steps": [50, 10]}}}, ["spec.canary.steps", "must increase"]),
+        # The engine's model would read "10" as 10; the API server refuses it, so lint does too.
+        ({**ROLLOUT, "spec": {**ROLLOUT["spec"], "canary": {"steps": ["10"]}}}, ["cli: spec.canary.steps[0]: '10' is not of type 'integer'"]),
         (
             {**ROLLOUT, "spec": {**ROLLOUT["spec"], "analysis": {"metrics": [{"name": "x", "template": "nope", "max": 1}]}}},
             ["unknown template 'nope'"],

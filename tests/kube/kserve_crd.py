@@ -8,7 +8,6 @@ resolves it, for the schema tests and for the API emulator alike.
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 
 import jsonschema
 import yaml
+
+from controller.crd import validation_schema
 
 CRD_ENV = "MODELROLLOUT_KSERVE_CRD"
 _DEFAULT_CRD = Path(__file__).resolve().parent / "kserve" / "serving.kserve.io_inferenceservices.yaml"
@@ -45,30 +46,10 @@ def inference_service_schema(version: str = "v1beta1") -> dict[str, Any]:
     raise ValueError(f"{crd_path()} serves no version {version!r}")
 
 
-def _closed(schema: Any) -> Any:
-    """A copy where every object with declared properties rejects undeclared ones."""
-    if isinstance(schema, dict):
-        out = {key: _closed(value) for key, value in schema.items()}
-        if (
-            out.get("type") == "object"
-            and "properties" in out
-            and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_closed(item) for item in schema]
-    return schema
-
-
 @functools.cache
 def inference_service_validator(strict: bool = True) -> jsonschema.protocols.Validator:
-    schema = inference_service_schema()
-    schema = _closed(copy.deepcopy(schema)) if strict else schema
-    # openAPIV3Schema is OpenAPI 3.0's subset of JSON Schema: no $ref, nullable or exclusive*
-    # in this CRD, so draft 7 reads it as the API server does.
-    return jsonschema.Draft7Validator(schema)
+    # The product's one translation of openAPIV3Schema (OpenAPI 3.0's subset, read as draft 4).
+    return jsonschema.Draft4Validator(validation_schema(inference_service_schema(), closed=strict))
 
 
 def schema_errors(document: dict[str, Any], strict: bool = True) -> list[str]:

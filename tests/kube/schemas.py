@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
 from typing import Any
 
 import jsonschema
 
+from controller.crd import field_path, validation_schema
 from tests.kube.errors import FieldError
 
 # The fields of ObjectMeta. Anything else under an object's `metadata` is dropped by the decoder.
@@ -27,17 +27,6 @@ OBJECT_META_FIELDS = frozenset({
     "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
     "ownerReferences", "finalizers", "managedFields",
 })  # fmt: skip
-
-_NOT_VALIDATION = ("nullable", "default", "description", "example", "externalDocs", "format", "title")
-
-
-def field_path(parts: Iterable[str | int]) -> str:
-    """`spec.containers[0].name`: the way Go's field.Path prints a location."""
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
 
 def _value(value: Any) -> str:
     if isinstance(value, dict):
@@ -54,31 +43,9 @@ def _json_type(value: Any) -> str:
 
 
 def to_json_schema(schema: Any) -> Any:
-    """Translate an OpenAPI v3 schema with Kubernetes extensions into plain JSON Schema."""
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key.startswith("x-kubernetes-") or key in _NOT_VALIDATION:
-            continue
-        if key == "properties":
-            out[key] = {name: to_json_schema(sub) for name, sub in value.items()}
-        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
-            out[key] = to_json_schema(value)
-        elif key in ("allOf", "anyOf", "oneOf"):
-            out[key] = [to_json_schema(sub) for sub in value]
-        else:
-            out[key] = value
-    if schema.get("x-kubernetes-int-or-string") is True and "type" not in out and "anyOf" not in out:
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if schema.get("nullable") is True:
-        if isinstance(out.get("type"), str):
-            out["type"] = [out["type"], "null"]
-            if "enum" in out:
-                out["enum"] = [*out["enum"], None]
-        else:
-            out = {"anyOf": [{"type": "null"}, out]}
-    return out
+    """The schema as plain JSON Schema, open: the emulator prunes undeclared fields (as the API
+    server does) before it validates, so none is left to refuse."""
+    return validation_schema(schema, closed=False)
 
 
 class StructuralSchema:

@@ -501,3 +501,33 @@ def test_nullable_fields_take_null_and_required_ones_do_not():
     assert any("None is not of type" in e for e in schema_errors(changed("spec.model.name", None)))
     assert any("None is not one of" in e or "None is not of type" in e for e in schema_errors(changed("status.phase", None)))
     assert Phase.PAUSED.value in SCHEMA["properties"]["status"]["properties"]["pausedFrom"]["enum"]
+
+
+def test_schema_problems_name_what_the_api_server_would_refuse_that_the_model_coerces() -> None:
+    lenient = copy.deepcopy(GOOD)
+    lenient["spec"]["canary"] = {"steps": ["10", 50]}
+    parse_rollout(lenient)  # the engine's model reads "10" as 10 ...
+    assert crd.schema_problems(lenient) == ["spec.canary.steps[0]: '10' is not of type 'integer'"]  # ... the CRD does not
+    assert crd.schema_problems(GOOD) == []
+    assert crd.schema_problems({"spec": {"model": {"name": "m"}, "surprise": 1}}) == [
+        "spec: Additional properties are not allowed ('surprise' was unexpected)"
+    ]
+
+
+def test_the_translation_reads_each_kubernetes_extension() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "mode": {"type": "string", "enum": ["a", "b"], "nullable": True},
+            "size": {"x-kubernetes-int-or-string": True},
+            "any": {"nullable": True, "properties": {"x": {"type": "integer"}}},
+            "free": {"type": "object", "properties": {"x": {"type": "integer"}}, "x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
+    closed = jsonschema.Draft4Validator(crd.validation_schema(schema))
+    opened = jsonschema.Draft4Validator(crd.validation_schema(schema, closed=False))
+    for ok in ({"mode": None}, {"mode": "a"}, {"size": 3}, {"size": "3Gi"}, {"any": None}, {"free": {"x": 1, "y": 2}}):
+        assert closed.is_valid(ok), ok
+    for bad in ({"mode": "c"}, {"size": 1.5}, {"any": {"x": "1"}}, {"other": 1}):
+        assert not closed.is_valid(bad), bad
+    assert opened.is_valid({"other": 1})  # open: the emulator prunes undeclared fields instead
