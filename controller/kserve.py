@@ -3,8 +3,8 @@
 A thin layer of cluster calls around the pure modules: `kserve_documents.desired` says what the
 primary InferenceService and its `<name>-shadow` must look like, `kserve_patch.merge_patch` how
 to get there from what was read, `kserve_status.predictor_readiness` whether a version serves.
-Objects are camelCase dicts sent through `CustomObjectsApi` (the kserve SDK's own calls send
-snake_case with kubernetes 37 — REFERENCE.md).
+Objects are camelCase dicts sent through `CustomObjectsApi` (the kserve SDK's own calls, on the
+kubernetes 37 client, send snake_case keys the CRD does not define).
 
 What this layer adds is ordering and memory:
 - Entering the shadow role, the shadow is created *before* the primary gets its logger, and

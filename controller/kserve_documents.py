@@ -1,8 +1,9 @@
 """InferenceService documents for a rollout's desired serving state (`kserve_patch` gets there).
 
 Pure functions (no cluster calls): camelCase dicts exactly as KServe's v1beta1 CRD defines them,
-sent through `CustomObjectsApi` by the KServe platform (the kserve 0.21 SDK's own create/patch
-send snake_case with kubernetes 37 — REFERENCE.md). What each rollout state becomes:
+sent through `CustomObjectsApi` by the KServe platform (the kserve 0.21 SDK's own create/patch,
+on the kubernetes 37 client, send snake_case keys the CRD does not define). What each rollout
+state becomes:
 
 - **Knative** (`predictor.canaryTrafficPercent`, KServe's rollout docs and `ksvc_reconciler.go`):
   with the field set, the latest *ready* revision gets N% and `latestRolledoutRevision` the
@@ -79,7 +80,7 @@ _QUANTITY = re.compile(
     r"(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?"
 )
-# Schemes only MLflow resolves: KServe's storage initializer cannot fetch them (REFERENCE.md).
+# Schemes only MLflow resolves: KServe's storage initializer has no MLflow client to fetch them.
 _MLFLOW_SCHEMES = ("models", "runs", "mlflow-artifacts")
 
 

@@ -58,7 +58,8 @@ log = logging.getLogger("modelrollout")
 
 
 # The engine's outcome words and MLflow's tag values are the same strings today; the mapping
-# keeps the two packages free to differ (DESIGN.md: controller translates).
+# keeps the two packages free to differ (the import rule, tests/unit/test_import_rules.py:
+# canary/ and registry/ never import each other; controller/ translates).
 _ENGINE_OUTCOME = {
     writeback.PROMOTED: PROMOTED,
     writeback.ROLLED_BACK: ROLLED_BACK,

@@ -18,7 +18,7 @@ Two kinds of death, because a SIGKILL lands wherever the process happens to be:
   tick that entered a phase or step (its candidate not judged yet; for the shadow, its router and
   model servers just launched and not answering) and once its analysis window runs;
 - inside the tick that makes a transition, after the new status was persisted and before any of
-  its actions ran (DESIGN.md: "written before actions are carried out"). The router then still
+  its actions ran (canary/engine.step: the status is persisted before the actions). The router then still
   serves the old weights and MLflow has not been written to; the next controller must carry the
   actions out from the status alone, and still write the alias once.
 
