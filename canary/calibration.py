@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,44 +87,3 @@ def score_instances(predicted: Sequence[Any], labels: Sequence[Any]) -> tuple[Ca
             continue
         out.append(Calibrated(brier_score(probs, index), max(probs), argmax(probs) == index))
     return tuple(out)
-
-
-@dataclass(frozen=True)
-class BinTally:
-    """One confidence bin over a window: what ECE needs from it."""
-
-    count: float
-    confidence_sum: float
-    correct: float
-
-
-def bin_tallies(instances: Iterable[Calibrated]) -> tuple[BinTally, ...]:
-    """Per confidence bin (CONFIDENCE_BINS of them), the count, confidence sum and correct count."""
-    count = [0] * CONFIDENCE_BINS
-    confidence = [0.0] * CONFIDENCE_BINS
-    correct = [0] * CONFIDENCE_BINS
-    for c in instances:
-        b = c.bin
-        count[b] += 1
-        confidence[b] += c.confidence
-        correct[b] += int(c.correct)
-    return tuple(BinTally(n, s, k) for n, s, k in zip(count, confidence, correct, strict=True))
-
-
-def expected_calibration_error(bins: Sequence[BinTally]) -> float:
-    """``sum_b |correct_b - confidence_sum_b| / sum_b count_b``; ValueError when nothing was scored.
-
-    Takes counts (possibly fractional increase() values), not accuracies, so bins read from
-    Prometheus over a window go in as they are.
-    """
-    total = math.fsum(b.count for b in bins)
-    if total <= 0:
-        raise ValueError("expected calibration error of zero scored predictions is undefined")
-    return math.fsum(abs(b.correct - b.confidence_sum) for b in bins) / total
-
-
-def mean_brier(instances: Sequence[Calibrated]) -> float:
-    """The Brier score of a set of predictions: the mean of the per-instance scores."""
-    if not instances:
-        raise ValueError("Brier score of zero scored predictions is undefined")
-    return math.fsum(c.brier for c in instances) / len(instances)

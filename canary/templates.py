@@ -27,7 +27,7 @@ Quality templates (canary/serving_metrics.py says what each series counts):
   candidate's predictions from the stable's in the same window. One query compares both
   versions, so they have no baseline value of their own (`has_baseline=False`): judge them with
   `max`. PSI over *value buckets* and the p-values need per-bucket counts of both sides: see
-  DISTRIBUTIONS and canary/drift.py.
+  DISTRIBUTIONS and tests/reference/drift.py (the reference they are tested against).
 - `shadow_relative_error_p50`/`_p95`: for regression, how far the shadow's values are from the
   stable's (``|a - b| / max(|a|, |b|)``; an unanswered instance counts 2).
 
@@ -190,7 +190,8 @@ LOCAL = {
 
 # The stable's side of a comparison rendered for the candidate (drift compares both in one query).
 _BASELINE_SEL = 'rollout="{{ rollout }}",version="{{ stable_version }}",role="stable"'
-# The floor on proportions in PSI, as canary.drift.PSI_EPSILON: an empty class is not infinite drift.
+# The floor on proportions in PSI (the reference, tests/reference/drift.py, uses the same): an empty
+# class is not infinite drift.
 _PSI_EPSILON = "0.0001"
 
 
@@ -312,12 +313,12 @@ LOCAL.update(QUALITY)
 
 @dataclass(frozen=True)
 class DistributionQuery:
-    """A per-version distribution for the drift statistics of canary/drift.py.
+    """A per-version distribution for drift statistics (tests/reference/drift.py computes them in Python).
 
     Render `query` like a template, once for the candidate and once for the stable (role
     `stable`); it returns an instant vector with one series per value of the label `by`. Pass
     ``{series["metric"][by]: float(series["value"][1])}`` of each side to `compare` (named
-    function of canary.drift): ``class_psi`` / ``class_chi_square`` for classes, and for values
+    function of tests/reference/drift.py): ``class_psi`` / ``class_chi_square`` for classes, and for values
     ``drift.Binned.from_le`` on each side, then ``binned_psi`` / ``ks_test``.
     """
 

@@ -1135,14 +1135,15 @@ def test_quality_templates_read_the_router_through_prometheus(
 
     One router serves probabilities (stable: the logistic model; shadow: a prior that says 1/3
     for every class), one serves regression values (stable: the linear model; shadow: the same
-    shifted by 0.3). The drift templates equal canary/drift.py on the DISTRIBUTIONS vectors.
+    shifted by 0.3). The drift templates equal tests/reference/drift.py on the DISTRIBUTIONS vectors.
     """
     import numpy as np
 
-    from canary import drift, templates
+    from canary import templates
     from canary.metrics import PrometheusProvider, render
     from controller.local.prometheus_server import remove_targets, write_targets
     from tests.fixtures.prometheus import query, wait_for_target_up
+    from tests.reference import drift
 
     _, labels = iris()
     regression = quality_models.regression

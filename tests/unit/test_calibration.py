@@ -9,15 +9,17 @@ from sklearn.metrics import brier_score_loss
 from canary.calibration import (
     BIN_LABELS,
     CONFIDENCE_BINS,
-    BinTally,
     Calibrated,
-    bin_tallies,
     brier_score,
     class_index,
     confidence_bin,
+    score_instances,
+)
+from tests.reference.calibration import (
+    BinTally,
+    bin_tallies,
     expected_calibration_error,
     mean_brier,
-    score_instances,
 )
 
 

