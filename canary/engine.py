@@ -307,6 +307,7 @@ class _Step:
         s = self.s
         s.candidate_version = version
         s.observed_candidate_version = version
+        s.next_candidate_version = None  # acted upon now (a retry starts without passing at_rest)
         s.rollback_kind = None
         s.paused_from = None
         s.checks = []

@@ -1124,3 +1124,18 @@ def test_stable_alias_moved_by_hand_during_an_undo_is_kept():
     assert not any(isinstance(a, PromoteInRegistry) for a in d.actions)  # v1 is not forced back over v7
     (mark,) = [a for a in d.actions if isinstance(a, MarkInRegistry)]
     assert (mark.version, mark.outcome) == ("2", "rolled_back")
+
+
+def test_a_retry_forgets_where_the_alias_pointed_during_the_rollback():
+    # v2 fails; meanwhile the alias visits v3 and comes back; retry in the tick the rollback ends.
+    d = to_shadow_ready()
+    d.tick(1, candidate=CandidateHealth(ready=False, failure="model server exited (code 1)"))
+    d.tick(1, registry=reg(candidate="3"))
+    assert d.status.next_candidate_version == "3"
+    d.tick(1, registry=reg(candidate="2", outcomes={"2": "rolled_back"}))
+    d.tick(1, registry=reg(candidate="2"), commands=[Command("retry")])
+    assert d.status.phase is Phase.SHADOW and d.status.next_candidate_version is None
+    # A later move supersedes v2 and names only where the alias went: nothing stale reported.
+    d.tick(1, registry=reg(candidate="4"))
+    d.tick(1, registry=reg(candidate="4", outcomes={"2": "skipped"}))
+    assert "CandidateSkipped" in d.events() and all(not m.startswith("v3") for m in event_messages(d))
