@@ -45,13 +45,7 @@ from controller.kserve_documents import (
     shadow_name,
 )
 from controller.kserve_patch import PATCH_CONTENT_TYPE, merge_patch
-from controller.kserve_standard import (
-    PREDICTOR_SUFFIX,
-    Observed,
-    predictor_service,
-    split,
-    storage_uri,
-)
+from controller.kserve_standard import PREDICTOR_SUFFIX, Observed, predictor_service, split, storage_uri
 from controller.kserve_status import (
     SUPERSEDED_REVISION_ANNOTATION,
     deployment_rolled_out,

@@ -58,16 +58,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.kube.conditions import (
-    FALSE,
-    TRUE,
-    UNKNOWN,
-    Cond,
-    living,
-    model_status,
-    written,
-)
-
+from tests.kube.conditions import FALSE, TRUE, UNKNOWN, Cond, living, model_status, written
 
 @dataclass
 class Revision:

@@ -48,15 +48,7 @@ from typing import Any
 from kubernetes.client import AppsV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from tests.kube.conditions import (
-    FALSE,
-    TRUE,
-    UNKNOWN,
-    Cond,
-    living,
-    model_status,
-    written,
-)
+from tests.kube.conditions import FALSE, TRUE, UNKNOWN, Cond, living, model_status, written
 from tests.kube.kserve_knative import Settle
 
 STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
