@@ -53,12 +53,12 @@ bench: $(STAMP) prometheus
 	$(BIN)/python -m benchmarks.operator_scale
 	$(BIN)/python -m benchmarks.promotion_latency
 
-# The ModelRollout CRD, generated from canary/spec.py (through a temporary file, so a failure
+# The ModelRollout CRD, generated from canary/decision/spec.py (through a temporary file, so a failure
 # leaves the committed one whole), and the chart's crds/, which Helm installs verbatim: a mirror
 # of manifests/crd/.
 CRD := manifests/crd/modelrollouts.modelrollout.io.yaml
 crd: $(STAMP)
-	$(BIN)/python -m controller.crd > $(CRD).tmp || { rm -f $(CRD).tmp; exit 1; }
+	$(BIN)/python -m controller.kube.crd > $(CRD).tmp || { rm -f $(CRD).tmp; exit 1; }
 	mv $(CRD).tmp $(CRD)
 	rm -f charts/modelrollout/crds/*.yaml
 	cp manifests/crd/*.yaml charts/modelrollout/crds/

@@ -8,7 +8,7 @@ Simulated traffic (stated once here and printed with the results):
   fixed canary share of 5% or 10% (about 30 or 60 canary requests per interval); a horizon of 10
   intervals (5 minutes): a regression not rolled back by then is "missed".
 - Latency: lognormal per request, median 40 ms and sigma 0.5 (p95 91 ms), observed into the
-  local router's Prometheus buckets (`canary.serving_metrics.LATENCY_BUCKETS`). Errors: 1% of
+  local router's Prometheus buckets (`canary.traffic.serving_metrics.LATENCY_BUCKETS`). Errors: 1% of
   requests. Accuracy: 90%, every request labelled (no label lag).
 - Cases: A/A (identical versions); latency x1.2 / x1.5 / x2 (every request that much slower, so
   p95 too); "p95 x1.5, tail only" (median unchanged, sigma widened until p95 is x1.5: the
@@ -20,7 +20,7 @@ rate, accuracy) every interval; a rollback by any check ends the run. Tolerances
 for both and set, before any run, at half the smallest regression the issue asks to catch:
 latency 10% (the smallest case is x1.2), errors +0.5 point (case +1), accuracy -1 point (case -2).
 
-- Judge: `canary.sequential` on the data accumulated since the step began, re-judged every
+- Judge: `canary.decision.sequential` on the data accumulated since the step began, re-judged every
   interval; rolled back at its first `fail`. A `pass` is recorded but does not stop the run (in
   a rollout the next step would keep judging), so its false-rollback rate is over all 10 looks.
 - Threshold (Flagger-style): each interval, each check on THAT interval's window, as a
@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from canary.samples import Counts, Histogram, histogram_quantile
-from canary.sequential import judge_latency, judge_rate
-from canary.serving_metrics import LATENCY_BUCKETS
+from canary.decision.samples import Counts, Histogram, histogram_quantile
+from canary.decision.sequential import judge_latency, judge_rate
+from canary.traffic.serving_metrics import LATENCY_BUCKETS
 
 BOUNDS: tuple[float, ...] = tuple(LATENCY_BUCKETS)
 CHECKS = ("latency", "errors", "accuracy")

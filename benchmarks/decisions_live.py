@@ -59,12 +59,12 @@ import httpx
 import mlflow
 import yaml
 
-from canary.metrics import PrometheusProvider
-from canary.samples import Counts, Histogram, histogram_quantile
-from canary.sequential import judge_latency, judge_rate
-from canary.serving_metrics import BASELINE, CANARY, LATENCY_BUCKETS, SHADOW, STABLE
-from canary.spec import Phase, RolloutStatus
-from controller.demo_models import (
+from canary.decision.metrics import PrometheusProvider
+from canary.decision.samples import Counts, Histogram, histogram_quantile
+from canary.decision.sequential import judge_latency, judge_rate
+from canary.decision.spec import Phase, RolloutStatus
+from canary.traffic.serving_metrics import BASELINE, CANARY, LATENCY_BUCKETS, SHADOW, STABLE
+from controller.demo.models import (
     Dataset,
     FlakyModel,
     SlowModel,

@@ -7,7 +7,7 @@ What is timed: from the call `MlflowClient.set_registered_model_alias(model, "ch
 (the clock starts before the call) until BOTH the rollout's `status.phase` is `Shadow` and the
 InferenceService `<target>-shadow` exists with version 2's storageUri ("shadow s"), read by
 polling the API every 20 ms. Also recorded: until the shadow comparator (the real one,
-`canary.shadow`, in this process) lists the shadow, i.e. until the primary's mirrored requests
+`canary.traffic.comparator`, in this process) lists the shadow, i.e. until the primary's mirrored requests
 would be replayed to it ("comparator s"). The operator registers it at the first reconcile that
 finds the shadow InferenceService Ready, and nothing wakes a rollout when its InferenceService
 changes, so that column includes KServe's part (here the double, every 0.2 s) and up to a tick.
@@ -104,10 +104,10 @@ def webhook_server_env() -> dict[str, str]:
 
 @contextmanager
 def running_comparator() -> Iterator[str]:
-    """The real shadow comparator (`canary.shadow`) on a free loopback port; yields its URL."""
+    """The real shadow comparator (`canary.traffic.comparator`) on a free loopback port; yields its URL."""
     import uvicorn
 
-    from canary.shadow import create_app
+    from canary.traffic.comparator import create_app
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

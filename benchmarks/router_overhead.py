@@ -6,7 +6,7 @@
 Real parts only, all on 127.0.0.1: two KServe model servers (`controller.local.modelserver`, one
 process each) serving the same MLflow sklearn model (LogisticRegression on iris, saved with
 `mlflow.sklearn.save_model`), version 1 as the stable and version 2 as the shadow; one router
-process (`python -m controller.local.router`, default settings: 4 mirror workers, a queue of
+process (`python -m canary.traffic.router`, default settings: 4 mirror workers, a queue of
 1000 copies) whose routing is set with `PUT /admin/routing`, as the local platform does.
 
 Three cases, each driven by the same load:
@@ -287,7 +287,7 @@ def start_stack(workdir: Path) -> Stack:
     started: list[Process] = []
     try:
         args = ["--rollout", ROLLOUT, "--log-level", "warning"]
-        started.append(router := spawn("controller.local.router", args, workdir, "router"))
+        started.append(router := spawn("canary.traffic.router", args, workdir, "router"))
         model_dir = save_model(workdir / "model")
 
         def model_server(version: str) -> Process:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from canary.predictions import DEFAULT_TOLERANCE, tolerance_value
+from canary.decision.tolerance import DEFAULT_TOLERANCE, Tolerance
 
 CandidateRole = Literal["shadow", "canary"]
 _ROLES = ("shadow", "canary")
@@ -36,8 +36,7 @@ class Routing:
     shadow_percent: int = 0  # percent of requests mirrored to the candidate (role shadow)
     # When two regression predictions are the same (spec.shadow.comparison): for the shadow's
     # agreement with the stable and for scoring predictions on feedback labels.
-    relative_tolerance: float = DEFAULT_TOLERANCE.rel
-    absolute_tolerance: float = DEFAULT_TOLERANCE.abs
+    tolerance: Tolerance = DEFAULT_TOLERANCE
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -62,11 +61,8 @@ class Routing:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
                 raise ValueError(f"routing.{name} must be an integer from 0 to 100, got {value!r}")
-        for name in ("relative_tolerance", "absolute_tolerance"):
-            try:
-                tolerance_value(getattr(self, name))
-            except ValueError as exc:
-                raise ValueError(f"routing.{name}: {exc}") from None
+        if not isinstance(self.tolerance, Tolerance):  # its own fields are checked when it is made
+            raise ValueError(f"routing.tolerance must be a Tolerance, got {self.tolerance!r}")
 
     @property
     def versions(self) -> tuple[str, ...]:
@@ -110,7 +106,7 @@ class Platform(Protocol):
         ...
 
     def analysis_variables(self, rollout: str, version: str) -> Mapping[str, str]:
-        """What serves `version` for metric queries (canary.templates.PLATFORM_VARIABLES: the
+        """What serves `version` for metric queries (canary.decision.templates.PLATFORM_VARIABLES: the
         Knative revision, the workload…); empty where the metrics name versions themselves."""
         ...
 

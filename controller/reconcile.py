@@ -20,8 +20,8 @@ from datetime import datetime
 
 import mlflow
 
-from canary.analysis import AnalysisContext, CheckResult, analyse, evaluate
-from canary.engine import (
+from canary.decision.analysis import AnalysisContext, CheckResult, analyse, evaluate
+from canary.decision.engine import (
     ABORTED,
     ACTIVE,
     DELETED,
@@ -45,9 +45,9 @@ from canary.engine import (
     step,
     window_seconds,
 )
-from canary.gate import OfflineMetrics
-from canary.metrics import MetricsProvider
-from canary.spec import ModelRollout, ModelRolloutSpec, Phase, RolloutStatus
+from canary.decision.gate import OfflineMetrics
+from canary.decision.metrics import MetricsProvider
+from canary.decision.spec import ModelRollout, ModelRolloutSpec, Phase, RolloutStatus
 from controller.platform import Platform, Routing
 from registry import run_metrics, writeback
 from registry.artifacts import resolve_artifact_uri
@@ -94,7 +94,7 @@ class Ports:
     # Where a proxying MLflow server keeps artifacts (`mlflow-artifacts:/x` -> `<this>/x`), for
     # model servers that read storage directly (KServe's storage initializer).
     artifacts_destination: str | None = None
-    # Whether the platform series a spec's checks read exist (controller/series_catalog.py):
+    # Whether the platform series a spec's checks read exist (controller/kube/series_catalog.py):
     # (checked, problem). None: not looked at (the local platform's router series always exist).
     series: Callable[[ModelRolloutSpec], tuple[bool, str | None]] | None = None
 
@@ -299,8 +299,7 @@ def carry_out(rollout: ModelRollout, action: Action, ports: Ports) -> None:
             candidate_role=action.candidate_role,
             candidate_weight=action.candidate_weight,
             shadow_percent=action.shadow_percent,
-            relative_tolerance=rollout.spec.shadow.comparison.relative_tolerance,
-            absolute_tolerance=rollout.spec.shadow.comparison.absolute_tolerance,
+            tolerance=rollout.spec.shadow.comparison.tolerance(),
         )
         ports.platform.apply(name, routing, uris)
     elif isinstance(action, PromoteInRegistry):

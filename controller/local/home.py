@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from canary.traffic.atomic_file import atomic_write
 from controller.local import mlflow_server, prometheus_server
-from controller.local.atomic_file import atomic_write
 from controller.local.ports import free_port, port_in_use
 
 DEFAULT_HOME = ".modelrollout"

@@ -385,7 +385,7 @@ def _install_body_limit(max_bytes: int) -> None:
     """
     from kserve import model_server
 
-    from canary.body_limit import BodySizeLimit
+    from canary.traffic.body_limit import BodySizeLimit
 
     model_server.app.add_middleware(BodySizeLimit, max_bytes=max_bytes)
 

@@ -6,7 +6,7 @@ listening socket and restarts it at once after a crash, held_socket.py) and one 
 model version named in the routing (`<rollout>-v<version>`). In the shadow phase a second server
 of the stable, `<rollout>-v<stable>-baseline`, receives every copy the shadow receives, at the same
 moment, so the shadow's latency and errors are compared with a server measured the same way
-(canary/mirror.py); the shadow enters the routing only once both are ready. All are children of the
+(canary/traffic/mirror.py); the shadow enters the routing only once both are ready. All are children of the
 `Supervisor`, so they keep serving while the controller restarts, and a restarted controller
 re-adopts them.
 
@@ -33,7 +33,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from controller.local.atomic_file import atomic_write
+from canary.decision.tolerance import Comparison
+from canary.traffic.atomic_file import atomic_write
+from canary.traffic.router import RoutingDocument, Upstream
 from controller.local.supervisor import ProcessRecord, Supervisor
 from controller.platform import Routing, VersionHealth
 
@@ -45,7 +47,7 @@ _VERSION = re.compile(r"[A-Za-z0-9_.]{1,64}")
 
 ROUTER = "router"
 MODEL_SERVER = "modelserver"
-# The stable's second server in the shadow phase, sent the same copies as the shadow (canary/mirror.py).
+# The stable's second server in the shadow phase, sent the same copies as the shadow (canary/traffic/mirror.py).
 BASELINE_SERVER = "baseline"
 
 
@@ -116,7 +118,7 @@ class LocalPlatform:
                 f"{rollout}-{ROUTER}",
                 lambda port: [
                     self.python, "-m", "controller.local.held_socket", "--port", str(port), "--",
-                    self.python, "-m", "controller.local.router", "--rollout", rollout,
+                    self.python, "-m", "canary.traffic.router", "--rollout", rollout,
                     "--routing-file", str(self._routing_file(rollout)),
                 ],  # fmt: skip
                 env={"PYTHONUNBUFFERED": "1"},
@@ -284,7 +286,7 @@ class LocalPlatform:
         previous: _Sent | None,
         baseline: ProcessRecord | None = None,
     ) -> dict[str, Any] | None:
-        """The router's routing document, holding back any version whose server is not ready."""
+        """The router's routing document (as JSON), holding back any version whose server is not ready."""
         stable = routing.stable_version
         if stable is not None and self._probe_ready(servers[stable]):
             stable_ref = {"version": stable, "url": f"http://127.0.0.1:{servers[stable].port}"}
@@ -306,28 +308,25 @@ class LocalPlatform:
                 candidate_ref = None
             else:
                 baseline_ref = {"version": stable, "url": f"http://127.0.0.1:{baseline.port}"}
-        payload: dict[str, Any] = {
-            "model": routing.model,
-            "stable": stable_ref,
-            "candidate": None,
-            # Always sent: it also rules how the stable's predictions are scored on labels.
-            "comparison": {
-                "relativeTolerance": routing.relative_tolerance,
-                "absoluteTolerance": routing.absolute_tolerance,
-            },
-        }
+        shares: dict[str, Any] = {}
         if candidate_ref is not None:
             # Only the share that means something for the role: the router refuses the other.
             role = routing.candidate_role
-            payload.update(
-                candidate=candidate_ref,
-                candidateRole=role,
-                candidateWeight=routing.candidate_weight if role == "canary" else 0,
-                shadowPercent=routing.shadow_percent if role == "shadow" else 0,
-            )
-            if baseline_ref is not None:
-                payload["baseline"] = baseline_ref
-        return payload
+            shares = {
+                "candidate": Upstream(**candidate_ref),
+                "candidate_role": role,
+                "candidate_weight": routing.candidate_weight if role == "canary" else 0,
+                "shadow_percent": routing.shadow_percent if role == "shadow" else 0,
+                "baseline": Upstream(**baseline_ref) if baseline_ref is not None else None,
+            }
+        document = RoutingDocument(
+            model=routing.model,
+            stable=Upstream(**stable_ref),
+            # Always sent: it also rules how the stable's predictions are scored on labels.
+            comparison=Comparison.of(routing.tolerance),
+            **shares,
+        )
+        return document.wire()
 
     def _routing_file(self, rollout: str) -> Path:
         """Where the router itself keeps the routing it accepted (read back when it restarts)."""

@@ -44,8 +44,8 @@ from pathlib import Path
 
 import yaml
 
-from canary.durations import parse_duration
-from controller.local.atomic_file import atomic_write
+from canary.decision.durations import parse_duration
+from canary.traffic.atomic_file import atomic_write
 from controller.local.service_process import (
     ServerRecord,
     ServiceLauncher,

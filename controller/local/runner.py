@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from canary.analysis import AnalysisContext
-from canary.metrics import MetricsError, PrometheusProvider, render
-from canary.spec import ModelRollout, RolloutStatus
+from canary.decision.analysis import AnalysisContext
+from canary.decision.metrics import MetricsError, PrometheusProvider, render
+from canary.decision.spec import ModelRollout, RolloutStatus
 from controller.backoff import Backoff
 from controller.local.home import LocalHome, Services
 from controller.local.platform import LocalPlatform

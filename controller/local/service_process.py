@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.local.atomic_file import atomic_write
+from canary.traffic.atomic_file import atomic_write
 
 LOG_TAIL_LINES = 20
 _EXIT_POLL_S = 0.1

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from canary.engine import Command, CommandKind, RecordEvent
-from controller.local.atomic_file import atomic_write
-from canary.spec import RolloutStatus
+from canary.decision.engine import Command, CommandKind, RecordEvent
+from canary.decision.spec import RolloutStatus
+from canary.traffic.atomic_file import atomic_write
 
 
 class StateError(RuntimeError):

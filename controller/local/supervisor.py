@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psutil
 
-from controller.local.atomic_file import atomic_write
+from canary.traffic.atomic_file import atomic_write
 from controller.local.ports import LOOPBACK, free_port, port_in_use
 
 log = logging.getLogger(__name__)

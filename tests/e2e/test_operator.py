@@ -27,7 +27,7 @@ import pytest
 import yaml
 from sklearn.linear_model import LogisticRegression
 
-from controller.commands import command_patch
+from controller.kube.commands import command_patch
 from registry.webhooks import sign
 from tests.fixtures.kserve_stack import Comparator, LabelledClients
 from tests.fixtures.mlflow import log_sklearn_model

@@ -17,8 +17,8 @@ from pathlib import Path
 import mlflow
 import yaml
 
-from canary.spec import Phase
-from controller.demo_models import (
+from canary.decision.spec import Phase
+from controller.demo.models import (
     FlakyModel,
     SlowModel,
     champion_estimator,
@@ -32,7 +32,7 @@ from tests.e2e.test_rollouts import finished, start_traffic
 from tests.fixtures.local import wait_for_status
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-# What the reason's first sentence says for each check of the example (canary/plain_reason.py).
+# What the reason's first sentence says for each check of the example (canary/decision/plain_reason.py).
 PLAIN_LEAD = {
     "latency-p95": "is slower than",
     "latency": "is slower than",

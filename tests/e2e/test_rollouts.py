@@ -10,8 +10,8 @@ import time
 import httpx
 import yaml
 
-from canary.spec import Phase, RolloutStatus
-from controller.demo import DEMO_ROLLOUT, serves
+from canary.decision.spec import Phase, RolloutStatus
+from controller.demo.run import DEMO_ROLLOUT, serves
 from controller.local import mlflow_server, prometheus_server
 from controller.local.loadgen import LabelledTraffic
 from controller.local.platform import LocalPlatform

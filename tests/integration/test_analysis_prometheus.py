@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from canary.analysis import AnalysisContext, analyse
-from canary.metrics import PrometheusProvider
-from canary.spec import ModelRolloutSpec
+from canary.decision.analysis import AnalysisContext, analyse
+from canary.decision.metrics import PrometheusProvider
+from canary.decision.spec import ModelRolloutSpec
 from tests.fixtures.prometheus import free_port
 
 CTX = AnalysisContext("analysis-it", "default", "iris", "1", "2", "canary", 30)

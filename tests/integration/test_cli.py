@@ -15,8 +15,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from canary.spec import Phase, RolloutStatus
-from controller.cli import app
+from canary.decision.spec import Phase, RolloutStatus
+from controller.cli.main import app
 from controller.local import mlflow_server, prometheus_server
 from controller.local.home import LocalHome
 from controller.local.ports import port_in_use
@@ -249,7 +249,7 @@ def test_local_up_is_idempotent_and_down_stops_everything(tmp_path):
 
 
 def test_kubectl_plugin_lints_with_the_same_rules(tmp_path):
-    from controller.kubectl import app as kubectl_app
+    from controller.cli.kubectl import app as kubectl_app
 
     good = runner.invoke(kubectl_app, ["lint", "-f", str(write(tmp_path, ROLLOUT))])
     assert good.exit_code == 0 and "cli: ok" in good.stdout

@@ -23,7 +23,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 
-from canary.shadow import REQUEST_EVENT, RESPONSE_EVENT, ComparatorSettings, create_app
+from canary.traffic.comparator import REQUEST_EVENT, RESPONSE_EVENT, ComparatorSettings, create_app
 from tests.fixtures.modelserver import Process, free_port, spawn
 
 TIMEOUT = 15.0
@@ -106,7 +106,7 @@ def start_router(tmp_path: Path) -> Iterator[Callable[..., Process]]:
     started: list[Process] = []
 
     def start(*args: str) -> Process:
-        proc = spawn("controller.local.router", ["--rollout", "r-tol", *args], tmp_path, "router")
+        proc = spawn("canary.traffic.router", ["--rollout", "r-tol", *args], tmp_path, "router")
         started.append(proc)
         proc.wait_ready("/healthz")
         return proc
@@ -209,7 +209,7 @@ def test_router_compares_with_the_tolerance_of_each_routing(
 @pytest.fixture(scope="module")
 def flagged_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterClient]:
     """A router started with ``--rel-tolerance 0.05``, shared by the tests below (~1-4 s a start)."""
-    proc = spawn("controller.local.router", ["--rollout", "r-tol", "--rel-tolerance", "0.05"],
+    proc = spawn("canary.traffic.router", ["--rollout", "r-tol", "--rel-tolerance", "0.05"],
                  tmp_path_factory.mktemp("flagged"), "router")  # fmt: skip
     try:
         proc.wait_ready("/healthz")

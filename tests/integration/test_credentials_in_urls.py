@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from canary.metrics import MetricsUnavailable, PrometheusProvider, without_credentials
+from canary.decision.metrics import MetricsUnavailable, PrometheusProvider, without_credentials
 from registry.connection import connect
 from registry.errors import RegistryUnavailable, translated
 from tests.fixtures.prometheus import free_port

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kubernetes.client import CustomObjectsApi
 
-from controller.kserve import KServeError, KServePlatform
-from controller.kserve_documents import IsvcTarget, shadow_logger
+from controller.kserve.documents import IsvcTarget, shadow_logger
+from controller.kserve.platform import KServeError, KServePlatform
 from controller.platform import Platform, Routing, VersionHealth
 from tests.kube.kserve_double import KServeDouble
 
@@ -294,7 +294,7 @@ def test_a_conflicting_write_is_read_again_and_retried_once(
         return obj
 
     monkeypatch.setattr(platform, "_read", read_then_someone_writes)
-    with caplog.at_level("INFO", logger="controller.kserve"):
+    with caplog.at_level("INFO", logger="controller.kserve.platform"):
         platform.apply("iris", canary(10), URIS)
     assert "changed while applying; reading again" in caplog.text  # the 409 happened
     assert interfered and knative.predictor()["canaryTrafficPercent"] == 10

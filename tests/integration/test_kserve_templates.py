@@ -21,10 +21,10 @@ import pytest
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import HistogramMetricFamily
 
-from canary.analysis import AnalysisContext
-from canary.metrics import PrometheusProvider, QueryError, render
-from canary.spec import SpecError, parse_rollout
-from canary.templates import ISTIO, KNATIVE, KNATIVE_LEGACY
+from canary.decision.analysis import AnalysisContext
+from canary.decision.metrics import PrometheusProvider, QueryError, render
+from canary.decision.spec import SpecError, parse_rollout
+from canary.decision.templates import ISTIO, KNATIVE, KNATIVE_LEGACY
 from tests.fixtures.prometheus import wait_for_sample
 from tests.kube.queue_proxy import LATENCY_BOUNDS, QueueProxyPods
 

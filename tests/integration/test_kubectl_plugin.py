@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from canary.spec import Condition, MetricStatus, Phase, RolloutStatus, Transition, Weights
-from controller.commands import COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION, command_patch
+from canary.decision.spec import Condition, MetricStatus, Phase, RolloutStatus, Transition, Weights
+from controller.kube.commands import COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION, command_patch
 from controller.local.ports import free_port
 from tests.fixtures.kube import start_kube_api
 from tests.kube.server import EmulatorServer, write_kubeconfig

@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from controller.demo_models import pip_requirements
+from controller.demo.models import pip_requirements
 from controller.local.platform import LocalPlatform
 from controller.local.prometheus_server import PrometheusServer
 from controller.platform import Platform, Routing, VersionHealth

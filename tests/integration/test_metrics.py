@@ -1,7 +1,7 @@
 """The Prometheus metrics provider and the local Prometheus, against a real Prometheus.
 
 A `prometheus_client` exporter plays the local router: it exports the router's metric names and
-labels (canary/templates.py) with known values, Prometheus scrapes it every second, and every
+labels (canary/decision/templates.py) with known values, Prometheus scrapes it every second, and every
 builtin `local` template, rendered for a version, must give the number those values imply.
 
 How the expected numbers are exact: every series is created at 0 and scraped once before any
@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import Counter, Histogram
 
-from canary import templates
-from canary.metrics import (
+from canary.decision import templates
+from canary.decision.metrics import (
     MetricsProvider,
     MetricsUnavailable,
     PrometheusProvider,

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import mlflow
 import pytest
 
-from canary.spec import Phase, parse_rollout
-from controller.demo_models import pip_requirements
+from canary.decision.spec import Phase, parse_rollout
+from controller.demo.models import pip_requirements
 from controller.local.platform import LocalPlatform
 from controller.local.ports import free_port
 from controller.local.runner import LocalRunner

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from prometheus_client import Gauge
 
-from canary.spec import Phase, parse_rollout
+from canary.decision.spec import Phase, parse_rollout
 from controller.local.runner import LocalRunner
-from tests.fixtures.prometheus import wait_for_sample
 from tests.fixtures.local import tick_until
+from tests.fixtures.prometheus import wait_for_sample
 
 PROBE = "modelrollout_test_watch_probe"
 

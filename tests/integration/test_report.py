@@ -3,7 +3,7 @@ MLflow (aliases, write-back tags) and real Prometheus scraping router-shaped met
 
 The serving side is simulated: `SimulatedServing` plays the model servers and the router — every
 routed version is ready at once, and synthetic requests split by the routing the engine asked for
-are exported with the router's own metric families (`canary.serving_metrics`), so the templates
+are exported with the router's own metric families (`canary.traffic.serving_metrics`), so the templates
 query exactly the series the local router exports. Two attempts run once per module: v2 (as fast
 as v1) goes shadow -> 25% -> 50% -> promoted -> watched -> succeeded; v3 (ten times slower) is
 rolled back on latency in its shadow. Every test then reports on that recorded state.
@@ -26,19 +26,19 @@ import yaml
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
-from canary.metrics import PrometheusProvider
-from canary.serving_metrics import BASELINE, STABLE, MetricFamilies, ServingMetrics
-from canary.spec import Phase, RolloutStatus, load_rollouts
-from controller.cli import app
-from controller.demo_models import pip_requirements
+from canary.decision.metrics import PrometheusProvider
+from canary.decision.spec import Phase, RolloutStatus, load_rollouts
+from canary.traffic.serving_metrics import BASELINE, STABLE, MetricFamilies, ServingMetrics
+from controller.cli.main import app
+from controller.demo.models import pip_requirements
 from controller.local.home import LocalHome
 from controller.local.ports import free_port
 from controller.local.state import StateStore
 from controller.platform import Routing, VersionHealth
 from controller.reconcile import Ports, reconcile, watched_model
-from controller.report_metrics import bucket_quantile, measure_checks, measure_latency
-from controller.report_sources import from_local
-from controller.report_timeline import select
+from controller.report.metrics import bucket_quantile, measure_checks, measure_latency
+from controller.report.sources import from_local
+from controller.report.timeline import select
 from registry.connection import fail_fast_environment
 from registry.report_upload import (
     REPORT_ARTIFACTS_TAG,
@@ -555,9 +555,9 @@ def test_a_query_prometheus_rejects_is_the_checks_problem_not_the_reports(run: R
     """A spec edited since (or a query that never worked): that check's plot says why, the rest renders."""
     from dataclasses import replace
 
-    from canary.metrics import MetricsUnavailable, QueryRejected
-    from canary.spec import ModelRollout
-    from controller import report
+    from canary.decision.metrics import MetricsUnavailable, QueryRejected
+    from canary.decision.spec import ModelRollout
+    from controller.report import page as report
 
     record = from_local(run.home.state_dir, run.name, run.rollout_file)
     doc = record.rollout.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.demo_models import pip_requirements
+from controller.demo.models import pip_requirements
 from tests.fixtures.modelserver import (
     Process,
     fit_logistic,
@@ -89,7 +89,7 @@ def start_router(tmp_path: Path) -> Iterator[Callable[..., Router]]:
     started: list[Router] = []
 
     def start(*args: str) -> Router:
-        proc = spawn("controller.local.router", ["--rollout", "r-test", *args], tmp_path, "router")
+        proc = spawn("canary.traffic.router", ["--rollout", "r-test", *args], tmp_path, "router")
         router = Router(proc)
         started.append(router)
         proc.wait_ready("/healthz")
@@ -753,7 +753,7 @@ def test_oversized_bodies_are_413_on_every_endpoint(
     assert stable.received == 1
 
 
-# --- the contract with canary/templates.py ------------------------------------------------------------
+# --- the contract with canary/decision/templates.py ------------------------------------------------------------
 
 
 def test_local_templates_read_the_router_through_prometheus(
@@ -762,8 +762,8 @@ def test_local_templates_read_the_router_through_prometheus(
     """Every `local` template, rendered as the analysis renders it, finds the router's series."""
     import math
 
-    from canary import templates
-    from canary.metrics import render
+    from canary.decision import templates
+    from canary.decision.metrics import render
     from controller.local.prometheus_server import remove_targets, write_targets
     from tests.fixtures.prometheus import query, wait_for_target_up
 
@@ -897,7 +897,7 @@ def _labelled(router: Router, name: str) -> dict[str, float]:
 def _bins(confidence: Any) -> Any:
     import numpy as np
 
-    # (0, 0.1] -> 0 ... (0.9, 1] -> 9, as canary.calibration; no confidence here sits on an edge.
+    # (0, 0.1] -> 0 ... (0.9, 1] -> 9, as canary.traffic.calibration; no confidence here sits on an edge.
     return np.clip(np.ceil(np.asarray(confidence) * 10).astype(int) - 1, 0, 9)
 
 
@@ -1061,7 +1061,7 @@ def test_bad_quality_options_are_refused(tmp_path: Path) -> None:
         (["--rel-tolerance", "-0.1"], "--rel-tolerance must be 0 or more"),
     ):
         done = subprocess.run(
-            [sys.executable, "-m", "controller.local.router", "--rollout", "r", "--port", "1", *args],
+            [sys.executable, "-m", "canary.traffic.router", "--rollout", "r", "--port", "1", *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -1139,8 +1139,8 @@ def test_quality_templates_read_the_router_through_prometheus(
     """
     import numpy as np
 
-    from canary import templates
-    from canary.metrics import PrometheusProvider, render
+    from canary.decision import templates
+    from canary.decision.metrics import PrometheusProvider, render
     from controller.local.prometheus_server import remove_targets, write_targets
     from tests.fixtures.prometheus import query, wait_for_target_up
     from tests.reference import drift

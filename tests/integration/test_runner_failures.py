@@ -3,11 +3,10 @@ each ends in a rollback whose reason names the cause, and MLflow records it wher
 
 from __future__ import annotations
 
-
 import mlflow
 import pytest
 
-from canary.spec import Phase, parse_rollout
+from canary.decision.spec import Phase, parse_rollout
 from tests.fixtures.local import tick_until
 from tests.fixtures.mlflow import TEST_EXPERIMENT
 

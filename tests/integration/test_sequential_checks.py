@@ -1,6 +1,6 @@
 """`judge: sequential` checks through `analyse`/`evaluate` against a real Prometheus.
 
-The local router's own metric families (canary.serving_metrics, the names and labels the local
+The local router's own metric families (canary.traffic.serving_metrics, the names and labels the local
 templates query) and Knative/Istio-shaped series are exported with traffic the tests drive, per
 scenario under its own rollout, revision or workload. Everything is created at 0 and scraped, then
 all traffic is driven at once, and every query is evaluated at the first scrape after it
@@ -24,11 +24,11 @@ import pytest
 from prometheus_client import Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 
-from canary.analysis import AnalysisContext, CheckResult, analyse, evaluate
-from canary.metrics import PrometheusProvider, render
-from canary.serving_metrics import MetricFamilies, ServingMetrics
-from canary.spec import ModelRolloutSpec
-from canary.templates import KNATIVE_LEGACY, LOCAL, Template
+from canary.decision.analysis import AnalysisContext, CheckResult, analyse, evaluate
+from canary.decision.metrics import PrometheusProvider, render
+from canary.decision.spec import ModelRolloutSpec
+from canary.decision.templates import KNATIVE_LEGACY, LOCAL, Template
+from canary.traffic.serving_metrics import MetricFamilies, ServingMetrics
 from controller.local.ports import free_port
 from tests.fixtures.prometheus import query
 

@@ -14,8 +14,8 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from canary.shadow import REQUEST_EVENT, RESPONSE_EVENT, ComparatorSettings, create_app
-from controller.demo_models import pip_requirements
+from canary.traffic.comparator import REQUEST_EVENT, RESPONSE_EVENT, ComparatorSettings, create_app
+from controller.demo.models import pip_requirements
 from tests.fixtures.modelserver import Process, fit_logistic, free_port, iris, save_sklearn, start_model_servers
 
 

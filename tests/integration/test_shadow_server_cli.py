@@ -12,7 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from controller.cli import app
+from controller.cli.main import app
 from tests.fixtures.prometheus import free_port
 
 runner = CliRunner()

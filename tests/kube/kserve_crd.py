@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from controller.crd import validation_schema
+from controller.kube.crd import validation_schema
 
 CRD_ENV = "MODELROLLOUT_KSERVE_CRD"
 _DEFAULT_CRD = Path(__file__).resolve().parent / "kserve" / "serving.kserve.io_inferenceservices.yaml"

@@ -18,7 +18,7 @@ from typing import Any
 
 import jsonschema
 
-from controller.crd import field_path, validation_schema
+from controller.kube.crd import field_path, validation_schema
 from tests.kube.errors import FieldError
 
 # The fields of ObjectMeta. Anything else under an object's `metadata` is dropped by the decoder.

@@ -1,6 +1,6 @@
 """ECE and the mean Brier score, computed in Python over what the router exports per confidence bin
 (count, confidence sum, correct count) and per instance: the reference for the `calibration_error`
-and `brier_score` templates (canary/calibration.py defines the scores and the bins)."""
+and `brier_score` templates (canary/traffic/calibration.py defines the scores and the bins)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from canary.calibration import CONFIDENCE_BINS, Calibrated
+from canary.traffic.calibration import CONFIDENCE_BINS, Calibrated
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ reference, in Python, that the `prediction_psi` and `prediction_ks` templates ar
 A candidate that predicts a different mix of classes (or a shifted range of values) than the
 stable on the same traffic has changed behaviour, whether or not labels ever arrive to say
 which of the two is right. The router and the comparator export, per version and role (see
-canary/serving_metrics.py):
+canary/traffic/serving_metrics.py):
 
 - ``modelrollout_predictions_total{class}``: predicted classes (at most a fixed number of
   distinct classes per rollout, the rest as class ``__other__``);

@@ -4,7 +4,7 @@ what is left as it was.
 Each table below is one kind of input; each row is (what is bad, the answer a user or a sender
 gets), and its test sends the row through the real entry point:
 
-1. SPEC_ROWS - every field of the ModelRollout spec (derived from canary/spec.py: a field without
+1. SPEC_ROWS - every field of the ModelRollout spec (derived from canary/decision/spec.py: a field without
    a row fails `test_every_spec_field_has_a_row`) with an invalid value: `modelrollout lint` and
    `modelrollout local run` answer one line naming the field, exit 2, and the local state is
    untouched; the operator's reader raises the same message, which it writes into the rollout's
@@ -55,15 +55,15 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from canary.spec import ModelRollout, Phase, RolloutStatus, SpecError, parse_rollout
-from controller.cli import app
+from canary.decision.spec import ModelRollout, Phase, RolloutStatus, SpecError, parse_rollout
+from canary.traffic import router as router_module
+from controller.cli.main import app
+from controller.kube.operator_http import HttpServer, create_app
+from controller.kube.rollout_resource import read as read_resource
 from controller.local import modelserver
-from controller.local import router as router_module
 from controller.local.home import LocalHome, Services
 from controller.local.runner import LocalRunner, PreflightProblem
 from controller.local.state import StateStore
-from controller.operator_http import HttpServer, create_app
-from controller.rollout_resource import read as read_resource
 from registry.artifacts import resolve_artifact_uri
 from registry.connection import fail_fast_environment
 from registry.webhooks import WEBHOOK_PATH, WebhookEvent, sign
@@ -322,8 +322,8 @@ def test_every_spec_field_has_a_row() -> None:
     rows = [r.field for r in SPEC_ROWS]
     assert len(rows) == len(set(rows)), "a field has two rows"
     missing, stale = sorted(fields - set(rows)), sorted(set(rows) - fields)
-    assert not missing, f"canary/spec.py has fields without a bad-input row in SPEC_ROWS: {missing}"
-    assert not stale, f"SPEC_ROWS names fields canary/spec.py does not have: {stale}"
+    assert not missing, f"canary/decision/spec.py has fields without a bad-input row in SPEC_ROWS: {missing}"
+    assert not stale, f"SPEC_ROWS names fields canary/decision/spec.py does not have: {stale}"
 
 
 def test_the_base_document_is_valid_everywhere(tmp_path: Path) -> None:
@@ -833,7 +833,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
         ["--name", "iris", "--model-uri", str(path), "--version", "1", "--max-body-bytes", str(MODEL_SERVER_LIMIT)],
         base, "modelserver",
     )  # fmt: skip
-    router = spawn("controller.local.router", ["--rollout", "bad-input"], base, "router")
+    router = spawn("canary.traffic.router", ["--rollout", "bad-input"], base, "router")
     try:
         server.wait_ready("/v2/health/ready")
         router.wait_ready("/healthz")

@@ -19,7 +19,7 @@ What each case shows about the mechanism:
   at the next tick, for "candidate failed: ... killed by SIGKILL" -- well inside one interval,
   and asserted so. Until that tick the router answers a request dealt to the candidate 502
   ("... unreachable: ConnectError", or ReadError on a kept-alive connection the kill reset) and
-  does not retry it on the stable (controller/local/router.py `_forward`): those clients get an
+  does not retry it on the stable (canary/traffic/router.py `_forward`): those clients get an
   error, the stable's never do.
 
 The clients here record, for every request, the status and the version and role that answered
@@ -44,8 +44,8 @@ import mlflow
 import psutil
 import pytest
 
-from canary.spec import ModelRollout, Phase, RolloutStatus, parse_rollout
-from controller.demo_models import Dataset, pip_requirements
+from canary.decision.spec import ModelRollout, Phase, RolloutStatus, parse_rollout
+from controller.demo.models import Dataset, pip_requirements
 from controller.local.platform import MODEL_SERVER
 from controller.local.runner import LocalRunner
 from controller.local.state import StateStore
@@ -204,7 +204,7 @@ FAULT_FILE = {fault_file!r}
 
 
 class FailsOnFault(PythonModel):
-    # np.ndarray: a hint MLflow accepts without adding validation of its own (as controller/demo_models.py).
+    # np.ndarray: a hint MLflow accepts without adding validation of its own (as controller/demo/models.py).
     def predict(self, context, model_input: np.ndarray, params=None):
         if os.path.exists(FAULT_FILE):
             raise RuntimeError("candidate broken on purpose: " + FAULT_FILE + " exists")

@@ -1,7 +1,7 @@
 """Fuzzing what the router and the shadow comparator parse: arbitrary JSON and bytes never crash
 them (no 5xx, no exception from a parser), and they keep serving afterwards.
 
-The parsers of model payloads are pure functions (canary/predictions.py), fuzzed directly; the
+The parsers of model payloads are pure functions (canary/traffic/predictions.py), fuzzed directly; the
 HTTP surfaces are the real apps served by uvicorn on loopback (one each for the module), so every
 request goes through the same server, middleware, validation and handlers as in production.
 """
@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
-
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from canary.predictions import (
+from canary.traffic.comparator import REQUEST_EVENT, RESPONSE_EVENT, ComparatorSettings
+from canary.traffic.comparator import create_app as create_comparator
+from canary.traffic.predictions import (
     Protocol,
     count_agreements,
     instances_from_body,
@@ -29,10 +30,8 @@ from canary.predictions import (
     regression_value,
     relative_errors,
 )
-from canary.shadow import REQUEST_EVENT, RESPONSE_EVENT, ComparatorSettings
-from canary.shadow import create_app as create_comparator
-from controller.local.router import RouterSettings
-from controller.local.router import create_app as create_router
+from canary.traffic.router import RouterSettings
+from canary.traffic.router import create_app as create_router
 from tests.fixtures.asgi import ServedApp
 from tests.fixtures.prometheus import free_port
 

@@ -2,7 +2,7 @@
 with mirroring on, against a fast shadow and a deliberately slow one at the same time.
 
 Everything is real and on 127.0.0.1: KServe model servers (the stable v1 and a fast shadow v2,
-the same iris model), the router as its own process (`python -m controller.local.router`, as
+the same iris model), the router as its own process (`python -m canary.traffic.router`, as
 the local platform starts it), the comparator as its own process (`modelrollout shadow-server`),
 httpx clients. The one stand-in is the slow shadow: a small ASGI app in a thread of this
 process that answers only after SLOW_SHADOW_S, longer than the shadow timeout.
@@ -53,7 +53,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.router_overhead import request_bodies, router_counters, save_model
-from canary.shadow import REQUEST_EVENT, RESPONSE_EVENT
+from canary.traffic.comparator import REQUEST_EVENT, RESPONSE_EVENT
 from tests.fixtures.asgi import ServedApp
 from tests.fixtures.modelserver import Process, iris, spawn, start_model_servers
 
@@ -510,7 +510,7 @@ def router_routing(stable: str, shadow: tuple[str, str] | None) -> dict[str, Any
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_router_mirroring_under_sustained_load(variant: str, servers: Servers, start: Start) -> None:
     seconds = load_seconds(variant)
-    module = "controller.local.router"
+    module = "canary.traffic.router"
     routers = start({name: (module, ["--rollout", f"load-{name}", "--log-level", "warning", *BOUNDS]) for name in (FAST, SLOW)})
     shadows = {FAST: (FAST_VERSION, servers.fast.url), SLOW: (SLOW_VERSION, servers.slow_url)}
     with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as http:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from canary.spec import ModelRollout, Phase, RolloutStatus, parse_rollout
+from canary.decision.spec import ModelRollout, Phase, RolloutStatus, parse_rollout
 from controller.local.platform import MODEL_SERVER
 from controller.local.runner import LocalRunner
 from controller.local.state import StateStore

@@ -15,7 +15,7 @@ import time
 
 import mlflow
 
-from canary.spec import (
+from canary.decision.spec import (
     Condition,
     ModelRollout,
     Phase,

@@ -55,8 +55,8 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.commands import command_patch
-from controller.operator import PEERING_LIFETIME_S
+from controller.kube.commands import command_patch
+from controller.kube.operator import PEERING_LIFETIME_S
 from controller.local import mlflow_server
 from controller.local.mlflow_server import MlflowServer
 from controller.local.ports import free_port
@@ -64,7 +64,7 @@ from registry.connection import fail_fast_environment
 from tests.fixtures.faults import MlflowAccessLog
 from tests.fixtures.kserve_stack import Comparator
 from tests.fixtures.kube import MODELROLLOUT_CRD, start_kube_api
-from tests.fixtures.mlflow import log_sklearn_model, fit_iris
+from tests.fixtures.mlflow import fit_iris, log_sklearn_model
 from tests.fixtures.operator import (
     OPERATOR_USER,
     PEERING_GET,

@@ -24,8 +24,8 @@ is baked into the image or the pods' definitions.
 """
 from __future__ import annotations
 
-import ast
 import argparse
+import ast
 import base64
 import json
 import logging
@@ -52,7 +52,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from typer.testing import CliRunner
 
-from canary.spec import Phase, RolloutStatus, parse_rollout
+from canary.decision.spec import Phase, RolloutStatus, parse_rollout
 from controller.local import mlflow_server as mlflow_launcher
 from controller.local import prometheus_server as prometheus_launcher
 from controller.local.home import LocalHome, Services
@@ -61,9 +61,9 @@ from controller.local.ports import free_port
 from controller.local.runner import LocalRunner
 from controller.local.state import StateStore
 from controller.platform import Routing
+from registry.connection import fail_fast_environment
 from registry.webhooks import sign
 from tests.fixtures.asgi import ServedApp
-from registry.connection import fail_fast_environment
 from tests.fixtures.faults import clients, serving_endpoint, tick_all_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -329,7 +329,7 @@ def test_a_local_rollout_with_credentials_shows_them_nowhere(
 
 
 def _cli_app() -> typer.Typer:
-    from controller.cli import app
+    from controller.cli.main import app
 
     return app
 
@@ -570,7 +570,7 @@ def test_the_operator_shows_no_secret_in_its_log_status_events_or_answers(
 PACKAGES = ("canary", "controller", "registry")  # what pyproject installs (and the image ships)
 # `python -m` entry points that serve nothing, and what they do instead; any other one must be a
 # console script's module or parse its options with argparse (and is then checked).
-NOT_SERVERS = {"controller.crd": "prints the generated CRD"}
+NOT_SERVERS = {"controller.kube.crd": "prints the generated CRD"}
 # Commands that start servers whose listen address is no option of theirs: each one's launcher
 # and its default host (the processes' real sockets are checked in the local rollout test).
 FIXED_HOST = {
@@ -740,7 +740,7 @@ def containers(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]
 def test_pods_listen_on_every_address_explicitly(install: str) -> None:
     """In a pod the Service and the probes reach the container from outside: each server command
     is given --host 0.0.0.0 (its default, 127.0.0.1, would answer nobody)."""
-    from controller.cli import app
+    from controller.cli.main import app
 
     commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
     servers = 0

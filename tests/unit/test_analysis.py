@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from canary.analysis import AnalysisContext, Measurement, applicable_checks, describe_thresholds, judge
-from canary.metrics import render
-from canary.spec import MetricCheck, ModelRolloutSpec
-from canary.templates import LOCAL
+from canary.decision.analysis import AnalysisContext, Measurement, applicable_checks, describe_thresholds, judge
+from canary.decision.metrics import render
+from canary.decision.spec import MetricCheck, ModelRolloutSpec
+from canary.decision.templates import LOCAL
 
 
 def check(**fields) -> MetricCheck:
@@ -145,7 +145,7 @@ class RecordingProvider:
     ],
 )
 def test_the_baseline_side_is_measured_where_the_candidate_is(template, phase, baseline_role):
-    from canary.analysis import measure
+    from canary.decision.analysis import measure
 
     spec = ModelRolloutSpec.model_validate(
         {"model": {"name": "iris"}, "analysis": {"metrics": [{"name": "m", "template": template, "maxIncrease": "10%"}]}}

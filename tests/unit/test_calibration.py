@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss
 
-from canary.calibration import (
+from canary.traffic.calibration import (
     BIN_LABELS,
     CONFIDENCE_BINS,
     Calibrated,

@@ -4,7 +4,7 @@ Documents are validated with `jsonschema` against the CRD's `openAPIV3Schema` (t
 `validation_schema`, which reads `nullable` and int-or-string as the API server does and refuses
 unknown fields as kubectl's strict field validation does). Every document the schema refuses here
 is refused by pydantic too; the rules only pydantic checks are tested as such at the end, so the
-list in controller/crd.py's docstring stays true.
+list in controller/kube/crd.py's docstring stays true.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import jsonschema
 import pytest
 import yaml
 
-from canary.spec import Phase, RolloutStatus, SpecError, parse_rollout
-from controller import crd
-from controller.demo import DEMO_ROLLOUT
+from canary.decision.spec import Phase, RolloutStatus, SpecError, parse_rollout
+from controller.demo.run import DEMO_ROLLOUT
+from controller.kube import crd
 
 ROOT = Path(__file__).resolve().parents[2]
-REGENERATE = f"regenerate with `python -m controller.crd > {crd.MANIFEST}`"
+REGENERATE = f"regenerate with `python -m controller.kube.crd > {crd.MANIFEST}`"
 
 SCHEMA = crd.crd_document()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 VALIDATOR = jsonschema.Draft4Validator(crd.validation_schema(SCHEMA))
@@ -134,7 +134,7 @@ def test_committed_manifest_is_the_generated_one():
 
 def test_module_entry_point_writes_the_manifest():
     result = subprocess.run(
-        [sys.executable, "-m", "controller.crd"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-m", "controller.kube.crd"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout == crd.render()
 
@@ -464,7 +464,7 @@ def test_duplicate_metric_names_are_a_list_map_key():
 
 
 # ---------------------------------------------------------------------------------------------
-# Rules only pydantic enforces (listed in controller/crd.py's docstring): the schema accepts these
+# Rules only pydantic enforces (listed in controller/kube/crd.py's docstring): the schema accepts these
 
 PYDANTIC_ONLY: list[tuple[str, Any, str]] = [
     ("spec.canary.steps", [50, 10], "steps must increase"),

@@ -25,8 +25,8 @@ from benchmarks.decisions_live import (
     threshold_failures,
     threshold_run,
 )
-from canary.serving_metrics import BASELINE, CANARY, LATENCY_BUCKETS, SHADOW, STABLE
-from canary.spec import parse_rollout
+from canary.decision.spec import parse_rollout
+from canary.traffic.serving_metrics import BASELINE, CANARY, LATENCY_BUCKETS, SHADOW, STABLE
 
 
 def side(median_s: float, requests: int = 200, errors: int = 0, correct_share: float = 0.9, seed: int = 0) -> Side:

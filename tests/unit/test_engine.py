@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from canary.analysis import CheckResult
-from canary.engine import (
+from canary.decision.analysis import CheckResult
+from canary.decision.engine import (
     ApplyRouting,
     CandidateHealth,
     Command,
@@ -25,8 +25,8 @@ from canary.engine import (
     step,
     watch_ends_at,
 )
-from canary.gate import OfflineMetrics
-from canary.spec import ModelRolloutSpec, Phase, RolloutStatus
+from canary.decision.gate import OfflineMetrics
+from canary.decision.spec import ModelRolloutSpec, Phase, RolloutStatus
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from canary.analysis import CheckResult
-from canary.engine import (
+from canary.decision.analysis import CheckResult
+from canary.decision.engine import (
     ApplyRouting,
     CandidateHealth,
     Command,
@@ -17,7 +17,7 @@ from canary.engine import (
     RegistryView,
     step,
 )
-from canary.spec import Phase, RolloutStatus
+from canary.decision.spec import Phase, RolloutStatus
 from tests.unit.test_engine import T0, make_spec
 
 SPEC = make_spec(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from canary.calibration import Calibrated
-from canary.feedback import (
+from canary.traffic.calibration import Calibrated
+from canary.traffic.feedback import (
     EVICTED,
     EXPIRED,
     Applied,

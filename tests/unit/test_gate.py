@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from canary.gate import OfflineMetrics, describe_bounds, evaluate, versions_needed
-from canary.spec import GateSpec, ModelRolloutSpec, SpecError, parse_rollout
+from canary.decision.gate import OfflineMetrics, describe_bounds, evaluate, versions_needed
+from canary.decision.spec import GateSpec, ModelRolloutSpec, SpecError, parse_rollout
 
 
 def rollout(**spec):
@@ -293,7 +293,7 @@ def test_describe_bounds():
 def rendered(status) -> str:
     from rich.console import Console
 
-    from controller.status_view import render_status
+    from controller.cli.status_view import render_status
 
     console = Console(record=True, width=200)
     console.print(render_status("r", status, []))
@@ -301,7 +301,7 @@ def rendered(status) -> str:
 
 
 def test_status_shows_the_gate_verdicts_and_the_rejection():
-    from canary.spec import MetricStatus, Phase, RolloutStatus
+    from canary.decision.spec import MetricStatus, Phase, RolloutStatus
 
     status = RolloutStatus(
         phase=Phase.ROLLED_BACK,

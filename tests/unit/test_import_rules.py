@@ -3,6 +3,12 @@ inside functions, which only defer the cost of an import, not the dependency):
 
 - `canary/` (the decision core and the request path) and `registry/` (MLflow) never import
   `controller/`, nor each other: `controller/` is the one place where they meet;
+- `canary/` is two subpackages and nothing else: the decision core (`canary.decision`: spec,
+  engine, checks, judges) never imports the traffic side (`canary.traffic`: router, comparator,
+  mirror, what a model answered), which may import the core's types;
+- `controller/`'s rooms lean one way: the runtime at its root (reconcile, the platform port, the
+  registry poll) imports none of them; the backends behind the port (`kserve`, `local`) never
+  import each other; nothing outside the command lines (`cli`) imports them;
 - no circle among the product's modules: each can be read, and tested, after what it imports.
 """
 
@@ -98,7 +104,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_imports_at_module_level_and_inside_functions() -> None:
     graph = import_graph()
     assert "controller.reconcile" in graph["controller.local.runner"]  # module level
-    assert "controller.local.runner" in graph["controller.cli"]  # inside a function
+    assert "controller.local.runner" in graph["controller.cli.main"]  # inside a function
 
 
 def test_canary_and_registry_never_import_controller_nor_each_other() -> None:
@@ -109,6 +115,51 @@ def test_canary_and_registry_never_import_controller_nor_each_other() -> None:
         if module.split(".")[0] in ("canary", "registry") and target.split(".")[0] != module.split(".")[0]
     ]
     assert crossings == []
+
+
+def test_the_decision_core_never_imports_the_traffic_side() -> None:
+    graph = import_graph()
+    sides = {module.split(".")[1] for module in graph if module.startswith("canary.")}
+    assert sides == {"decision", "traffic"}, "every canary module sits in canary.decision or canary.traffic"
+    crossings = [
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module.startswith("canary.decision")
+        for target in sorted(targets)
+        if target.startswith("canary.traffic")
+    ]
+    assert crossings == []
+
+
+ROOMS = ("cli", "demo", "kserve", "kube", "local", "report")
+
+
+def room(module: str) -> str | None:
+    """The room of a controller module (`controller.kserve.patch` -> `kserve`); None at the root."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "controller" and len(parts) > 2 and parts[1] in ROOMS else None
+
+
+def test_controller_rooms_lean_one_way() -> None:
+    graph = import_graph()
+    rooms_found = {room(module) for module in graph} - {None}
+    assert rooms_found == set(ROOMS), "a new room under controller/ belongs in ROOMS and in the rules"
+    wrong = []
+    for module, targets in graph.items():
+        if not module.startswith("controller."):
+            continue
+        here = room(module)
+        for target in sorted(targets):
+            there = room(target)
+            if there is None or there == here:
+                continue
+            if here is None:
+                wrong.append(f"{module} (the runtime) imports the room {there}: {target}")
+            elif {here, there} == {"kserve", "local"}:
+                wrong.append(f"{module} imports the other backend: {target}")
+            elif there == "cli":
+                wrong.append(f"{module} imports the command lines: {target}")
+    assert wrong == []
 
 
 def test_no_module_imports_itself_back_through_others() -> None:

@@ -2,7 +2,7 @@
 
 Every document is validated against KServe's real CRD (strict: unknown fields fail). The
 canary, promotion and rollback sequences are spelt out exactly, as KServe defines them
-(module docstring of `controller.kserve_documents`), and patches are applied with RFC 7386
+(module docstring of `controller.kserve.documents`), and patches are applied with RFC 7386
 semantics to check that they really reach the documents — removed fields included.
 """
 
@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.kserve_documents import Desired, IsvcTarget, desired, shadow_logger, shadow_name
-from controller.kserve_patch import PATCH_CONTENT_TYPE, merge_patch
-from controller.kserve_status import SUPERSEDED_REVISION_ANNOTATION
+from controller.kserve.documents import Desired, IsvcTarget, desired, shadow_logger, shadow_name
+from controller.kserve.patch import PATCH_CONTENT_TYPE, merge_patch
+from controller.kserve.status import SUPERSEDED_REVISION_ANNOTATION
 from controller.platform import Routing
 from tests.kube.kserve_crd import assert_valid
 
@@ -281,7 +281,7 @@ def test_standard_mode_needs_no_revision_bookkeeping() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Standard: a second InferenceService and the route's weights (controller/kserve_standard.py)
+# Standard: a second InferenceService and the route's weights (controller/kserve/standard.py)
 
 
 def test_standard_canary_promote_sequence() -> None:

@@ -1,6 +1,6 @@
 """Readiness read from InferenceService status blobs shaped as KServe writes them.
 
-Each blob is our own document (from `kserve_documents.desired`) plus a `status` written from
+Each blob is our own document (from `controller.kserve.documents.desired`) plus a `status` written from
 KServe's CRD and docs: Knative revision fields and `traffic[]`, the `PredictorReady` /
 `IngressReady` / `Ready` conditions, `modelStatus` with `lastFailureInfo`, and for Standard
 mode the conditions KServe copies from the predictor's Deployment. Every blob is validated against the CRD
@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from controller.kserve_documents import IsvcTarget, desired
-from controller.kserve_status import (
+from controller.kserve.documents import IsvcTarget, desired
+from controller.kserve.status import (
+    STORAGE_URI_ANNOTATION,
     SUPERSEDED_REVISION_ANNOTATION,
     Readiness,
     TrafficShare,
     deployment_mode,
-    STORAGE_URI_ANNOTATION,
     deployment_rolled_out,
     knative_newest_revision_ready,
     predictor_readiness,

@@ -31,8 +31,8 @@ import jsonschema
 import pytest
 import yaml
 
-from canary.spec import parse_rollout
-from controller import crd
+from canary.decision.spec import parse_rollout
+from controller.kube import crd
 from tests.helm_subset import HelmSubset, TemplateError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +61,7 @@ EXPECTED_BASE = {
     ("PrometheusRule", "modelrollout"),
 }
 
-# The operator's Kubernetes API calls (the interface brief of controller/operator.py), as
+# The operator's Kubernetes API calls (the interface brief of controller/kube/operator.py), as
 # (apiGroup, resource, verb). Nothing else: no Secrets, no Pods, no Namespaces.
 OPERATOR_CALLS = {
     *{("modelrollout.io", "modelrollouts", v) for v in ("get", "list", "watch", "patch")},
@@ -140,7 +140,7 @@ def cli_params(args: list[str]) -> dict[str, Any]:
     """A container's args as the real `modelrollout` command parses them (without running it)."""
     import typer
 
-    from controller.cli import app
+    from controller.cli.main import app
 
     command = typer.main.get_command(app).commands[args[0]]  # type: ignore[attr-defined]
     return dict(command.make_context(args[0], list(args[1:])).params)
@@ -296,8 +296,8 @@ def test_the_containers_args_and_env_are_what_the_cli_reads(deployment: str, exp
     """Parsed by the real `modelrollout` command (not run): every flag exists, every variable is read."""
     import typer
 
-    from controller.cli import app
-    from controller.operator import WEBHOOK_SECRET_ENV
+    from controller.cli.main import app
+    from controller.kube.operator import WEBHOOK_SECRET_ENV
 
     c = container(one(base(), "Deployment", deployment))
     assert expected.items() <= cli_params(c["args"]).items()
@@ -311,7 +311,7 @@ async def test_the_operator_serves_the_paths_its_probes_and_services_use() -> No
     import httpx
     from prometheus_client import CollectorRegistry
 
-    from controller.operator_http import create_app
+    from controller.kube.operator_http import create_app
     from registry.webhooks import WEBHOOK_PATH
 
     c = container(one(base(), "Deployment", "modelrollout"))
@@ -325,7 +325,7 @@ async def test_the_operator_serves_the_paths_its_probes_and_services_use() -> No
 
 
 def test_the_comparator_runs_the_shadow_server_it_has() -> None:
-    from canary.shadow import ComparatorSettings, create_app
+    from canary.traffic.comparator import ComparatorSettings, create_app
 
     comparator = one(base(), "Deployment", "modelrollout-comparator")
     c = container(comparator)
@@ -411,7 +411,7 @@ def test_the_peering_crds_are_the_ones_kopf_uses() -> None:
 
 def test_the_base_carries_the_generated_crd_unchanged() -> None:
     assert one(base(), "CustomResourceDefinition", crd.CRD_NAME) == crd.crd_document(), (
-        f"manifests/crd/{crd.CRD_NAME}.yaml is not what canary/spec.py generates: run `make crd`"
+        f"manifests/crd/{crd.CRD_NAME}.yaml is not what canary/decision/spec.py generates: run `make crd`"
     )
 
 
@@ -421,8 +421,8 @@ def test_the_base_carries_the_generated_crd_unchanged() -> None:
 
 def operator_series() -> set[str]:
     """Every series name the operator and the comparator export, from their own registries."""
-    from canary.serving_metrics import MetricFamilies
-    from controller.operator_metrics import OperatorMetrics
+    from canary.traffic.serving_metrics import MetricFamilies
+    from controller.kube.operator_metrics import OperatorMetrics
 
     names = set()
     for registry in (OperatorMetrics().registry, MetricFamilies().registry):
@@ -480,7 +480,7 @@ def test_the_example_rollout_is_valid_for_pydantic_and_the_crd_schema() -> None:
 
 
 def test_the_example_inference_service_is_what_the_operator_would_write() -> None:
-    from controller.kserve_documents import DEPLOYMENT_MODE_ANNOTATION, IsvcTarget, desired
+    from controller.kserve.documents import DEPLOYMENT_MODE_ANNOTATION, IsvcTarget, desired
     from controller.platform import Routing
     from tests.kube.kserve_crd import schema_errors
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canary import templates
-from canary.metrics import QueryError, escape_label_value, render
+from canary.decision import templates
+from canary.decision.metrics import QueryError, escape_label_value, render
 
 ALL = {
     "rollout": "iris",

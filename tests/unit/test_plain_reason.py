@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from canary.analysis import CheckResult
-from canary.plain_reason import plain_sentence
+from canary.decision.analysis import CheckResult
+from canary.decision.plain_reason import plain_sentence
 
 
 @pytest.mark.parametrize(

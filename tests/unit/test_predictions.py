@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from canary.predictions import (
+from canary.decision.tolerance import Tolerance
+from canary.traffic.predictions import (
     MAX_RELATIVE_ERROR,
     Protocol,
-    Tolerance,
     count_agreements,
     instance_probabilities,
     instances_from_body,

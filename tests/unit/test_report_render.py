@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.image import imread
 
-from canary.metrics import RangeSeries
-from canary.spec import MetricStatus, ModelRollout, Phase, RolloutStatus, Transition
-from controller import report, report_plots
-from controller.report_metrics import CheckEvidence, LatencyEvidence, Window
-from controller.report_sources import RolloutRecord
-from controller.report_timeline import RolloutEvent, attempts
+from canary.decision.metrics import RangeSeries
+from canary.decision.spec import MetricStatus, ModelRollout, Phase, RolloutStatus, Transition
+from controller.report import page as report
+from controller.report import plots as report_plots
+from controller.report.metrics import CheckEvidence, LatencyEvidence, Window
+from controller.report.sources import RolloutRecord
+from controller.report.timeline import RolloutEvent, attempts
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
 HOSTILE = '<img src=x onerror="alert(1)">'

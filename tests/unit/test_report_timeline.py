@@ -1,6 +1,6 @@
 """The report's reading of a status history: attempts, phases, steps and weights.
 
-Histories come from the real engine (`canary.engine.step`, pure) driven tick by tick, and the
+Histories come from the real engine (`canary.decision.engine.step`, pure) driven tick by tick, and the
 weights the report derives are checked against the weights the engine itself recorded at each
 tick — so a change in the engine's weights shows up here as a disagreement.
 """
@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from canary.analysis import CheckResult
-from canary.engine import (
+from canary.decision.analysis import CheckResult
+from canary.decision.engine import (
     CandidateHealth,
     Command,
     Observation,
@@ -21,9 +21,9 @@ from canary.engine import (
     analysis_due,
     step,
 )
-from canary.spec import ModelRolloutSpec, Phase, RolloutStatus
-from controller.report_metrics import bucket_quantile
-from controller.report_timeline import RolloutEvent, Weights, attempts, select
+from canary.decision.spec import ModelRolloutSpec, Phase, RolloutStatus
+from controller.report.metrics import bucket_quantile
+from controller.report.timeline import RolloutEvent, Weights, attempts, select
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

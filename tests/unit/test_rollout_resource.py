@@ -6,18 +6,16 @@ from datetime import datetime, timezone
 
 import pytest
 
-from canary.engine import Command, RecordEvent
-from canary.spec import Condition, Phase, RolloutStatus, SpecError, Weights
-from controller.commands import (
+from canary.decision.engine import Command, RecordEvent
+from canary.decision.spec import Condition, Phase, RolloutStatus, SpecError, Weights
+from controller.kube.commands import (
     COMMAND_ANNOTATION,
     COMMAND_ID_ANNOTATION,
     clear_patch,
     command_patch,
     read_command,
 )
-from tests.kube.patches import json_patch as apply_json_patch
-from tests.kube.patches import merge_patch as apply_merge_patch
-from controller.rollout_resource import (
+from controller.kube.rollout_resource import (
     EVENT_MESSAGE_MAX,
     SPEC_VALID,
     ResourceError,
@@ -28,6 +26,8 @@ from controller.rollout_resource import (
     read,
     status_patch,
 )
+from tests.kube.patches import json_patch as apply_json_patch
+from tests.kube.patches import merge_patch as apply_merge_patch
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from canary.mirror import Target
-from controller.local.router import RouterSettings, RouterState, Routing, Upstream
+from canary.traffic.mirror import Target
+from canary.traffic.router import RouterSettings, RouterState, RoutingDocument, Upstream
 
 
 def doc(**changes: Any) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def doc(**changes: Any) -> dict[str, Any]:
 
 
 def test_camel_case_on_the_wire() -> None:
-    routing = Routing.model_validate(doc())
+    routing = RoutingDocument.model_validate(doc())
     assert routing.candidate_weight == 10 and routing.shadow_percent == 0
     assert routing.candidate == Upstream(version="2", url="http://127.0.0.1:8002")  # trailing slash dropped
     assert routing.model_dump(by_alias=True)["candidateRole"] == "canary"
@@ -32,11 +32,11 @@ def test_camel_case_on_the_wire() -> None:
 
 
 def test_what_the_local_platform_sends_is_accepted() -> None:
-    Routing.model_validate(
+    RoutingDocument.model_validate(
         {"model": "iris", "stable": {"version": "3", "url": "http://127.0.0.1:1"}, "candidate": None}
     )
-    Routing.model_validate(doc(candidateRole="shadow", candidateWeight=0, shadowPercent=100))
-    Routing.model_validate(doc(candidateWeight=0, shadowPercent=0))
+    RoutingDocument.model_validate(doc(candidateRole="shadow", candidateWeight=0, shadowPercent=100))
+    RoutingDocument.model_validate(doc(candidateWeight=0, shadowPercent=0))
 
 
 @pytest.mark.parametrize(
@@ -69,16 +69,16 @@ def test_what_the_local_platform_sends_is_accepted() -> None:
 )
 def test_bad_routing_names_the_field(changes: dict[str, Any], needle: str) -> None:
     with pytest.raises(ValidationError) as raised:
-        Routing.model_validate(doc(**changes))
+        RoutingDocument.model_validate(doc(**changes))
     assert needle in str(raised.value)
 
 
 def test_a_shadow_with_a_baseline_measures_the_stable_under_role_baseline() -> None:
     body = doc(candidateRole="shadow", candidateWeight=0, shadowPercent=100, baseline={"version": "1", "url": "http://127.0.0.1:8003"})
-    routing = Routing.model_validate(body)
+    routing = RoutingDocument.model_validate(body)
     assert routing.label_sets() == [("1", "stable"), ("2", "shadow"), ("1", "baseline")]
     assert routing.wire()["baseline"] == {"version": "1", "url": "http://127.0.0.1:8003"}
-    assert "baseline" not in Routing.model_validate(doc()).wire()  # left out when not given
+    assert "baseline" not in RoutingDocument.model_validate(doc()).wire()  # left out when not given
     state = RouterState(RouterSettings(rollout="r"))
     state.apply(routing)
     assert state.applied is not None
@@ -87,12 +87,12 @@ def test_a_shadow_with_a_baseline_measures_the_stable_under_role_baseline() -> N
 
 def test_applying_the_same_routing_again_is_a_no_op() -> None:
     state = RouterState(RouterSettings(rollout="r"))
-    routing = Routing.model_validate(doc(candidateWeight=30))
+    routing = RoutingDocument.model_validate(doc(candidateWeight=30))
     assert state.apply(routing) is True
     applied = state.applied
     assert applied is not None
     picks = [applied.choose()[1] for _ in range(4)]  # a partly dealt deck
-    assert state.apply(Routing.model_validate(doc(candidateWeight=30))) is False
+    assert state.apply(RoutingDocument.model_validate(doc(candidateWeight=30))) is False
     assert state.applied is applied
     picks += [applied.choose()[1] for _ in range(6)]
     assert picks.count("canary") == 3  # the deck went on where it was
@@ -100,10 +100,10 @@ def test_applying_the_same_routing_again_is_a_no_op() -> None:
 
 def test_a_changed_share_deals_a_new_deck_and_keeps_the_other() -> None:
     state = RouterState(RouterSettings(rollout="r"))
-    state.apply(Routing.model_validate(doc(candidateWeight=30)))
+    state.apply(RoutingDocument.model_validate(doc(candidateWeight=30)))
     first = state.applied
     assert first is not None
-    state.apply(Routing.model_validate(doc(candidateWeight=50)))
+    state.apply(RoutingDocument.model_validate(doc(candidateWeight=50)))
     second = state.applied
     assert second is not None and second is not first
     assert second.canary_deck is not first.canary_deck
@@ -112,7 +112,7 @@ def test_a_changed_share_deals_a_new_deck_and_keeps_the_other() -> None:
 
 def test_shadow_routing_mirrors_and_serves_stable() -> None:
     state = RouterState(RouterSettings(rollout="r"))
-    state.apply(Routing.model_validate(doc(candidateRole="shadow", candidateWeight=0, shadowPercent=50)))
+    state.apply(RoutingDocument.model_validate(doc(candidateRole="shadow", candidateWeight=0, shadowPercent=50)))
     applied = state.applied
     assert applied is not None
     assert {applied.choose()[1] for _ in range(10)} == {"stable"}
@@ -120,5 +120,5 @@ def test_shadow_routing_mirrors_and_serves_stable() -> None:
     assert sum(m is not None for m in mirrored) == 5
     target = Target("2", "http://127.0.0.1:8002")
     assert state.is_current_shadow(target)
-    state.apply(Routing.model_validate(doc()))  # the shadow became a canary
+    state.apply(RoutingDocument.model_validate(doc()))  # the shadow became a canary
     assert not state.is_current_shadow(target)

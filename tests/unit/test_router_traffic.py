@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.local.traffic import ShareDeck
+from canary.traffic.deck import ShareDeck
 
 
 @given(percent=st.integers(0, 100), seed=st.integers(0, 2**32 - 1))

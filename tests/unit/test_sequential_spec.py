@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from canary.analysis import AnalysisContext, CheckResult, describe_thresholds
-from canary.engine import CandidateHealth, Command, Observation, RegistryView, analysed_seconds, step
-from canary.spec import (
+from canary.decision.analysis import AnalysisContext, CheckResult, describe_thresholds
+from canary.decision.engine import CandidateHealth, Command, Observation, RegistryView, analysed_seconds, step
+from canary.decision.spec import (
     DEFAULT_CONFIDENCE,
     DEFAULT_MAX_INTERVALS,
     ModelRolloutSpec,
@@ -29,7 +29,7 @@ from canary.spec import (
     load_rollouts,
     parse_rollout,
 )
-from canary.templates import PROVIDERS
+from canary.decision.templates import PROVIDERS
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 LATENCY = {"name": "p95", "template": "latency_p95", "judge": "sequential", "tolerance": "10%"}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from canary.engine import METRICS_AVAILABLE, CandidateHealth
-from canary.metrics import MetricsUnavailable
-from canary.series_check import missing_series, wanted_series
-from canary.spec import ModelRolloutSpec, Phase
-from controller.series_catalog import SeriesCatalog
+from canary.decision.engine import METRICS_AVAILABLE, CandidateHealth
+from canary.decision.metrics import MetricsUnavailable
+from canary.decision.series_check import missing_series, wanted_series
+from canary.decision.spec import ModelRolloutSpec, Phase
+from controller.kube.series_catalog import SeriesCatalog
 from tests.unit.test_engine import Driver, make_spec
 
 KNATIVE_1_21 = {"kn_serving_invocation_duration_seconds_bucket", "kn_serving_invocation_duration_seconds_count",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from canary.calibration import Calibrated
-from canary.feedback import EVICTED, EXPIRED, Score
-from canary.serving_metrics import (
+from canary.traffic.calibration import Calibrated
+from canary.traffic.feedback import EVICTED, EXPIRED, Score
+from canary.traffic.serving_metrics import (
     OTHER_CLASS,
     PREDICTION_VALUE_BUCKETS,
     MetricFamilies,

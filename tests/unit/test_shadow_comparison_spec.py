@@ -14,12 +14,13 @@ import mlflow
 import pytest
 from pydantic import ValidationError
 
-from canary.engine import ApplyRouting
-from canary.predictions import Comparison, Tolerance, effective_tolerance, values_agree
-from canary.shadow import ShadowTarget
-from canary.spec import ModelRollout, SpecError, load_rollouts, parse_rollout
-from controller import crd
-from controller.local.router import Routing as RouterRouting
+from canary.decision.engine import ApplyRouting
+from canary.decision.spec import ModelRollout, SpecError, load_rollouts, parse_rollout
+from canary.decision.tolerance import Comparison, Tolerance, effective_tolerance
+from canary.traffic.comparator import ShadowTarget
+from canary.traffic.predictions import values_agree
+from canary.traffic.router import RoutingDocument
+from controller.kube import crd
 from controller.platform import Routing, VersionHealth
 from controller.reconcile import Ports, carry_out
 
@@ -139,19 +140,21 @@ def test_crd_states_type_and_bound_but_no_default() -> None:
 # --- the platform-neutral Routing and the reconcile that fills it ------------------------------------
 
 
-def test_platform_routing_carries_and_checks_the_two_numbers() -> None:
+def test_platform_routing_carries_one_checked_tolerance() -> None:
     plain = Routing("prices", "1", "2", "shadow", shadow_percent=100)
-    assert (plain.relative_tolerance, plain.absolute_tolerance) == (1e-6, 1e-9)
-    assert Routing("prices", "1", relative_tolerance=0.05, absolute_tolerance=0).relative_tolerance == 0.05
+    assert plain.tolerance == Tolerance(1e-6, 1e-9)
+    assert Routing("prices", "1", tolerance=Tolerance(rel=0.05, abs=0)).tolerance.rel == 0.05
     for name, value, message in (
-        ("relative_tolerance", -1.0, "routing.relative_tolerance: expected a finite number >= 0, got -1.0"),
-        ("relative_tolerance", math.nan, "routing.relative_tolerance: expected a finite number >= 0, got nan"),
-        ("absolute_tolerance", True, "routing.absolute_tolerance: expected a number, got bool True"),
-        ("absolute_tolerance", "0", "routing.absolute_tolerance: expected a number, got the string '0'"),
+        ("rel", -1.0, "Tolerance.rel: expected a finite number >= 0, got -1.0"),
+        ("rel", math.nan, "Tolerance.rel: expected a finite number >= 0, got nan"),
+        ("abs", True, "Tolerance.abs: expected a number, got bool True"),
+        ("abs", "0", "Tolerance.abs: expected a number, got the string '0'"),
     ):
         with pytest.raises(ValueError) as caught:
-            Routing("prices", "1", **{name: value})
+            Routing("prices", "1", tolerance=Tolerance(**{name: value}))
         assert str(caught.value).startswith(message), caught.value
+    with pytest.raises(ValueError, match=r"routing.tolerance must be a Tolerance, got 0.05"):
+        Routing("prices", "1", tolerance=0.05)  # type: ignore[arg-type]
 
 
 class RecordingPlatform:
@@ -191,7 +194,7 @@ def test_reconcile_fills_the_routing_from_the_spec() -> None:
     carry_out(rollout, ApplyRouting("1", "2", "shadow", 0, 100), ports)
     [(name, routing, uris)] = platform.applied
     assert name == "prices" and uris == {"1": "file:///m/1", "2": "file:///m/2"}
-    assert routing == Routing("prices", "1", "2", "shadow", 0, 100, relative_tolerance=0.05, absolute_tolerance=0.001)
+    assert routing == Routing("prices", "1", "2", "shadow", 0, 100, tolerance=Tolerance(rel=0.05, abs=0.001))
 
 
 # --- the wire forms -----------------------------------------------------------------------------------
@@ -214,9 +217,9 @@ def test_comparison_wire_form_and_its_defaults() -> None:
 
 def test_router_routing_and_shadow_target_take_an_optional_comparison() -> None:
     base = {"model": "prices", "stable": {"version": "1", "url": "http://127.0.0.1:8001"}}
-    old = RouterRouting.model_validate(base)
+    old = RoutingDocument.model_validate(base)
     assert old.comparison is None and "comparison" not in old.wire()  # an old payload, as before
-    new = RouterRouting.model_validate({**base, "comparison": {"relativeTolerance": 0.05}})
+    new = RoutingDocument.model_validate({**base, "comparison": {"relativeTolerance": 0.05}})
     assert new.wire()["comparison"] == {"relativeTolerance": 0.05, "absoluteTolerance": None}
     assert new != old
     target = {

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-
 import re
 
 import pytest
 import yaml
 
-from canary.durations import format_duration, parse_duration
-from canary.spec import RolloutStatus, SpecError, load_rollouts, parse_rollout, relative_ratio
+from canary.decision.durations import format_duration, parse_duration
+from canary.decision.spec import RolloutStatus, SpecError, load_rollouts, parse_rollout, relative_ratio
 
 GOOD = {
     "apiVersion": "modelrollout.io/v1alpha1",

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from canary.spec import Phase, RolloutStatus
+from canary.decision.spec import Phase, RolloutStatus
 from controller.local.state import StateError, StateStore
 
 
@@ -61,7 +61,7 @@ def test_a_truncated_command_file_is_dropped_not_applied(tmp_path):
 
 
 def test_events_are_appended_as_json_lines(tmp_path):
-    from canary.engine import RecordEvent
+    from canary.decision.engine import RecordEvent
 
     store = StateStore(tmp_path)
     store.record_event("r", RecordEvent("Normal", "Promoted", "v2 is the stable version"))

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from canary.samples import Counts, Histogram, histogram_quantile
-from canary.sequential import (
+from canary.decision.samples import Counts, Histogram, histogram_quantile
+from canary.decision.sequential import (
     confidence_sequence,
     judge_latency,
     judge_rate,
     mixture_likelihood_ratio,
 )
-from canary.serving_metrics import LATENCY_BUCKETS
-from canary.statistics import (
+from canary.decision.statistics import (
     above,
     mann_whitney,
     rate_difference,
@@ -26,6 +25,7 @@ from canary.statistics import (
     two_proportion_test,
     wilson_interval,
 )
+from canary.traffic.serving_metrics import LATENCY_BUCKETS
 
 BOUNDS = tuple(LATENCY_BUCKETS)
 

@@ -1,0 +1,116 @@
+"""What the two command lines share: `modelrollout` (main.py) and `kubectl modelrollout` (kubectl.py).
+
+Their consoles, the one-line error plumbing (every error a user can cause or meet ends in one line
+on stderr naming the cause and exit 2, never a traceback), log set-up, reading rollout files and
+`lint`, which both offer with the same rules: the engine's, and the CRD schema's as the API
+server applies it. Kept apart from both so that neither imports the
+other.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from canary.decision.spec import ModelRollout, SpecError, load_rollouts
+from controller.kube import crd
+from controller.kube.rollout_client import RolloutRequestError
+from controller.local.home import ServicesNotRunning
+from controller.local.mlflow_server import MlflowServerError
+from controller.local.prometheus_server import PrometheusServerError
+from controller.local.state import StateError
+
+console = Console(soft_wrap=True)  # long lines (paths, reasons) stay whole: greppable, copyable
+errors = Console(stderr=True, soft_wrap=True)
+
+FileOption = Annotated[Path, typer.Option("-f", "--file", help="YAML file with one or more ModelRollout documents")]
+
+
+class UsageError(Exception):
+    """A command used wrongly (unknown rollout, bad option value)."""
+
+
+# Errors that are the user's or the environment's, not bugs: one line, exit 2.
+EXPECTED = (
+    SpecError, ServicesNotRunning, StateError, MlflowServerError, PrometheusServerError, RolloutRequestError, FileNotFoundError,
+)
+
+
+def one_line_errors(func: Callable) -> Callable:
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (*EXPECTED, UsageError) as err:
+            text = str(err) if not isinstance(err, FileNotFoundError) else f"{err.filename}: file not found"
+            for line in text.splitlines() or [type(err).__name__]:
+                errors.print(f"[red]error:[/red] {escape(line)}", highlight=False, markup=True)  # text is not markup
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes each record to sys.stderr as it is at that moment, like the rich console does: a
+    stream bound once goes stale when something swaps sys.stderr (a test runner invoking the CLI
+    closes its capture afterwards, and every later record became a "Logging error" printout)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - whatever sys.stderr is
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+def configure_logging(verbose: bool = False) -> None:
+    if errors.is_terminal:
+        handler: logging.Handler = RichHandler(console=errors, show_path=False, markup=False)
+        form = "%(message)s"
+    else:
+        # A file or a pipe (a service's log, kubectl logs): one line per record, never wrapped.
+        handler, form = _StderrHandler(), "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=form, handlers=[handler], force=True)
+    for noisy in ("urllib3", "httpx", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def read_rollouts(file: Path) -> list[ModelRollout]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{file}: not UTF-8 text (byte {err.start}): a rollout file is YAML") from None
+    except OSError as err:  # a directory, no permission: one line naming the file, not a traceback
+        raise SpecError(f"{file}: cannot be read: {err.strerror or err}") from None
+    rollouts = load_rollouts(text, str(file))
+    # The engine's model reads leniently (a step "10" becomes 10); the API server would refuse what
+    # the CRD's schema does not allow, so a file that passes here also applies to a cluster.
+    problems = [
+        f"{file}: {(doc.get('metadata') or {}).get('name', f'document {i + 1}')}: {problem}"
+        for i, doc in enumerate(d for d in yaml.safe_load_all(text) if d is not None)
+        for problem in crd.schema_problems(doc)
+    ]
+    if problems:
+        raise SpecError("\n".join(problems))
+    return rollouts
+
+
+@one_line_errors
+def lint(file: FileOption) -> None:
+    """Check a rollout file without running it."""
+    rollouts = read_rollouts(file)
+    for rollout in rollouts:
+        console.print(f"{file}: {rollout.metadata.name}: ok ({len(rollout.spec.analysis.metrics)} checks)")
