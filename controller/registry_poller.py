@@ -1,4 +1,5 @@
-"""The operator's one registry poll, shared by every ModelRollout it drives.
+"""The one registry poll, shared by every rollout a controller drives: the operator runs it in a
+thread of its own, `local run` once per tick in its loop.
 
 Rollouts register the model they watch; a background thread reads all of them in one
 `RegistryWatcher.poll` per interval (a search by name for up to ~285 watched models, else one
@@ -48,6 +49,7 @@ class RegistryPoller:
         self._models: dict[Hashable, str] = {}  # rollout key -> model name
         self._snapshot: Snapshot | None = None
         self._error: str | None = "registry not polled yet"
+        self._failing = False  # the last poll failed: say when MLflow answers again
         self._wake = threading.Event()
         self._polled = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,6 +101,7 @@ class RegistryPoller:
         except RegistryError as err:
             self.observe(time.perf_counter() - started, False)
             self.backoff.failed(clock)
+            self._failing = True
             with self._lock:
                 previous_error, self._snapshot, self._error = self._error, None, str(err)
             if previous_error != str(err):
@@ -110,6 +113,9 @@ class RegistryPoller:
         self.backoff.succeeded()
         with self._lock:
             previous, self._snapshot, self._error = self._snapshot, snapshot, None
+        if self._failing:
+            log.info("registry reachable again")
+            self._failing = False
         for name in names:
             if previous is None or previous.get(name) != snapshot.get(name):
                 self.on_change(name)

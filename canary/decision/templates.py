@@ -13,9 +13,10 @@ receives the same copies at the same moment: the stable's client requests are ti
 path, and an identical shadow measured against them looked slower (issue 11). On KServe, `knative` reads Knative's queue-proxy series and
 `istio` the mesh's, per version through the `revision` / `workload` variables the KServe platform
 fills in; both take the quality signals (agreement, accuracy, calibration, label lag, drift) from
-the shadow comparator (`canary/traffic/comparator.py`), which exports the router's series names. Queue-proxy
-and Istio latencies are in milliseconds: the templates divide by 1000 so every provider speaks
-seconds.
+the shadow comparator (`canary/traffic/comparator.py`), which exports the router's series names. Every
+provider speaks seconds: Knative >= 1.19's queue-proxy histogram is in seconds already; the
+`knative-legacy` (Knative < 1.19) and `istio` latencies are in milliseconds, and their templates
+divide by 1000.
 
 Quality templates (canary/traffic/serving_metrics.py says what each series counts):
 - `brier_score`, `calibration_error` (ECE over 10 confidence bins): labelled probability
@@ -79,8 +80,9 @@ class JudgeQueries:
     analysis began, not one interval).
 
     - kind "latency": `buckets` is a histogram's cumulative counts `sum by (le)`; its `le` bounds
-      times `bucket_scale` are seconds (Knative and Istio count milliseconds); `quantile` is the
-      tail the judge watches besides the rank test (the template's p95 watches the slowest 5%).
+      times `bucket_scale` are seconds (0.001 for `knative-legacy` and `istio`, which count
+      milliseconds); `quantile` is the tail the judge watches besides the rank test (the
+      template's p95 watches the slowest 5%).
     - kind "rate": `events` out of `trials` (errors of requests, correct of labelled), each one
       number; `worse` says which direction is a regression.
     """

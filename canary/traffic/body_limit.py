@@ -1,10 +1,15 @@
-"""A request-body size limit for every endpoint of an ASGI app (the router's, the comparator's).
+"""A request-body size limit for every endpoint of an ASGI app (the router's, the comparator's,
+the local model server's).
 
 Endpoints that parse JSON through FastAPI read the whole body before any handler could check
 its size; this middleware bounds it first, so no endpoint can be made to hold an unbounded body.
+The one place bodies are bounded: an endpoint that needs a smaller bound than the app's (the
+comparator's small admin documents) gets it here too, by path.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,14 +26,16 @@ class BodySizeLimit:
     and replayed to the app, so a chunked upload without Content-Length is bounded too.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})  # exact path -> its own, usually smaller, bound
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             try:
@@ -36,8 +43,8 @@ class BodySizeLimit:
             except ValueError:
                 await _answer(400, "Content-Length is not an integer")(scope, receive, send)
                 return
-            if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
+            if size > limit:
+                await _too_large(limit, scope, receive, send)
                 return
         chunks: list[bytes] = []
         total = 0
@@ -47,8 +54,8 @@ class BodySizeLimit:
                 return
             chunk = message.get("body", b"")
             total += len(chunk)
-            if total > self.max_bytes:
-                await self._too_large(scope, receive, send)
+            if total > limit:
+                await _too_large(limit, scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -65,5 +72,6 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _answer(413, f"request body larger than {self.max_bytes} bytes")(scope, receive, send)
+
+async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    await _answer(413, f"request body larger than {limit} bytes")(scope, receive, send)

@@ -44,7 +44,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -56,13 +56,12 @@ from pydantic.alias_generators import to_camel
 
 from canary.decision.tolerance import DEFAULT_TOLERANCE, Comparison, Tolerance, effective_tolerance
 from canary.traffic.body_limit import BodySizeLimit
+from canary.traffic.deck import ShareDeck
 from canary.traffic.feedback import (
-    FeedbackConflict,
     FeedbackItem,
     FeedbackRequest,
     PredictionLog,
-    UnknownRequests,
-    feedback_answer,
+    apply_labels,
 )
 from canary.traffic.mirror import Mirror, MirrorJob, Target
 from canary.traffic.predictions import Protocol, instances_from_body
@@ -112,6 +111,9 @@ class ShadowTarget(BaseModel):
         return self.shadow_model or f"{self.inference_service}-shadow"
 
 
+TARGET_MAX_BYTES = 64 << 10  # a `PUT /admin/shadows` body
+
+
 @dataclass(frozen=True)
 class ComparatorSettings:
     max_body_bytes: int = 1 << 20
@@ -150,8 +152,9 @@ class _Shadowed:
     mirror: Mirror
     predictions: PredictionLog
     tolerance: Tolerance  # the target's comparison, else the settings' default
-    dealt: int = 0  # paired requests seen, for the replayed share
-    replayed: int = 0
+    # Which paired requests are replayed: the router's shuffled deck, so the shadow sees exactly
+    # `percent`% of them without a periodic pattern a cycling client would turn into a bias.
+    deck: ShareDeck
 
 
 @dataclass
@@ -171,23 +174,6 @@ class _State:
         self.aliases[request_id] = event_id
         while len(self.aliases) > self.settings.feedback_max_entries:
             self.aliases.popitem(last=False)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _protocol_of(body: bytes) -> Protocol | None:
@@ -232,16 +218,6 @@ def _request_id_of(metadata: str | None) -> str | None:
     return None
 
 
-def _should_replay(shadow: _Shadowed) -> bool:
-    """Replay `percent`% of paired requests, spread evenly (Bresenham): exact over any window."""
-    shadow.dealt += 1
-    due = shadow.dealt * shadow.target.percent // 100
-    if due > shadow.replayed:
-        shadow.replayed = due
-        return True
-    return False
-
-
 def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
     settings = settings or ComparatorSettings()
     state = _State(settings, MetricFamilies(settings.prediction_buckets, settings.max_classes))
@@ -255,7 +231,8 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
     app = FastAPI(title="modelrollout shadow comparator", lifespan=lifespan)
     app.state.comparator = state
     # Every endpoint, /feedback and /admin included: FastAPI would read any body whole.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # A shadow target is a small document: its endpoint gets a bound of its own.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, path_limits={"/admin/shadows": TARGET_MAX_BYTES})
 
     async def _install(target: ShadowTarget) -> bool:
         current = state.shadows.get(target.key)
@@ -293,16 +270,14 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
             tolerance=tolerance,
         )
         await mirror.start()
-        state.shadows[target.key] = _Shadowed(target, metrics, mirror, predictions, tolerance)
+        state.shadows[target.key] = _Shadowed(target, metrics, mirror, predictions, tolerance, ShareDeck(target.percent))
         log.info("shadowing %s/%s: v%s mirrors v%s", target.namespace, target.inference_service, target.candidate_version, target.stable_version)
         return True
 
     @app.put("/admin/shadows")
     async def put_shadow(request: Request) -> JSONResponse:
         try:
-            target = ShadowTarget.model_validate_json(await _read_limited(request, 64 << 10))
-        except BodyTooLarge:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+            target = ShadowTarget.model_validate_json(await request.body())  # bounded by BodySizeLimit
         except ValidationError as err:
             fields = [".".join(str(p) for p in e["loc"]) for e in err.errors()]
             # Only loc, msg and type: a validator's `ctx` holds the exception itself, not JSON.
@@ -414,7 +389,7 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
 
     def _replay(shadow: _Shadowed, event_id: str, half: _Half, protocol: Protocol, stable: list[Any] | None) -> None:
         assert half.request is not None
-        if not _should_replay(shadow):
+        if not shadow.deck.take():
             return
         target = shadow.target
         shadow.mirror.offer(
@@ -432,7 +407,7 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
         )
 
     @app.post("/feedback", response_model=None)
-    async def feedback(body: FeedbackRequest) -> dict[str, Any] | JSONResponse:
+    async def feedback(body: FeedbackRequest) -> JSONResponse:
         # A label names its request by the CloudEvent id (the client's Ce-Id) or by the client's
         # X-Request-Id; each rollout remembers its own requests: route every label to the one that knows it.
         by_shadow: dict[tuple[str, str], list[FeedbackItem]] = {}
@@ -455,21 +430,13 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
                 "(unknown, or dropped from the feedback memory long ago)"
             )
             return JSONResponse({"error": message}, status_code=404)
-        results = []
         # All or nothing per rollout; a batch spanning rollouts is rare and not atomic across them.
-        try:
-            for key, items in by_shadow.items():
-                shadow = state.shadows[key]
-                applied = shadow.predictions.apply(items)
-                for one in applied:
-                    for score in one.scores:
-                        shadow.metrics.observe_score(score)
-                results.extend(applied)
-        except UnknownRequests as err:
-            return JSONResponse({"error": str(err)}, status_code=404)
-        except FeedbackConflict as err:
-            return JSONResponse({"error": str(err)}, status_code=err.status)
-        return feedback_answer([replace(one, request_id=asked_as.get(one.request_id, one.request_id)) for one in results])
+        batches = [
+            (state.shadows[key].predictions, state.shadows[key].metrics.observe_score, items)
+            for key, items in by_shadow.items()
+        ]
+        status, answer = apply_labels(batches, asked_as)
+        return JSONResponse(answer, status_code=status)
 
     @app.get("/metrics")
     async def metrics() -> Response:

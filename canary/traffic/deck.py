@@ -1,7 +1,8 @@
-"""How the router turns a percentage into per-request decisions.
+"""How a percentage becomes per-request decisions, wherever requests are shared out.
 
-Used twice: which requests a canary serves (``candidateWeight``), and which requests are
-mirrored to a shadow (``shadowPercent``).
+The router uses it twice: which requests a canary serves (``candidateWeight``), and which
+requests are mirrored to a shadow (``shadowPercent``); the shadow comparator uses it for which
+paired requests it replays to a shadow (a target's ``percent``).
 
 A plain random draw per request drifts: at 10% over 1000 requests the realised share is only
 within ±3 points 99.7% of the time, and the analysis reads that share as traffic. A fixed

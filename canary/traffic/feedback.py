@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -346,3 +346,31 @@ def feedback_answer(results: list[Applied]) -> dict[str, Any]:
             }
         )
     return {"scored": scored, "late": late}
+
+
+def apply_labels(
+    batches: Iterable[tuple[PredictionLog, Callable[[Score], None], list[FeedbackItem]]],
+    asked_as: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """``POST /feedback`` for the router and the shadow comparator: the HTTP status and body.
+
+    Each batch is a prediction log, what counts a score (the serving metrics of that log's
+    rollout) and the labels for requests that log remembers; a batch is applied all or nothing.
+    ``asked_as`` maps a request id back to the one the client used (the comparator keys its
+    memory by CloudEvent id and also accepts the client's X-Request-Id).
+    """
+    results: list[Applied] = []
+    try:
+        for log, observe, items in batches:
+            applied = log.apply(items)
+            for one in applied:
+                for score in one.scores:
+                    observe(score)
+            results.extend(applied)
+    except UnknownRequests as err:
+        return 404, {"error": str(err)}
+    except FeedbackConflict as err:
+        return err.status, {"error": str(err)}
+    if asked_as:
+        results = [replace(one, request_id=asked_as.get(one.request_id, one.request_id)) for one in results]
+    return 200, feedback_answer(results)

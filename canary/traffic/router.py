@@ -61,11 +61,9 @@ from canary.traffic.atomic_file import atomic_write
 from canary.traffic.body_limit import BodySizeLimit
 from canary.traffic.deck import ShareDeck
 from canary.traffic.feedback import (
-    FeedbackConflict,
     FeedbackRequest,
     PredictionLog,
-    UnknownRequests,
-    feedback_answer,
+    apply_labels,
 )
 from canary.traffic.mirror import PASSED_HEADERS, Mirror, MirrorJob, Target
 from canary.traffic.predictions import Protocol, instances_from_body
@@ -380,17 +378,9 @@ def create_app(settings: RouterSettings) -> FastAPI:
         return state.applied.routing.wire()
 
     @app.post("/feedback", response_model=None)
-    async def feedback(body: FeedbackRequest) -> dict[str, Any] | JSONResponse:
-        try:
-            results = state.predictions.apply(body.items)
-        except UnknownRequests as exc:
-            return _error(404, str(exc))
-        except FeedbackConflict as exc:
-            return _error(exc.status, str(exc))
-        for applied in results:
-            for score in applied.scores:
-                state.metrics.observe_score(score)
-        return feedback_answer(results)
+    async def feedback(body: FeedbackRequest) -> JSONResponse:
+        status, answer = apply_labels([(state.predictions, state.metrics.observe_score, body.items)])
+        return JSONResponse(answer, status_code=status)
 
     @app.post("/v1/models/{model}:predict")
     async def v1_predict(model: str, request: Request) -> Response:

@@ -1,4 +1,4 @@
-"""`modelrollout`: the command line of the local platform (and, later, of the operator).
+"""`modelrollout`: the command line of the local platform, the operator, the demo, the report and the shadow comparator.
 
 Every error a user can cause or meet — a bad rollout file, services not started, an unknown
 rollout name, MLflow or Prometheus unreachable — ends in one line on stderr naming the cause and
@@ -274,6 +274,7 @@ def report(
 
     from canary.decision.metrics import MetricsError, PrometheusProvider
     from controller.kube.cluster_access import ClusterAccessError
+    from controller.kube.rollout_client import RolloutRequestError
     from controller.report import page as report_module
     from controller.report.metrics import check_reachable
     from controller.report.sources import SourceError, from_cluster, from_local

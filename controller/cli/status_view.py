@@ -1,4 +1,4 @@
-"""How a rollout's status reads in a terminal: `modelrollout status` (and later `kubectl modelrollout status`)."""
+"""How a rollout's status reads in a terminal: `modelrollout status` and `kubectl modelrollout status`."""
 
 from __future__ import annotations
 

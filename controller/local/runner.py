@@ -22,6 +22,7 @@ from controller.local.home import LocalHome, Services
 from controller.local.platform import LocalPlatform
 from controller.local.state import StateError, StateStore
 from controller.reconcile import Ports, reconcile, watched_model
+from controller.registry_poller import RegistryPoller
 from registry.connection import connect
 from registry.errors import RegistryError
 from registry.watcher import RegistryWatcher, Snapshot
@@ -55,8 +56,10 @@ class LocalRunner:
             save_status=self.store.save,
             record_event=self.store.record_event,
         )
-        self.backoff = Backoff()
-        self.last_error: str | None = None
+        # The operator's poll, run in this loop's thread: one read per tick, backed off while MLflow fails.
+        self.poller = RegistryPoller(self.client, interval_s=0, backoff=Backoff())
+        for rollout in self.rollouts:
+            self.poller.watch(rollout.metadata.name, rollout.spec.model.name)
         self.last_snapshot: Snapshot | None = None
 
     def preflight(self) -> list[PreflightProblem]:
@@ -94,30 +97,19 @@ class LocalRunner:
                         break
         return problems
 
-    def poll(self, clock: float) -> Snapshot | None:
-        """This tick's registry snapshot, or None while MLflow fails (then polled with back-off)."""
-        if not self.backoff.ready(clock):
-            return None
-        try:
-            snapshot = self.watcher.poll()
-        except RegistryError as err:
-            self.backoff.failed(clock)
-            if str(err) != self.last_error:
-                log.warning("registry unavailable, backing off: %s", err)
-            self.last_error = str(err)
-            return None
-        if self.last_error:
-            log.info("registry reachable again")
-        self.backoff.succeeded()
-        self.last_error = None
-        for move in self.watcher.changes(self.last_snapshot, snapshot):
-            log.info("%s: %s %r: v%s -> v%s", move.model, move.via, move.alias, move.old_version or "-", move.new_version or "-")
-        self.last_snapshot = snapshot
-        return snapshot
+    def poll(self) -> tuple[Snapshot | None, str | None]:
+        """This tick's registry snapshot, or None and why (MLflow failing: polled with back-off)."""
+        self.poller.poll_once()
+        snapshot, error = self.poller.latest()
+        if snapshot is not None and snapshot is not self.last_snapshot:
+            for move in self.watcher.changes(self.last_snapshot, snapshot):
+                log.info("%s: %s %r: v%s -> v%s", move.model, move.via, move.alias, move.old_version or "-", move.new_version or "-")
+            self.last_snapshot = snapshot
+        return snapshot, error
 
     def tick(self, now: datetime | None = None) -> dict[str, RolloutStatus]:
         now = now or datetime.now(timezone.utc)
-        snapshot = self.poll(time.monotonic())
+        snapshot, registry_error = self.poll()
         statuses = {}
         for rollout in self.rollouts:
             name = rollout.metadata.name
@@ -129,7 +121,7 @@ class LocalRunner:
                     rollout,
                     status,
                     snapshot,
-                    None if snapshot is not None else self.last_error or "registry poll backed off",
+                    None if snapshot is not None else registry_error or "registry poll backed off",
                     [(p.id, p.command) for p in pending],
                     self.ports,
                     now,

@@ -169,6 +169,11 @@ def test_share_pairing_order_and_what_is_ignored(servers):
         for method, path in (("POST", "/feedback"), ("PUT", "/admin/shadows")):
             answer = httpx.request(method, c.url + path, content=b"[" * (2 << 20), headers={"content-type": "application/json"})
             assert answer.status_code == 413, (path, answer.text)
+        # A shadow target is a small document: its endpoint has a bound of its own, events do not.
+        target_sized = httpx.put(c.url + "/admin/shadows", content=b" " * (100 << 10), headers={"content-type": "application/json"})
+        assert target_sized.status_code == 413 and "larger than 65536 bytes" in target_sized.text, target_sized.text
+        event_sized = httpx.post(c.url + "/", content=b"x" * (100 << 10), headers={"ce-id": "m", "ce-type": REQUEST_EVENT})
+        assert event_sized.status_code == 202, event_sized.text  # read whole, then ignored: no InferenceService of ours
 
 
 def test_unreachable_shadow_counts_errors_and_never_slows_the_logger(servers):

@@ -1,7 +1,7 @@
 """KServe v0.20.0 in Knative mode, as its controller and Knative Serving 1.21 write an InferenceService's status.
 
 Every behaviour below names where it comes from (kserve/kserve at `v0.20.0`, knative/serving at
-`knative-v1.21.0`); `tests/unit/test_kserve_conformance.py` checks each one.
+`knative-v1.21.0`); `tests/integration/test_kserve_conformance.py` checks each one.
 
 - **Revisions** (knative/serving `pkg/reconciler/configuration`, KServe
   `reconcilers/knative/ksvc_reconciler.go` L102-121, L192-205): KServe builds the Knative Service's
