@@ -91,7 +91,7 @@ SAMPLE_PERIOD_S = 0.02
 
 
 def webhook_server_env() -> dict[str, str]:
-    """What `mlflow server` needs to deliver webhooks to a loopback receiver (REFERENCE.md)."""
+    """What `mlflow server` needs to deliver webhooks to a loopback receiver (docs/kserve-and-mlflow.md, "Webhooks")."""
     from cryptography.fernet import Fernet
 
     return {
