@@ -428,7 +428,29 @@ def test_patch_types_a_real_server_refuses_for_custom_resources(
         content=b"spec:\n  model: x\n",
         headers={"Content-Type": "application/apply-patch+yaml"},
     )
-    assert apply.status_code == 415  # server-side apply is not emulated: refused, never half-done
+    assert apply.status_code == 415  # apply over an existing object is not emulated: refused, never half-done
+
+
+def test_server_side_apply_creates_an_absent_object_and_needs_a_field_manager(
+    api: EmulatorServer, custom: k8s.CustomObjectsApi, namespace: str
+) -> None:
+    """How Helm v4 installs: every object of a new release is server-side applied."""
+    url = f"{api.url}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/applied"
+    headers = {"Content-Type": "application/apply-patch+yaml"}
+    document = json.dumps(rollout("applied")).encode()
+    unnamed_manager = httpx.patch(url, content=document, headers=headers)
+    assert unnamed_manager.status_code == 422 and "fieldManager: Required value" in unnamed_manager.json()["message"]
+    created = httpx.patch(url + "?fieldManager=helm", content=document, headers=headers)
+    assert created.status_code == 201, created.text
+    stored = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "applied")
+    assert stored["spec"] == rollout("applied")["spec"] and stored["metadata"]["uid"]
+    invalid = httpx.patch(
+        url.replace("/applied", "/bad") + "?fieldManager=helm",
+        content=json.dumps(rollout("bad", mode="Serverless")).encode(), headers=headers,
+    )
+    assert invalid.status_code == 422  # validated against the CRD's schema like any create
+    again = httpx.patch(url + "?fieldManager=helm", content=document, headers=headers)
+    assert again.status_code == 415
 
 
 def test_schema_validation_rejects_with_the_field_named(

@@ -2,12 +2,12 @@
 
 The emulator (tests/kube/) checks CRDs as apiextensions.k8s.io/v1 does and validates every custom
 object against its CRD's schema, so these show that the install's CRDs are accepted and served,
-that the base's objects apply (and re-apply as unchanged), and that the examples pass the API
-server's checks for our CRD and KServe's. Not applied: the ServiceMonitor and PrometheusRule, whose
-kinds belong to the Prometheus Operator's CRDs, which the emulator does not have (tests/unit/
-test_manifests.py checks them; tests/integration/test_alert_rules.py runs the rules through
-promtool); and nothing checks the built-in kinds' own validation, which the emulator does not
-reproduce.
+that the base applies as the README says (`kubectl apply -k manifests/`) on a cluster without the
+Prometheus Operator's CRDs, as the emulator is, and re-applies as unchanged, and that the examples
+pass the API server's checks for our CRD and KServe's. Not applied: manifests/monitoring/, whose
+kinds need those CRDs (tests/unit/test_manifests.py checks it; tests/integration/test_alert_rules.py
+runs the rules through promtool); and nothing checks the built-in kinds' own validation, which the
+emulator does not reproduce.
 
 A private emulator: the install adds cluster-scoped objects (a ClusterKopfPeering named
 `modelrollout`, the peering CRDs) that the shared one must not see.
@@ -30,7 +30,6 @@ from tests.kube.server import EmulatorServer
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 NAMESPACE = "modelrollout-system"
-MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +52,14 @@ def installed(cluster: EmulatorServer) -> EmulatorServer:
         "customresourcedefinition.apiextensions.k8s.io/modelrollouts.modelrollout.io created",
     ]
     cluster.kubectl("wait", "--for", "condition=established", "--timeout=10s", "-f", str(MANIFESTS / "crd"))
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(applicable(cluster)))
+    cluster.kubectl("apply", "-k", str(MANIFESTS))
     return cluster
 
 
 def applicable(cluster: EmulatorServer) -> list[dict[str, Any]]:
-    """`kubectl kustomize manifests/`, less the Prometheus Operator's kinds."""
+    """`kubectl kustomize manifests/`: what `kubectl apply -k manifests/` applies."""
     rendered = cluster.kubectl("kustomize", str(MANIFESTS)).stdout
-    return [d for d in yaml.safe_load_all(rendered) if d and d["kind"] not in MONITORING_KINDS]
+    return [d for d in yaml.safe_load_all(rendered) if d]
 
 
 def namespace(cluster: EmulatorServer, name: str) -> str:

@@ -14,7 +14,9 @@ and replaces the object semantics with those of kube-apiserver:
   subscription is taken under the same lock as the snapshot so no change falls in between;
   objects leaving or entering a label selector appear as DELETED / ADDED; a final BOOKMARK);
 - update (PUT) and patch (JSON patch with 422 on a failed `test`, JSON merge patch, strategic merge
-  for built-ins; 415 for strategic merge on custom resources and for server-side apply);
+  for built-ins; 415 for strategic merge on custom resources); server-side apply only where it
+  creates (the object does not exist yet: created as the applied document, 201, which is how
+  Helm v4 installs a release), 415 on an existing object;
 - a stale `metadata.resourceVersion` → 409 Conflict; no-op writes change nothing and notify nobody;
   `generation` grows on spec changes only; main writes keep `status`, `/status` writes only status;
 - delete honours finalizers (deletionTimestamp first, gone once the last finalizer goes),
@@ -25,7 +27,7 @@ and replaces the object semantics with those of kube-apiserver:
 - metadata validation (names, label keys and values, annotation size) like every kind gets;
 - `/openapi/v3` just rich enough for kubectl to use server-side field validation.
 
-What is not reproduced: server-side apply, admission webhooks, CEL rules (`x-kubernetes-validations`),
+What is not reproduced: server-side apply over an existing object (field ownership), admission webhooks, CEL rules (`x-kubernetes-validations`),
 pagination (`limit` is ignored, every list is complete), RBAC/authentication, conversion webhooks
 (other served versions of a CRD are relabelled storage objects), built-in kinds' own validation and
 defaulting, and namespace termination (a deleted namespace goes at once).
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime
 import json
 import logging
@@ -50,6 +53,7 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
+import yaml
 from kmock import Bus, KubernetesEmulator, Request, Response, resource
 
 from tests.kube import errors
@@ -545,7 +549,9 @@ class ApiServerEmulator(KubernetesEmulator):
     # --- writes: create --------------------------------------------------------------------------
 
     async def _create(self, kind: Kind, address: Address, request: Request) -> Any:
-        body = self._body(request)
+        return await self._create_object(kind, address, self._body(request), request)
+
+    async def _create_object(self, kind: Kind, address: Address, body: Any, request: Request) -> Any:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of a create must be a JSON object")
         if kind.namespaced and address.namespace is None:
@@ -656,11 +662,7 @@ class ApiServerEmulator(KubernetesEmulator):
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
         accepted = [JSON_PATCH, MERGE_PATCH, APPLY_PATCH] + ([] if kind.crd else [STRATEGIC_MERGE_PATCH])
         if content_type == APPLY_PATCH:
-            # Server-side apply needs field ownership (managedFields) to decide what a re-apply
-            # removes; a merge would silently keep fields a real server deletes. Refused instead.
-            raise errors.unsupported_media_type(
-                content_type, [JSON_PATCH, MERGE_PATCH] + ([] if kind.crd else [STRATEGIC_MERGE_PATCH])
-            )
+            return await self._apply(kind, address, request)
         if content_type not in accepted:
             raise errors.unsupported_media_type(content_type, accepted)
         patch = self._body(request)
@@ -679,6 +681,35 @@ class ApiServerEmulator(KubernetesEmulator):
                 raise errors.unprocessable(str(exc), kind.target(address.name)) from exc
 
         return await self._update(kind, address, request, patched)
+
+    async def _apply(self, kind: Kind, address: Address, request: Request) -> Any:
+        """Server-side apply where it creates: the applied document becomes the object.
+
+        Over an existing object apply needs field ownership (managedFields) to decide what a
+        re-apply removes; a merge would silently keep fields a real server deletes. Refused there.
+        """
+        if not request.params.get("fieldManager"):
+            raise errors.unprocessable("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
+        async with self._lock:
+            exists = self._stored(kind, address.namespace, address.name or "") is not None
+        if exists or address.subresource is not None:
+            raise errors.unsupported_media_type(
+                f"{APPLY_PATCH} (over an existing object: not reproduced by the emulator)",
+                [JSON_PATCH, MERGE_PATCH] + ([] if kind.crd else [STRATEGIC_MERGE_PATCH]),
+            )
+        try:  # client-go sends JSON, which is YAML too; kubectl may send YAML
+            body = yaml.safe_load(request.body) if request.body else None
+        except yaml.YAMLError as exc:
+            raise errors.bad_request(f"error decoding YAML: {exc}") from exc
+        if not isinstance(body, dict) or not body.get("apiVersion") or not body.get("kind"):
+            raise errors.bad_request("an apply patch must be an object with apiVersion and kind")
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        if meta.get("name") not in (None, "", address.name):
+            raise errors.bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({address.name})"
+            )
+        body.setdefault("metadata", {})["name"] = address.name
+        return await self._create_object(kind, dataclasses.replace(address, name=None), body, request)
 
     async def _update(
         self, kind: Kind, address: Address, request: Request, change: Callable[[dict[str, Any]], Any]

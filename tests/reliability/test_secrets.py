@@ -721,9 +721,10 @@ def kustomize_objects() -> list[dict[str, Any]]:
 
 
 def chart_objects() -> list[dict[str, Any]]:
-    from tests.helm_subset import HelmSubset
+    from tests.helm import Helm
 
-    return HelmSubset(ROOT / "charts" / "modelrollout").objects()
+    # Every object the chart can make: the monitoring ones too.
+    return Helm(ROOT / "charts" / "modelrollout").objects({"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}})
 
 
 INSTALLS = {"manifests": kustomize_objects, "chart": chart_objects}

@@ -7,9 +7,10 @@ alerts' metrics (that the code exports them; promtool runs the rules in
 tests/integration/test_alert_rules.py) and the examples (pydantic, our CRD's schema, KServe's CRD
 schema, and the document the KServe platform itself would write).
 
-The chart is rendered by tests/helm_subset.py (no helm binary is installable here; its docstring
-says why), whose Go-template semantics are pinned below; the rendered chart must then equal the
-kustomize base object for object, apart from Helm's own labels.
+The chart is rendered, linted and its values checked by real Helm (tests/helm.py: Helm v4's Go SDK
+from PyPI's helm-python-sdk); the rendered chart must equal the kustomize base object for object,
+apart from Helm's own labels, and its monitoring objects those of manifests/monitoring/. Used as a
+subchart (Helm's `global` values) it renders too.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import yaml
 
 from canary.decision.spec import parse_rollout
 from controller.kube import crd
-from tests.helm_subset import HelmSubset, TemplateError
+from tests.helm import Helm, HelmError
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -57,9 +58,9 @@ EXPECTED_BASE = {
     ("Deployment", "modelrollout-comparator"),
     ("Service", "modelrollout-webhooks"),
     ("Service", "modelrollout-comparator"),
-    ("ServiceMonitor", "modelrollout"),
-    ("PrometheusRule", "modelrollout"),
 }
+# manifests/monitoring/: the Prometheus Operator's kinds, applied apart (their CRDs may not exist).
+EXPECTED_MONITORING = {("ServiceMonitor", "modelrollout"), ("PrometheusRule", "modelrollout")}
 
 # The operator's Kubernetes API calls (the interface brief of controller/kube/operator.py), as
 # (apiGroup, resource, verb). Nothing else: no Secrets, no Pods, no Namespaces.
@@ -90,17 +91,22 @@ def kubectl_binary() -> str:
 
 
 @functools.cache
-def rendered_base_text() -> str:
+def rendered_text(directory: Path) -> str:
     result = subprocess.run(
-        [kubectl_binary(), "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60, check=False
+        [kubectl_binary(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
     )
-    assert result.returncode == 0, f"kubectl kustomize manifests/ failed: {result.stderr.strip()}"
+    assert result.returncode == 0, f"kubectl kustomize {directory} failed: {result.stderr.strip()}"
     return result.stdout
 
 
 def base() -> list[dict[str, Any]]:
     """The kustomize base as kubectl renders it (a fresh copy per call: tests may change it)."""
-    return [doc for doc in yaml.safe_load_all(rendered_base_text()) if doc]
+    return [doc for doc in yaml.safe_load_all(rendered_text(MANIFESTS)) if doc]
+
+
+def monitoring() -> list[dict[str, Any]]:
+    """manifests/monitoring/ as kubectl renders it: the ServiceMonitor and the PrometheusRule."""
+    return [doc for doc in yaml.safe_load_all(rendered_text(MANIFESTS / "monitoring")) if doc]
 
 
 def by_key(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str | None], dict[str, Any]]:
@@ -155,11 +161,23 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def test_kustomize_renders_exactly_the_expected_objects() -> None:
+    for docs, expected in ((base(), EXPECTED_BASE), (monitoring(), EXPECTED_MONITORING)):
+        assert {(d["kind"], d["metadata"]["name"]) for d in docs} == expected
+        assert len(docs) == len(expected)
+        for doc in docs:
+            assert doc.get("apiVersion"), f"{doc['kind']} has no apiVersion"
+
+
+def test_the_base_needs_no_crd_it_does_not_bring() -> None:
+    """`kubectl apply -k manifests/` works on a cluster without the Prometheus Operator: every kind
+    in the base is built in or defined by a CRD of the base itself."""
     docs = base()
-    assert {(d["kind"], d["metadata"]["name"]) for d in docs} == EXPECTED_BASE
-    assert len(docs) == len(EXPECTED_BASE)
+    defined = {d["spec"]["names"]["kind"] for d in docs if d["kind"] == "CustomResourceDefinition"}
     for doc in docs:
-        assert doc.get("apiVersion"), f"{doc['kind']} has no apiVersion"
+        group = doc["apiVersion"].rpartition("/")[0]
+        assert doc["kind"] in defined or group in ("", "apps", "rbac.authorization.k8s.io", "apiextensions.k8s.io"), (
+            f"{doc['kind']} ({doc['apiVersion']}) needs a CRD the base does not bring"
+        )
 
 
 def test_the_examples_are_not_part_of_the_base() -> None:
@@ -170,7 +188,7 @@ def test_the_examples_are_not_part_of_the_base() -> None:
 
 
 def test_namespaced_objects_live_in_modelrollout_system() -> None:
-    for doc in base():
+    for doc in base() + monitoring():
         namespace = doc["metadata"].get("namespace")
         where = f"{doc['kind']} {doc['metadata']['name']}"
         if doc["kind"] in CLUSTER_KINDS:
@@ -186,7 +204,7 @@ def test_every_object_but_the_crds_carries_the_common_labels() -> None:
         "app.kubernetes.io/part-of": "modelrollout",
         "app.kubernetes.io/version": project_version(),
     }
-    for doc in base():
+    for doc in base() + monitoring():
         if doc["kind"] == "CustomResourceDefinition":
             continue  # the chart's crds/ are copied verbatim and carry none either
         labels = doc["metadata"].get("labels", {})
@@ -356,7 +374,7 @@ def test_each_service_selects_its_deployments_pods_only(service: str, deployment
 
 
 def test_the_service_monitor_scrapes_both_services() -> None:
-    docs = base()
+    docs = base() + monitoring()
     monitor = one(docs, "ServiceMonitor", "modelrollout")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     services = [d for d in docs if d["kind"] == "Service"]
@@ -433,7 +451,7 @@ def operator_series() -> set[str]:
 
 
 def prometheus_rule() -> dict[str, Any]:
-    return one(base(), "PrometheusRule", "modelrollout")
+    return one(monitoring(), "PrometheusRule", "modelrollout")
 
 
 def test_the_alerts_use_only_metrics_that_exist() -> None:
@@ -510,54 +528,13 @@ def test_the_example_inference_service_is_what_the_operator_would_write() -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# The Go-template subset itself, on Go's documented behaviour
-
-
-@pytest.mark.parametrize(("template", "expected"), [
-    ("a  {{- 1 -}}  b", "a1b"),
-    ("a {{ 1 }} b", "a 1 b"),
-    ("x\n  {{- /* gone, with the \"quotes\" and {{ braces }} */}}\ny", "x\ny"),
-    ('{{ "{{ $value }}" }}', "{{ $value }}"),
-    ("{{ if .A }}a{{ else if .B }}b{{ else }}c{{ end }}", "b"),
-    ("{{ range .L }}[{{ . }}]{{ else }}none{{ end }}", "[1][2]"),
-    ("{{ range .Empty }}[{{ . }}]{{ else }}none{{ end }}", "none"),
-    ("{{ with .M }}{{ .k }}{{ end }}{{ with .Empty }}x{{ else }}y{{ end }}", "vy"),
-    ("{{ range .L }}{{ $.B }}{{ end }}", "bb"),
-    ('{{ .Missing | default "d" | quote }}', '"d"'),
-    ("k:{{ toYaml .M | nindent 2 }}", "k:\n  k: v"),
-    ('{{ printf "%s-%d" "a" 7 | trunc 3 | trimSuffix "-" }}', "a-7"),
-    ('{{ if contains "ab" "xaby" }}yes{{ end }}{{ if eq .B "b" }}!{{ end }}', "yes!"),
-])  # fmt: skip
-def test_the_template_subset_follows_go(tmp_path: Path, template: str, expected: str) -> None:
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "templates" / "t.txt").write_text(template)
-    context = {"A": "", "B": "b", "L": [1, 2], "Empty": [], "M": {"k": "v"}}
-    assert HelmSubset(tmp_path).execute("t.txt", context) == expected
-
-
-@pytest.mark.parametrize("template", [
-    "{{ .Missing }}",                 # Helm prints "<no value>": never meant in a manifest
-    "{{ .Missing.deeper }}",          # nil pointer
-    "{{ lookup \"v1\" \"Secret\" }}",  # a function outside the subset
-    "{{ $x := 1 }}",                  # variables
-    "{{ if .A }}open",                # no end
-    "{{ end }}",
-])  # fmt: skip
-def test_the_template_subset_refuses_what_it_does_not_know(tmp_path: Path, template: str) -> None:
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "templates" / "t.txt").write_text(template)
-    with pytest.raises(TemplateError):
-        HelmSubset(tmp_path).execute("t.txt", {"A": 1})
-
-
-# ---------------------------------------------------------------------------------------------
 # The Helm chart
 
 
 @pytest.fixture(scope="module")
-def chart() -> HelmSubset:
+def chart() -> Helm:
     """The chart as `helm template modelrollout charts/modelrollout -n modelrollout-system` renders it."""
-    return HelmSubset(CHART, release="modelrollout", namespace=NAMESPACE)
+    return Helm(CHART, release="modelrollout", namespace=NAMESPACE)
 
 
 def without_helm_bookkeeping(doc: dict[str, Any]) -> dict[str, Any]:
@@ -611,40 +588,72 @@ def test_values_schema_is_draft7_and_closed() -> None:
     assert list(walk(schema, "values")) == []
 
 
-def test_values_yaml_meets_its_schema(chart: HelmSubset) -> None:
+def test_values_yaml_meets_its_schema(chart: Helm) -> None:
     chart.values()  # raises with every violation
 
 
 @pytest.mark.parametrize(("overrides", "complaint"), [
-    ({"imageTag": "1.0"}, "Additional properties are not allowed ('imageTag'"),
-    ({"image": {"pullPolicy": "Sometimes"}}, "'Sometimes' is not one of"),
-    ({"image": {"tag": "has space"}}, "does not match"),
-    ({"operator": {"watchNamespaces": ["Team_A"]}}, "does not match"),
-    ({"operator": {"watchNamespaces": ["a", "a"]}}, "non-unique elements"),
-    ({"operator": {"replicas": 2}}, "Additional properties are not allowed ('replicas'"),
-    ({"operator": {"resources": {"requests": {"cpu": "lots"}}}}, "is not valid under any of the given schemas"),
-    ({"config": {"mlflowTrackingUri": "mlflow:5000"}}, "does not match"),
-    ({"config": {"comparatorUrl": "ftp://x"}}, "is not valid under any of the given schemas"),
-    ({"serviceMonitor": {"enabled": "yes"}}, "'yes' is not of type 'boolean'"),
-    ({"serviceMonitor": {"interval": "often"}}, "does not match"),
-    ({"webhook": {"secretName": "Bad_Name"}}, "is not valid under any of the given schemas"),
-    ({"nodeSelector": {"disk": 1}}, "1 is not of type 'string'"),
+    ({"imageTag": "1.0"}, "at '': additional properties 'imageTag' not allowed"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy': value must be one of 'Always'"),
+    ({"image": {"tag": "has space"}}, "at '/image/tag': 'has space' does not match pattern"),
+    ({"operator": {"watchNamespaces": ["Team_A"]}}, "at '/operator/watchNamespaces/0': 'Team_A' does not match"),
+    ({"operator": {"watchNamespaces": ["a", "a"]}}, "at '/operator/watchNamespaces': items at 0 and 1 are equal"),
+    ({"operator": {"replicas": 2}}, "at '/operator': additional properties 'replicas' not allowed"),
+    ({"operator": {"resources": {"requests": {"cpu": "lots"}}}}, "at '/operator/resources/requests/cpu': 'lots' does not match"),
+    ({"config": {"mlflowTrackingUri": "mlflow:5000"}}, "at '/config/mlflowTrackingUri': 'mlflow:5000' does not match"),
+    ({"config": {"comparatorUrl": "ftp://x"}}, "at '/config/comparatorUrl': 'ftp://x' does not match"),
+    ({"serviceMonitor": {"enabled": "yes"}}, "at '/serviceMonitor/enabled': got string, want boolean"),
+    ({"serviceMonitor": {"interval": "often"}}, "at '/serviceMonitor/interval': 'often' does not match"),
+    ({"webhook": {"secretName": "Bad_Name"}}, "at '/webhook/secretName': 'Bad_Name' does not match"),
+    ({"nodeSelector": {"disk": 1}}, "at '/nodeSelector/disk': got number, want string"),
+    ({"global": "all"}, "at '/global': got string, want object"),
 ])  # fmt: skip
-def test_values_schema_refuses_bad_values(chart: HelmSubset, overrides: dict[str, Any], complaint: str) -> None:
-    with pytest.raises(TemplateError, match=re.escape(complaint)):
+def test_values_schema_refuses_bad_values(chart: Helm, overrides: dict[str, Any], complaint: str) -> None:
+    """Helm's own check, as `helm install` runs it, names the value and the rule."""
+    with pytest.raises(HelmError, match=re.escape(complaint)):
         chart.values(overrides)
+    with pytest.raises(HelmError, match=re.escape(complaint)):
+        chart.render(overrides)
 
 
-def test_the_chart_renders_the_same_objects_as_the_base(chart: HelmSubset) -> None:
-    rendered = by_key([without_helm_bookkeeping(d) for d in chart.objects()])
+MONITORING_ON = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+
+
+@pytest.mark.parametrize("with_monitoring", [False, True])
+def test_the_chart_renders_the_same_objects_as_the_base(chart: Helm, with_monitoring: bool) -> None:
+    """By default the base's objects; with monitoring on, also manifests/monitoring/'s."""
+    rendered = by_key([without_helm_bookkeeping(d) for d in chart.objects(MONITORING_ON if with_monitoring else None)])
     # Helm installs crds/ itself, and the release's namespace is Helm's to create (--create-namespace).
-    expected = by_key([d for d in base() if d["kind"] not in ("CustomResourceDefinition", "Namespace")])
+    installed = base() + (monitoring() if with_monitoring else [])
+    expected = by_key([d for d in installed if d["kind"] not in ("CustomResourceDefinition", "Namespace")])
     assert sorted(rendered) == sorted(expected)
     for key, doc in expected.items():
         assert rendered[key] == doc, f"{key[0]} {key[1]} differs between the chart and manifests/"
 
 
-def test_the_chart_labels_its_objects_for_helm(chart: HelmSubset) -> None:
+def test_helm_lint_finds_nothing(chart: Helm) -> None:
+    """`helm lint --strict`, on the defaults and on every optional value set."""
+    assert chart.lint() == []
+    assert chart.lint({**MONITORING_ON, "operator": {"watchNamespaces": ["team-a"]}}) == []
+
+
+def test_the_chart_works_as_a_subchart_with_helm_globals(tmp_path: Path) -> None:
+    """An umbrella chart passes `global` to every subchart; a closed schema must still accept it."""
+    umbrella = tmp_path / "platform"
+    shutil.copytree(CHART, umbrella / "charts" / "modelrollout")
+    (umbrella / "Chart.yaml").write_text(
+        yaml.safe_dump({"apiVersion": "v2", "name": "platform", "version": "1.0.0",
+                        "dependencies": [{"name": "modelrollout", "version": project_version()}]})
+    )  # fmt: skip
+    values = {"global": {"imageRegistry": "registry.example"}, "modelrollout": {"operator": {"podAnnotations": {"a": "b"}}}}
+    docs = Helm(umbrella, release="platform", namespace="ml").objects(values)
+    operator = one(docs, "Deployment", "platform-modelrollout")
+    assert operator["spec"]["template"]["metadata"]["annotations"]["a"] == "b"
+    with pytest.raises(HelmError, match=re.escape("at '/operator': additional properties 'replicas' not allowed")):
+        Helm(umbrella, release="platform", namespace="ml").objects({"modelrollout": {"operator": {"replicas": 2}}})
+
+
+def test_the_chart_labels_its_objects_for_helm(chart: Helm) -> None:
     for doc in chart.objects():
         labels = doc["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
@@ -659,8 +668,8 @@ def test_the_chart_labels_its_objects_for_helm(chart: HelmSubset) -> None:
     )
 
 
-def test_a_release_with_another_name_is_wired_to_itself(chart: HelmSubset) -> None:
-    docs = chart.objects(release="prod", namespace="ml-platform")
+def test_a_release_with_another_name_is_wired_to_itself(chart: Helm) -> None:
+    docs = chart.objects(MONITORING_ON, release="prod", namespace="ml-platform")
     assert {d["metadata"]["name"] for d in docs} == {
         "prod-modelrollout", "prod-modelrollout-config", "prod-modelrollout-comparator", "prod-modelrollout-webhooks"
     }  # fmt: skip
@@ -697,7 +706,7 @@ def test_a_release_with_another_name_is_wired_to_itself(chart: HelmSubset) -> No
     }
 
 
-def test_watched_namespaces_get_roles_and_peerings_and_nothing_cluster_wide(chart: HelmSubset) -> None:
+def test_watched_namespaces_get_roles_and_peerings_and_nothing_cluster_wide(chart: Helm) -> None:
     docs = chart.objects({"operator": {"watchNamespaces": ["team-a", "team-b"]}})
     kinds = {d["kind"] for d in docs}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
@@ -717,7 +726,7 @@ def test_watched_namespaces_get_roles_and_peerings_and_nothing_cluster_wide(char
         assert one(here, "KopfPeering", "modelrollout")["metadata"]["name"] == args[args.index("--peering") + 1]
 
 
-def test_optional_values_reach_the_objects(chart: HelmSubset) -> None:
+def test_optional_values_reach_the_objects(chart: Helm) -> None:
     token = {"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": {"secretKeyRef": {"name": "mlflow-token", "key": "token"}}}
     docs = chart.objects(
         {
@@ -727,8 +736,8 @@ def test_optional_values_reach_the_objects(chart: HelmSubset) -> None:
             "webhook": {"secretName": "mlflow-hmac", "secretKey": "hmac"},
             "operator": {"extraArgs": ["--tick", "30s"], "extraEnv": [token], "podAnnotations": {"team": "ml"}},
             "comparator": {"extraArgs": ["--mirror-workers", "8"], "resources": {"limits": {"memory": "1Gi"}}},
-            "serviceMonitor": {"labels": {"release": "kube-prometheus-stack"}, "interval": "30s"},
-            "prometheusRule": {"labels": {"release": "kube-prometheus-stack"}},
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}, "interval": "30s"},
+            "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
             "nodeSelector": {"pool": "system"},
             "tolerations": [{"key": "system", "operator": "Exists", "effect": "NoSchedule"}],
         }
@@ -765,15 +774,17 @@ def test_optional_values_reach_the_objects(chart: HelmSubset) -> None:
         assert container(deployment)["securityContext"]["readOnlyRootFilesystem"] is True
 
 
-def test_monitoring_objects_can_be_left_out(chart: HelmSubset) -> None:
-    kinds = {
-        d["kind"] for d in chart.objects({"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}})
-    }
+def test_monitoring_objects_are_off_by_default_and_on_when_asked(chart: Helm) -> None:
+    """A default install works on a cluster without the Prometheus Operator's CRDs."""
+    kinds = {d["kind"] for d in chart.objects()}
     assert not kinds & {"ServiceMonitor", "PrometheusRule"}
     assert {"Deployment", "Service", "ClusterRole"} <= kinds
+    assert {"ServiceMonitor", "PrometheusRule"} <= {d["kind"] for d in chart.objects(MONITORING_ON)}
+    only_monitor = {d["kind"] for d in chart.objects({"serviceMonitor": {"enabled": True}})}
+    assert "ServiceMonitor" in only_monitor and "PrometheusRule" not in only_monitor
 
 
-def test_the_notes_tell_how_to_set_up_webhooks(chart: HelmSubset) -> None:
+def test_the_notes_tell_how_to_set_up_webhooks(chart: Helm) -> None:
     notes = chart.render(release="prod", namespace="ml")["NOTES.txt"]
     assert "create secret generic prod-modelrollout-webhook" in notes
     assert "http://prod-modelrollout-webhooks.ml.svc:8080/webhooks/mlflow" in notes
