@@ -9,12 +9,15 @@ other.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 import yaml
@@ -74,14 +77,66 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging(verbose: bool = False) -> None:
-    if errors.is_terminal:
-        handler: logging.Handler = RichHandler(console=errors, show_path=False, markup=False)
-        form = "%(message)s"
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        envvar="MODELROLLOUT_LOG_FORMAT",
+        help="text: one line per record (coloured on a terminal); json: one JSON object per line, for log collectors",
+    ),
+]
+LogLevelOption = Annotated[
+    Optional[LogLevel],
+    typer.Option("--log-level", envvar="MODELROLLOUT_LOG_LEVEL", help="The least severe records logged [default: info]"),
+]
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: time (UTC, ISO 8601), level, logger, message, and
+    the traceback as `exception` when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(
+    verbose: bool = False, level: LogLevel | None = None, log_format: LogFormat = LogFormat.TEXT
+) -> None:
+    """`level` wins over `verbose` (debug); json never goes through the terminal renderer."""
+    handler: logging.Handler
+    if log_format is LogFormat.JSON:
+        handler = _StderrHandler()
+        handler.setFormatter(JsonFormatter())
+    elif errors.is_terminal:
+        handler = RichHandler(console=errors, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         # A file or a pipe (a service's log, kubectl logs): one line per record, never wrapped.
-        handler, form = _StderrHandler(), "%(asctime)s %(levelname)s %(message)s"
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=form, handlers=[handler], force=True)
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    chosen = level.upper() if level is not None else ("DEBUG" if verbose else "INFO")
+    logging.basicConfig(level=chosen, handlers=[handler], force=True)
+    logging.captureWarnings(True)  # a library's warning is a record too: never a stray stderr line
     for noisy in ("urllib3", "httpx", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

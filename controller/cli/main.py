@@ -23,6 +23,9 @@ from canary.decision.engine import CommandKind, command_problem
 from canary.traffic.serving_metrics import DEFAULT_MAX_CLASSES, PREDICTION_VALUE_BUCKETS, check_buckets
 from controller.cli.command_line import (
     FileOption,
+    LogFormat,
+    LogFormatOption,
+    LogLevelOption,
     UsageError,
     configure_logging,
     console,
@@ -94,12 +97,14 @@ def local_run(
     once: Annotated[bool, typer.Option(help="Reconcile once and exit")] = False,
     mlflow_uri: Annotated[Optional[str], typer.Option(help="Use this MLflow instead of `local up`'s")] = None,
     prometheus_url: Annotated[Optional[str], typer.Option(help="Use this Prometheus instead of `local up`'s")] = None,
-    verbose: bool = False,
+    verbose: Annotated[bool, typer.Option(help="Log debug records too (--log-level debug)")] = False,
+    log_format: LogFormatOption = LogFormat.TEXT,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run the controller loop for the rollouts in FILE until interrupted."""
     from controller.local.runner import LocalRunner  # imports mlflow: keep the other commands fast
 
-    configure_logging(verbose)
+    configure_logging(verbose, log_level, log_format)
     try:
         tick_seconds = parse_duration(tick)
     except ValueError as err:
@@ -369,6 +374,8 @@ def shadow_server(
         typer.Option(help="Comma-separated increasing bounds of the regression-value histogram, e.g. -1,0,1 "
                           "[default: 0 and ±1, 2, 5 × 10^-2 … 10^5]"),
     ] = "",
+    log_format: LogFormatOption = LogFormat.TEXT,
+    log_level: LogLevelOption = None,
 ) -> None:  # fmt: skip
     """The shadow comparator for KServe: pairs logger CloudEvents, replays them to the shadow, compares."""
     import uvicorn
@@ -383,7 +390,7 @@ def shadow_server(
         )
     except ValueError as err:
         raise typer.BadParameter(f"{prediction_buckets!r}: {err}", param_hint="--prediction-buckets") from None
-    configure_logging()
+    configure_logging(level=log_level, log_format=log_format)
     settings = ComparatorSettings(
         max_body_bytes=max_body_bytes,
         mirror_workers=mirror_workers,
@@ -396,7 +403,7 @@ def shadow_server(
         max_classes=max_classes,
         prediction_buckets=buckets,
     )
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning")
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning", log_config=None)
 
 
 @app.command()
@@ -425,7 +432,9 @@ def operator(
     poll_interval: Annotated[str, typer.Option(help="Time between two MLflow registry polls")] = "15s",
     peering: Annotated[str, typer.Option(help="kopf peering object: one replica acts at a time")] = "modelrollout",
     standalone: Annotated[bool, typer.Option(help="No peering (a single replica, or a test)")] = False,
-    verbose: bool = False,
+    verbose: Annotated[bool, typer.Option(help="Log debug records too (--log-level debug)")] = False,
+    log_format: LogFormatOption = LogFormat.TEXT,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run the Kubernetes operator: ModelRollouts in the cluster rolled out on KServe.
 
@@ -451,7 +460,7 @@ def operator(
         webhook_secret=os.environ.get(WEBHOOK_SECRET_ENV) or None,
         peering=None if standalone else peering,
     )
-    configure_logging(verbose)
+    configure_logging(verbose, log_level, log_format)
     run_operator(config)
 
 

@@ -69,7 +69,7 @@ class HttpServer:
             self._socket.close()
             raise OSError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
         self.host, self.port = host, int(self._socket.getsockname()[1])
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", log_config=None)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True, name="http")
 

@@ -398,7 +398,8 @@ def test_mlflows_webhook_wakes_the_poll_and_bad_deliveries_are_refused(stack: St
 
 
 def test_an_invalid_spec_is_reported_and_the_state_kept(stack: Stack, iris_model_uri: str) -> None:
-    stack.start_operator()
+    # Also: with --log-format json every line the operator writes is one JSON record.
+    operator = stack.start_operator(extra_args=("--log-format", "json", "--log-level", "debug"))
     v1, _ = serving_v1(stack, iris_model_uri)
     # The schema accepts decreasing steps; only pydantic refuses them.
     stack.custom.patch_namespaced_custom_object(
@@ -416,6 +417,10 @@ def test_an_invalid_spec_is_reported_and_the_state_kept(stack: Stack, iris_model
         GROUP, VERSION, stack.namespace, PLURAL, "iris", {"spec": {"canary": {"steps": [20, 50]}}}
     )
     stack.wait(lambda: (condition() or {}).get("status") == "True", "SpecValid=True once fixed")
+    records = [json.loads(line) for line in operator.log_path.read_text().splitlines()]
+    assert records and all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    assert {"debug", "info", "warning"} <= {r["level"] for r in records}  # --log-level debug let debug through
+    assert any("steps must increase" in r["message"] for r in records if r["level"] == "warning")
 
 
 def test_kubectl_plugin_verbs_drive_the_operator(stack: Stack, iris_model_uri: str) -> None:

@@ -269,7 +269,8 @@ def test_the_operator_runs_cluster_wide_with_its_configuration() -> None:
     operator = one(docs, "Deployment", "modelrollout")
     c = container(operator)
     assert c["args"] == [
-        "operator", "--all-namespaces", "--host", "0.0.0.0", "--port", "8080", "--peering", "modelrollout"
+        "operator", "--all-namespaces", "--host", "0.0.0.0", "--port", "8080", "--peering", "modelrollout",
+        "--log-format", "text", "--log-level", "info",
     ]  # fmt: skip
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080}
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -307,8 +308,9 @@ def test_the_operator_runs_cluster_wide_with_its_configuration() -> None:
 
 
 @pytest.mark.parametrize(("deployment", "expected"), [
-    ("modelrollout", {"host": "0.0.0.0", "port": 8080, "all_namespaces": True, "namespace": [], "peering": "modelrollout"}),
-    ("modelrollout-comparator", {"host": "0.0.0.0", "port": 8090}),
+    ("modelrollout", {"host": "0.0.0.0", "port": 8080, "all_namespaces": True, "namespace": [], "peering": "modelrollout",
+                      "log_format": "text", "log_level": "info"}),
+    ("modelrollout-comparator", {"host": "0.0.0.0", "port": 8090, "log_format": "text", "log_level": "info"}),
 ])  # fmt: skip
 def test_the_containers_args_and_env_are_what_the_cli_reads(deployment: str, expected: dict[str, Any]) -> None:
     """Parsed by the real `modelrollout` command (not run): every flag exists, every variable is read."""
@@ -347,7 +349,7 @@ def test_the_comparator_runs_the_shadow_server_it_has() -> None:
 
     comparator = one(base(), "Deployment", "modelrollout-comparator")
     c = container(comparator)
-    assert c["args"] == ["shadow-server", "--host", "0.0.0.0", "--port", "8090"]
+    assert c["args"] == ["shadow-server", "--host", "0.0.0.0", "--port", "8090", "--log-format", "text", "--log-level", "info"]
     paths = {route.path for route in create_app(ComparatorSettings()).routes}
     assert {c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"], "/metrics", "/"} <= paths
     assert comparator["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
@@ -607,6 +609,8 @@ def test_values_yaml_meets_its_schema(chart: Helm) -> None:
     ({"webhook": {"secretName": "Bad_Name"}}, "at '/webhook/secretName': 'Bad_Name' does not match"),
     ({"nodeSelector": {"disk": 1}}, "at '/nodeSelector/disk': got number, want string"),
     ({"global": "all"}, "at '/global': got string, want object"),
+    ({"logFormat": "xml"}, "at '/logFormat': value must be one of 'text', 'json'"),
+    ({"logLevel": "verbose"}, "at '/logLevel': value must be one of 'debug', 'info', 'warning', 'error'"),
 ])  # fmt: skip
 def test_values_schema_refuses_bad_values(chart: Helm, overrides: dict[str, Any], complaint: str) -> None:
     """Helm's own check, as `helm install` runs it, names the value and the rule."""
@@ -740,6 +744,8 @@ def test_optional_values_reach_the_objects(chart: Helm) -> None:
             "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
             "nodeSelector": {"pool": "system"},
             "tolerations": [{"key": "system", "operator": "Exists", "effect": "NoSchedule"}],
+            "logFormat": "json",
+            "logLevel": "debug",
         }
     )
     operator, comparator = one(docs, "Deployment", "modelrollout"), one(docs, "Deployment", "modelrollout-comparator")
@@ -750,6 +756,8 @@ def test_optional_values_reach_the_objects(chart: Helm) -> None:
         assert pod["imagePullSecrets"] == [{"name": "ghcr"}]
         assert pod["nodeSelector"] == {"pool": "system"}
         assert pod["tolerations"] == [{"key": "system", "operator": "Exists", "effect": "NoSchedule"}]
+        params = cli_params(container(deployment)["args"])
+        assert (params["log_format"], params["log_level"]) == ("json", "debug")
     assert container(operator)["args"][-2:] == ["--tick", "30s"]
     assert env_of(container(operator))["MLFLOW_TRACKING_TOKEN"] == token
     assert env_of(container(operator))["MODELROLLOUT_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"] == {
