@@ -55,6 +55,12 @@ HISTORY_LIMIT = 200
 
 ACTIVE = (Phase.SHADOW, Phase.CANARY)
 METRICS_AVAILABLE = "MetricsAvailable"  # condition: the platform series the checks read exist
+# Conditions for `kubectl wait` and GitOps health checks, derived from the phase at each tick's end:
+# Ready — at rest (no rollout in progress) with a stable version serving; Promoted — how the last
+# candidate's rollout ended (Unknown while one is in progress).
+READY = "Ready"
+PROMOTED = "Promoted"
+PHASE_CONDITIONS = (READY, PROMOTED)  # the phase said again: views that show the phase leave them out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,6 +272,24 @@ class _Step:
         self.s.conditions.append(
             Condition(type=type_, status=status, reason=reason, message=message, last_transition_time=self.now)
         )
+
+    def rest_conditions(self) -> None:
+        """Ready and Promoted from the phase this tick ends in (see READY, PROMOTED)."""
+        s = self.s
+        if not s.phase.terminal:
+            self.condition(READY, False, s.phase.value, f"rolling out v{s.candidate_version}: {s.phase.value}")
+        elif s.stable_version is None:
+            self.condition(READY, False, "NoStableVersion", "no version holds the stable alias yet")
+        else:
+            self.condition(READY, True, s.phase.value, f"v{s.stable_version} serves all traffic")
+        if s.phase is Phase.SUCCEEDED:
+            self.condition(PROMOTED, True, "Promoted", f"v{s.stable_version} promoted")
+        elif s.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
+            self.condition(PROMOTED, False, s.phase.value, s.message)
+        elif s.phase is Phase.IDLE:
+            self.condition(PROMOTED, None, "NoCandidate", "no candidate rolled out yet")
+        else:
+            self.condition(PROMOTED, None, s.phase.value, f"v{s.candidate_version} is being rolled out")
 
     def set_weights(self) -> None:
         s, steps = self.s, self.spec.canary.steps
@@ -853,6 +877,7 @@ class _Step:
         elif self.s.phase is Phase.ROLLING_BACK:
             self.rolling_back()
         self.alias_departure()
+        self.rest_conditions()
         routing = self.routing()
         if routing is not None:
             self.actions.insert(0, routing)

@@ -832,6 +832,13 @@ class RolloutStatus(_Model):
     gate_checks: list[MetricStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
     history: list[Transition] = Field(default_factory=list)
+    observed_generation: int | None = Field(
+        None,
+        description=(
+            "metadata.generation of the spec the operator last acted on; behind metadata.generation "
+            "while a new spec is not read yet, or is invalid (then SpecValid is False)"
+        ),
+    )
 
 
 class ModelRollout(BaseModel):

@@ -6,6 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from canary.decision.engine import PHASE_CONDITIONS
 from canary.decision.spec import MetricStatus, Phase, RolloutStatus
 
 _PHASE_STYLE = {
@@ -75,7 +76,7 @@ def render_status(name: str, status: RolloutStatus, events: list[dict], endpoint
     if status.checks:
         parts.append(_metric_table("checks", status.checks, with_failures=True))
 
-    bad = [c for c in status.conditions if c.status != "True"]
+    bad = [c for c in status.conditions if c.status != "True" and c.type not in PHASE_CONDITIONS]
     for condition in bad:
         parts.append(Text(f"  condition {condition.type}={condition.status}: {condition.message or condition.reason}", style="yellow"))
 

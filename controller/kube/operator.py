@@ -178,6 +178,8 @@ class RolloutOperator:
             self._report_invalid(obj, kind, str(err), now)
             return None
         rollout, status = resource.rollout, resource.status
+        # Written with this tick's status: a spec edit alone changes it, so the status is saved.
+        status.observed_generation = obj["metadata"].get("generation")
         self._reported.pop(key, None)
         if (previous := condition_of(obj.get("status"), SPEC_VALID)) is not None and previous.get("status") != "True":
             set_condition(status, Condition(type=SPEC_VALID, status="True", reason="Valid", last_transition_time=now))

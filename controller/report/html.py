@@ -15,6 +15,7 @@ from html import escape
 
 import yaml
 
+from canary.decision.engine import PHASE_CONDITIONS
 from canary.decision.spec import MetricStatus, Phase
 from controller.report.metrics import CheckEvidence, LatencyEvidence, bucket_quantile
 from controller.report.sources import RolloutRecord
@@ -261,7 +262,7 @@ def render(page: Page) -> str:
     gate_checks = getattr(r.status, "gate_checks", None) if latest else None  # set when the spec has a gate
     if gate_checks:
         parts += ["<h3>Offline gate (MLflow run metrics, before any traffic)</h3>", _recorded_checks(gate_checks)]
-    bad = [c for c in r.status.conditions if c.status != "True"] if latest else []
+    bad = [c for c in r.status.conditions if c.status != "True" and c.type not in PHASE_CONDITIONS] if latest else []
     if bad:
         parts.append(
             "<h3>Conditions not True</h3>"

@@ -28,6 +28,7 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 
 from controller.kube.commands import command_patch
+from tests.argocd_health import health
 from registry.webhooks import sign
 from tests.fixtures.kserve_stack import Comparator, LabelledClients
 from tests.fixtures.mlflow import log_sklearn_model
@@ -102,6 +103,13 @@ def test_promote_path_then_undo(stack: Stack, iris_model_uri: str) -> None:
     ]  # fmt: skip
     for reason in ("RolloutStarted", "StepAdvanced", "Promoting", "Promoted"):
         stack.wait(lambda: reason in [r for _, r, _ in stack.events()], f"a {reason} event")
+    # GitOps: the real kubectl waits on the Promoted condition; Argo CD's health check says Healthy.
+    mro = ("modelrollouts.modelrollout.io/iris", "-n", stack.namespace, "--timeout=20s")
+    stack.kube_api.kubectl("wait", "--for=condition=Promoted", *mro)
+    stack.kube_api.kubectl("wait", "--for=condition=Ready", *mro)
+    obj = stack.rollout()
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert health(obj) == ("Healthy", f"Succeeded: {obj['status']['message']}")
     metrics = httpx.get(f"{operator.url}/metrics").text
     assert 'modelrollout_rollouts{phase="Succeeded"} 1.0' in metrics
     assert 'modelrollout_transitions_total{to="Succeeded"} 1.0' in metrics
@@ -116,6 +124,8 @@ def test_promote_path_then_undo(stack: Stack, iris_model_uri: str) -> None:
     assert stack.champion() == v1 and stack.predictor()["model"]["storageUri"] == stack.uri(v1)
     assert stack.tags(v2)["modelrollout.status"] == "rolled_back"
     assert "undone by user" in stack.tags(v2)["modelrollout.reason"]
+    stack.kube_api.kubectl("wait", "--for=condition=Promoted=False", *mro)
+    assert health(stack.rollout())[0] == "Degraded"
     annotations = stack.rollout()["metadata"].get("annotations", {})
     assert "modelrollout.io/command" not in annotations and "modelrollout.io/command-id" not in annotations
 
@@ -413,6 +423,8 @@ def test_an_invalid_spec_is_reported_and_the_state_kept(stack: Stack, iris_model
     assert "spec.canary.steps: steps must increase" in condition()["message"]
     assert stack.status()["stableVersion"] == v1  # the state is kept
     stack.wait(lambda: any(reason == "InvalidSpec" for _, reason, _ in stack.events()), "an InvalidSpec event")
+    state, message = health(stack.rollout())
+    assert state == "Degraded" and "steps must increase" in message
     stack.custom.patch_namespaced_custom_object(
         GROUP, VERSION, stack.namespace, PLURAL, "iris", {"spec": {"canary": {"steps": [20, 50]}}}
     )
