@@ -611,6 +611,11 @@ def test_values_yaml_meets_its_schema(chart: Helm) -> None:
     ({"global": "all"}, "at '/global': got string, want object"),
     ({"logFormat": "xml"}, "at '/logFormat': value must be one of 'text', 'json'"),
     ({"logLevel": "verbose"}, "at '/logLevel': value must be one of 'debug', 'info', 'warning', 'error'"),
+    ({"serviceAccount": {"name": "Bad_Name"}}, "at '/serviceAccount/name'"),
+    ({"serviceAccount": {"create": "no"}}, "at '/serviceAccount/create': got string, want boolean"),
+    ({"priorityClassName": "High Priority"}, "at '/priorityClassName'"),
+    ({"networkPolicy": {"comparatorFrom": "everyone"}}, "at '/networkPolicy/comparatorFrom': got string, want array"),
+    ({"podSecurityContext": "root"}, "at '/podSecurityContext': got string, want object"),
 ])  # fmt: skip
 def test_values_schema_refuses_bad_values(chart: Helm, overrides: dict[str, Any], complaint: str) -> None:
     """Helm's own check, as `helm install` runs it, names the value and the rule."""
@@ -780,6 +785,65 @@ def test_optional_values_reach_the_objects(chart: Helm) -> None:
     # The hardening is not a value: it holds whatever the values say.
     for deployment in (operator, comparator):
         assert container(deployment)["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_standard_values_reach_both_pods(chart: Helm) -> None:
+    spread = [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}]
+    docs = chart.objects({
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/mr"}},
+        "operator": {"podLabels": {"team": "ml"}},
+        "comparator": {"podLabels": {"tier": "traffic"}},
+        "priorityClassName": "system-cluster-critical",
+        "topologySpreadConstraints": spread,
+        "podSecurityContext": {"runAsUser": 1001, "fsGroup": 1001},
+        "securityContext": {"runAsUser": 1001},
+    })  # fmt: skip
+    account = one(docs, "ServiceAccount", "modelrollout")
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/mr"}
+    for deployment, labels in (("modelrollout", {"team": "ml"}), ("modelrollout-comparator", {"tier": "traffic"})):
+        d = one(docs, "Deployment", deployment)
+        pod = d["spec"]["template"]["spec"]
+        assert labels.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        assert selects(d["spec"]["selector"]["matchLabels"], d["spec"]["template"]["metadata"]["labels"])
+        assert pod["priorityClassName"] == "system-cluster-critical" and pod["topologySpreadConstraints"] == spread
+        # The override wins field by field; the rest of the hardening stays.
+        assert pod["securityContext"]["runAsUser"] == 1001 and pod["securityContext"]["fsGroup"] == 1001
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        c = container(d)["securityContext"]
+        assert c["runAsUser"] == 1001 and c["readOnlyRootFilesystem"] is True and c["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_an_existing_service_account_is_bound_not_created(chart: Helm) -> None:
+    for watch in ([], ["team-a"]):
+        docs = chart.objects({"serviceAccount": {"create": False, "name": "platform-bot"}, "operator": {"watchNamespaces": watch}})
+        assert not [d for d in docs if d["kind"] == "ServiceAccount"]
+        assert one(docs, "Deployment", "modelrollout")["spec"]["template"]["spec"]["serviceAccountName"] == "platform-bot"
+        binding = next(d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding"))
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "platform-bot", "namespace": NAMESPACE}]
+
+
+def test_network_policies_admit_the_operator_and_the_listed_peers_only(chart: Helm) -> None:
+    assert not [d for d in chart.objects() if d["kind"] == "NetworkPolicy"]  # off by default
+    models = {"namespaceSelector": {"matchLabels": {"serving.kserve.io/models": "true"}}}
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    docs = chart.objects({"networkPolicy": {"enabled": True, "comparatorFrom": [models, prometheus]}})
+    comparator_policy, operator_policy = one(docs, "NetworkPolicy", "modelrollout-comparator"), one(docs, "NetworkPolicy", "modelrollout")
+    comparator, operator = one(docs, "Deployment", "modelrollout-comparator"), one(docs, "Deployment", "modelrollout")
+    for policy, pod in ((comparator_policy, comparator), (operator_policy, operator)):
+        chosen = [n for n, d in (("comparator", comparator), ("operator", operator))
+                  if selects(policy["spec"]["podSelector"]["matchLabels"], d["spec"]["template"]["metadata"]["labels"])]  # fmt: skip
+        assert chosen == [pod["spec"]["template"]["spec"]["containers"][0]["name"]]
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = comparator_policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    operator_peer, *others = rule["from"]
+    assert selects(operator_peer["podSelector"]["matchLabels"], operator["spec"]["template"]["metadata"]["labels"])
+    assert others == [models, prometheus]
+    assert operator_policy["spec"]["ingress"] == []  # nobody listed: nobody
+    mlflow = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mlflow"}}}
+    opened = one(chart.objects({"networkPolicy": {"enabled": True, "operatorFrom": [mlflow]}}), "NetworkPolicy", "modelrollout")
+    assert opened["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}], "from": [mlflow]}]
+    assert chart.lint({"networkPolicy": {"enabled": True, "operatorFrom": [mlflow]}}) == []
 
 
 def test_monitoring_objects_are_off_by_default_and_on_when_asked(chart: Helm) -> None:

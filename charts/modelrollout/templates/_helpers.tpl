@@ -48,12 +48,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{- define "modelrollout.serviceAccountName" -}}
+{{- default (include "modelrollout.fullname" .) .Values.serviceAccount.name }}
+{{- end }}
+
 {{- define "modelrollout.webhookSecretName" -}}
 {{- default (printf "%s-webhook" (include "modelrollout.fullname" .)) .Values.webhook.secretName }}
 {{- end }}
 
-{{/* Non-root (the image's user 65532), seccomp: the restricted Pod Security Standard. */}}
+{{/*
+Non-root (the image's user 65532), seccomp: the restricted Pod Security Standard. The values'
+podSecurityContext / securityContext are merged over these (a field set there wins).
+*/}}
 {{- define "modelrollout.podSecurityContext" -}}
+{{- toYaml (mergeOverwrite (fromYaml (include "modelrollout.podSecurityContextDefaults" .)) .Values.podSecurityContext) }}
+{{- end }}
+
+{{- define "modelrollout.containerSecurityContext" -}}
+{{- toYaml (mergeOverwrite (fromYaml (include "modelrollout.containerSecurityContextDefaults" .)) .Values.securityContext) }}
+{{- end }}
+
+{{- define "modelrollout.podSecurityContextDefaults" -}}
 runAsNonRoot: true
 runAsUser: 65532
 runAsGroup: 65532
@@ -62,7 +77,7 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{- define "modelrollout.containerSecurityContext" -}}
+{{- define "modelrollout.containerSecurityContextDefaults" -}}
 runAsNonRoot: true
 runAsUser: 65532
 runAsGroup: 65532
@@ -110,6 +125,13 @@ tolerations:
 {{- with .Values.affinity }}
 affinity:
 {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.topologySpreadConstraints }}
+topologySpreadConstraints:
+{{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
 {{- end }}
 {{- end }}
 
