@@ -38,6 +38,7 @@ tolerance applies to requests paired from then on, and to labels scored from the
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -112,6 +113,9 @@ class ShadowTarget(BaseModel):
 
 
 TARGET_MAX_BYTES = 64 << 10  # a `PUT /admin/shadows` body
+# The admin API's bearer token, shared with the operator through a Secret. From the environment only:
+# a flag would show in `ps`.
+ADMIN_TOKEN_ENV = "MODELROLLOUT_COMPARATOR_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,9 @@ class ComparatorSettings:
     tolerance: Tolerance = DEFAULT_TOLERANCE
     max_classes: int = DEFAULT_MAX_CLASSES  # distinct predicted classes counted per rollout
     prediction_buckets: tuple[float, ...] = PREDICTION_VALUE_BUCKETS  # regression-value histogram bounds
+    # `/admin/*` (which decides where copies of live requests go) answers only `Authorization: Bearer
+    # <admin_token>`; None leaves it open, for a comparator on loopback.
+    admin_token: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -273,6 +280,18 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
         state.shadows[target.key] = _Shadowed(target, metrics, mirror, predictions, tolerance, ShareDeck(target.percent))
         log.info("shadowing %s/%s: v%s mirrors v%s", target.namespace, target.inference_service, target.candidate_version, target.stable_version)
         return True
+
+    @app.middleware("http")
+    async def admin_only_with_the_token(request: Request, call_next: Any) -> Response:
+        if settings.admin_token is not None and request.url.path.startswith("/admin"):
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), settings.admin_token.encode()):
+                return JSONResponse(
+                    {"error": "the admin API needs the comparator's bearer token (Authorization: Bearer ...)"},
+                    status_code=401,
+                    headers={"www-authenticate": "Bearer"},
+                )
+        return await call_next(request)
 
     @app.put("/admin/shadows")
     async def put_shadow(request: Request) -> JSONResponse:

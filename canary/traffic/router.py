@@ -33,6 +33,7 @@ distribution of predictions per version and role.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import math
@@ -301,6 +302,14 @@ class RouterState:
 # --- HTTP plumbing ----------------------------------------------------------------------------------
 
 
+def _from_loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
@@ -347,6 +356,14 @@ def create_app(settings: RouterSettings) -> FastAPI:
     app.state.router = state
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.middleware("http")
+    async def admin_from_this_machine_only(request: Request, call_next: Any) -> Response:
+        # /admin/routing decides where every client request goes: only the controller, on this
+        # machine, sets it, even when --host lets clients in from elsewhere.
+        if request.url.path.startswith("/admin") and not _from_loopback(request):
+            return _error(403, "the admin API answers this machine only (loopback)")
+        return await call_next(request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

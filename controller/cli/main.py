@@ -7,6 +7,7 @@ a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -377,10 +378,22 @@ def shadow_server(
     log_format: LogFormatOption = LogFormat.TEXT,
     log_level: LogLevelOption = None,
 ) -> None:  # fmt: skip
-    """The shadow comparator for KServe: pairs logger CloudEvents, replays them to the shadow, compares."""
+    """The shadow comparator for KServe: pairs logger CloudEvents, replays them to the shadow, compares.
+
+    Its admin API (where copies of live requests go) needs the bearer token in
+    MODELROLLOUT_COMPARATOR_TOKEN (from the environment only: a flag would show in `ps`); without
+    one the comparator listens on a loopback address only.
+    """
     import uvicorn
 
-    from canary.traffic.comparator import ComparatorSettings, create_app
+    from canary.traffic.comparator import ADMIN_TOKEN_ENV, ComparatorSettings, create_app
+
+    admin_token = os.environ.get(ADMIN_TOKEN_ENV) or None
+    if admin_token is None and not _loopback(host):
+        raise UsageError(
+            f"--host {host} would open the admin API (PUT /admin/shadows decides where copies of live requests go) "
+            f"to anything that reaches it: set {ADMIN_TOKEN_ENV} (the operator sends the same token)"
+        )
 
     try:
         buckets = (
@@ -402,6 +415,7 @@ def shadow_server(
         pending_ttl_seconds=pending_ttl,
         max_classes=max_classes,
         prediction_buckets=buckets,
+        admin_token=admin_token,
     )
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning", log_config=None)
 
@@ -440,6 +454,7 @@ def operator(
 
     The MLflow webhook secret is read from MODELROLLOUT_WEBHOOK_SECRET only (a flag would show in `ps`).
     """
+    from canary.traffic.comparator import ADMIN_TOKEN_ENV as COMPARATOR_TOKEN_ENV
     from controller.kube.operator import WEBHOOK_SECRET_ENV, OperatorConfig, run_operator
 
     if namespace and all_namespaces:
@@ -458,6 +473,7 @@ def operator(
         host=host,
         port=port,
         webhook_secret=os.environ.get(WEBHOOK_SECRET_ENV) or None,
+        comparator_token=os.environ.get(COMPARATOR_TOKEN_ENV) or None,
         peering=None if standalone else peering,
     )
     configure_logging(verbose, log_level, log_format)
@@ -478,9 +494,20 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+def _loopback(host: str) -> bool:
+    """Whether `host` (a listen address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def main() -> None:  # pragma: no cover - console script
     app()
 
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+

@@ -31,10 +31,14 @@ class ComparatorError(KServeError):
 class ComparedKServePlatform:
     """`controller.platform.Platform`: KServePlatform plus the comparator's shadow registrations."""
 
-    def __init__(self, platform: KServePlatform, comparator_url: str | None, timeout_s: float = 3.0) -> None:
+    def __init__(
+        self, platform: KServePlatform, comparator_url: str | None, timeout_s: float = 3.0, token: str | None = None
+    ) -> None:
         self.platform = platform
         self.comparator_url = comparator_url.rstrip("/") if comparator_url else None
-        self._http = httpx.Client(timeout=timeout_s)
+        # The comparator's admin token (canary/traffic/comparator.py ADMIN_TOKEN_ENV), sent on every call.
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(timeout=timeout_s, headers=headers)
         # Rollouts known to have no registration; after a restart nobody is, so each is withdrawn once.
         self._withdrawn: set[str] = set()
 

@@ -83,6 +83,7 @@ class OperatorConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     webhook_secret: str | None = field(default=None, repr=False)  # never logged
+    comparator_token: str | None = field(default=None, repr=False)  # the comparator's admin token
     peering: str | None = "modelrollout"  # None: standalone, no peering
 
 
@@ -127,7 +128,9 @@ class RolloutOperator:
                 kserve = KServePlatform(
                     self.api_client, lambda rollout: self._targets[(namespace, rollout)], self.config.comparator_url
                 )
-                self._platforms[namespace] = ComparedKServePlatform(kserve, self.config.comparator_url)
+                self._platforms[namespace] = ComparedKServePlatform(
+                    kserve, self.config.comparator_url, token=self.config.comparator_token
+                )
             return self._platforms[namespace]
 
     def register_waker(self, key: Key, wake: Callable[[], None]) -> None:

@@ -73,7 +73,9 @@ def test_promote_path_then_undo(stack: Stack, iris_model_uri: str) -> None:
     shadow = stack.wait(lambda: stack.isvc("iris-shadow"), "the shadow InferenceService exists")
     assert shadow["spec"]["predictor"]["model"]["storageUri"] == stack.uri(v2)
     stack.wait(lambda: stack.predictor().get("logger", {}).get("url") == stack.comparator.url, "the logger points at the comparator")
-    registered = stack.wait(lambda: httpx.get(f"{stack.comparator.url}/admin/shadows").json(), "the comparator knows the shadow")
+    admin = stack.comparator.admin_headers  # the comparator's admin API wants the token the operator was given
+    assert httpx.get(f"{stack.comparator.url}/admin/shadows").status_code == 401
+    registered = stack.wait(lambda: httpx.get(f"{stack.comparator.url}/admin/shadows", headers=admin).json(), "the comparator knows the shadow")
     assert registered[0]["inferenceService"] == "iris" and registered[0]["candidateVersion"] == v2
     # KServe's address of an InferenceService behind Istio's VirtualService (ingress_reconciler.go at v0.20.0)
     assert registered[0]["shadowUrl"] == f"http://iris-shadow.{stack.namespace}.svc.cluster.local"
@@ -95,7 +97,7 @@ def test_promote_path_then_undo(stack: Stack, iris_model_uri: str) -> None:
     assert "canaryTrafficPercent" not in predictor and "logger" not in predictor
     assert predictor["model"]["storageUri"] == stack.uri(v2)
     assert stack.isvc("iris-shadow") is None
-    assert httpx.get(f"{stack.comparator.url}/admin/shadows").json() == []
+    assert httpx.get(f"{stack.comparator.url}/admin/shadows", headers=admin).json() == []
     assert stack.champion() == v2 and stack.tags(v2)["modelrollout.status"] == "promoted"
     status = stack.status()
     assert [(t["from"], t["to"]) for t in status["history"]] == [

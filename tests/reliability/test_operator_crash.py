@@ -251,7 +251,7 @@ def test_operator_killed_in_every_phase_continues_each_rollout(
     assert time.monotonic() - killed_at < PEERING_LIFETIME_S + 30
     shadow = stack.wait(lambda: stack.isvc(f"{GOOD}-shadow"), "the shadow InferenceService")
     assert shadow["spec"]["predictor"]["model"]["storageUri"] == uris[(GOOD, v2)]
-    stack.wait(lambda: stack.phase(GOOD) != "Shadow" or httpx.get(f"{stack.comparator.url}/admin/shadows").json(),
+    stack.wait(lambda: stack.phase(GOOD) != "Shadow" or httpx.get(f"{stack.comparator.url}/admin/shadows", headers=stack.comparator.admin_headers).json(),
                "the comparator knows the shadow (or the shadow is over)")  # fmt: skip
     stack.wait(lambda: stack.phase(GOOD) == "Canary", f"{GOOD} in its canary")
     registry.stop()
@@ -325,7 +325,7 @@ def test_operator_killed_in_every_phase_continues_each_rollout(
     for predictor in (good_predictor, bad_predictor):
         assert "canaryTrafficPercent" not in predictor and "logger" not in predictor, predictor
     assert stack.isvc(f"{GOOD}-shadow") is None and stack.isvc(f"{BAD}-shadow") is None
-    assert httpx.get(f"{stack.comparator.url}/admin/shadows").json() == []
+    assert httpx.get(f"{stack.comparator.url}/admin/shadows", headers=stack.comparator.admin_headers).json() == []
 
 
 # -- RBAC -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ subchart (Helm's `global` values) it renders too.
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import json
@@ -300,10 +301,15 @@ def test_the_operator_runs_cluster_wide_with_its_configuration() -> None:
     secret = env["MODELROLLOUT_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]
     assert secret == {"name": "modelrollout-webhook", "key": "secret", "optional": True}
     assert not [d for d in docs if d["kind"] == "Secret"]
+    # The comparator's admin token: one Secret the user creates, required by both pods.
+    token = {"name": "modelrollout-comparator-token", "key": "token"}
+    comparator = env_of(container(one(docs, "Deployment", "modelrollout-comparator")))
+    for pod_env in (env, comparator):
+        assert pod_env["MODELROLLOUT_COMPARATOR_TOKEN"]["valueFrom"]["secretKeyRef"] == token
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert set(env) == {
         "POD_ID", "HOME", "TMPDIR", "MLFLOW_TRACKING_URI", "PROMETHEUS_URL", "MODELROLLOUT_COMPARATOR_URL",
-        "MLFLOW_ARTIFACTS_DESTINATION", "MODELROLLOUT_WEBHOOK_SECRET",
+        "MLFLOW_ARTIFACTS_DESTINATION", "MODELROLLOUT_WEBHOOK_SECRET", "MODELROLLOUT_COMPARATOR_TOKEN",
     }  # fmt: skip
 
 
@@ -316,6 +322,7 @@ def test_the_containers_args_and_env_are_what_the_cli_reads(deployment: str, exp
     """Parsed by the real `modelrollout` command (not run): every flag exists, every variable is read."""
     import typer
 
+    from canary.traffic.comparator import ADMIN_TOKEN_ENV
     from controller.cli.main import app
     from controller.kube.operator import WEBHOOK_SECRET_ENV
 
@@ -323,7 +330,8 @@ def test_the_containers_args_and_env_are_what_the_cli_reads(deployment: str, exp
     assert expected.items() <= cli_params(c["args"]).items()
     command = typer.main.get_command(app).commands[c["args"][0]]  # type: ignore[attr-defined]
     read = {p.envvar for p in command.params if getattr(p, "envvar", None)}
-    read |= {WEBHOOK_SECRET_ENV, "POD_ID", "HOME", "TMPDIR"}  # the operator's own, kopf's, the OS's
+    # Read by the command itself (secrets: never flags), kopf's, the OS's.
+    read |= {WEBHOOK_SECRET_ENV, ADMIN_TOKEN_ENV, "POD_ID", "HOME", "TMPDIR"}
     assert set(env_of(c)) <= read, f"{deployment} sets variables nothing reads: {sorted(set(env_of(c)) - read)}"
 
 
@@ -631,7 +639,12 @@ MONITORING_ON = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enable
 @pytest.mark.parametrize("with_monitoring", [False, True])
 def test_the_chart_renders_the_same_objects_as_the_base(chart: Helm, with_monitoring: bool) -> None:
     """By default the base's objects; with monitoring on, also manifests/monitoring/'s."""
-    rendered = by_key([without_helm_bookkeeping(d) for d in chart.objects(MONITORING_ON if with_monitoring else None)])
+    docs = chart.objects(MONITORING_ON if with_monitoring else None)
+    # The one object the base has no equal of: the chart makes the comparator's token, the base's user does.
+    [token] = [d for d in docs if d["kind"] == "Secret"]
+    assert token["metadata"]["name"] == "modelrollout-comparator-token"
+    assert len(base64.b64decode(token["data"]["token"])) == 48
+    rendered = by_key([without_helm_bookkeeping(d) for d in docs if d is not token])
     # Helm installs crds/ itself, and the release's namespace is Helm's to create (--create-namespace).
     installed = base() + (monitoring() if with_monitoring else [])
     expected = by_key([d for d in installed if d["kind"] not in ("CustomResourceDefinition", "Namespace")])
@@ -680,8 +693,17 @@ def test_the_chart_labels_its_objects_for_helm(chart: Helm) -> None:
 def test_a_release_with_another_name_is_wired_to_itself(chart: Helm) -> None:
     docs = chart.objects(MONITORING_ON, release="prod", namespace="ml-platform")
     assert {d["metadata"]["name"] for d in docs} == {
-        "prod-modelrollout", "prod-modelrollout-config", "prod-modelrollout-comparator", "prod-modelrollout-webhooks"
+        "prod-modelrollout", "prod-modelrollout-config", "prod-modelrollout-comparator", "prod-modelrollout-webhooks",
+        "prod-modelrollout-comparator-token",
     }  # fmt: skip
+    for deployment in ("prod-modelrollout", "prod-modelrollout-comparator"):
+        token = env_of(container(one(docs, "Deployment", deployment)))["MODELROLLOUT_COMPARATOR_TOKEN"]
+        assert token["valueFrom"]["secretKeyRef"] == {"name": "prod-modelrollout-comparator-token", "key": "token"}
+    mine = chart.objects({"comparator": {"tokenSecretName": "shared-token"}})
+    assert not [d for d in mine if d["kind"] == "Secret"]
+    assert env_of(container(one(mine, "Deployment", "modelrollout")))["MODELROLLOUT_COMPARATOR_TOKEN"]["valueFrom"][
+        "secretKeyRef"
+    ] == {"name": "shared-token", "key": "token"}
     for doc in docs:
         if doc["kind"] not in CLUSTER_KINDS:
             assert doc["metadata"]["namespace"] == "ml-platform"

@@ -52,6 +52,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "modelrollout.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
 
+{{- define "modelrollout.comparatorTokenSecret" -}}
+{{- default (printf "%s-comparator-token" (include "modelrollout.fullname" .)) .Values.comparator.tokenSecretName }}
+{{- end }}
+
 {{- define "modelrollout.webhookSecretName" -}}
 {{- default (printf "%s-webhook" (include "modelrollout.fullname" .)) .Values.webhook.secretName }}
 {{- end }}
