@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from importlib import metadata
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from canary.decision.spec import ModelRollout, SpecError, load_rollouts
+from canary.decision.spec import ModelRollout, Phase, SpecError, load_rollouts
 from controller.kube import crd
 from controller.kube.rollout_client import RolloutRequestError
 from controller.local.home import ServicesNotRunning
@@ -37,6 +38,17 @@ console = Console(soft_wrap=True)  # long lines (paths, reasons) stay whole: gre
 errors = Console(stderr=True, soft_wrap=True)
 
 FileOption = Annotated[Path, typer.Option("-f", "--file", help="YAML file with one or more ModelRollout documents")]
+
+
+# `status --watch` exit codes (both command lines): how the rollout came to rest, or that it did not in time.
+REST_EXIT = {Phase.SUCCEEDED: 0, Phase.IDLE: 0, Phase.ROLLED_BACK: 1, Phase.ABORTED: 1}
+TIMEOUT_EXIT = 3
+
+
+class OutputFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    YAML = "yaml"
 
 
 class UsageError(Exception):
@@ -77,6 +89,17 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"modelrollout {metadata.version('modelrollout')}", highlight=False)
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit")
+]
+
+
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -94,12 +117,12 @@ LogFormatOption = Annotated[
     typer.Option(
         "--log-format",
         envvar="MODELROLLOUT_LOG_FORMAT",
-        help="text: one line per record (coloured on a terminal); json: one JSON object per line, for log collectors",
+        help="text: a line per record; json: a JSON object per line",
     ),
 ]
 LogLevelOption = Annotated[
     Optional[LogLevel],
-    typer.Option("--log-level", envvar="MODELROLLOUT_LOG_LEVEL", help="The least severe records logged [default: info]"),
+    typer.Option("--log-level", envvar="MODELROLLOUT_LOG_LEVEL", help="The least severe records logged \\[default: info]"),
 ]
 
 

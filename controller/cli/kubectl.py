@@ -29,24 +29,21 @@ from rich.markup import escape
 
 from canary.decision.durations import format_duration, parse_duration
 from canary.decision.engine import CommandKind, command_problem
-from canary.decision.spec import Phase, RolloutStatus
-from controller.cli.command_line import UsageError, console, errors, lint
+from canary.decision.spec import RolloutStatus
+from controller.cli.command_line import REST_EXIT, TIMEOUT_EXIT, UsageError, VersionOption, console, errors, lint
 from controller.cli.command_line import one_line_errors as command_line_one_line_errors
 from controller.cli.status_view import render_status
 from controller.kube.cluster_access import ClusterAccessError, connect
 from controller.kube.commands import COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION, command_patch
 from controller.kube.rollout_client import RolloutRequestError, Rollouts, parse_status, pending_command
 
-# `status --watch` exit codes: how the rollout came to rest, or that it did not in time.
-REST_EXIT = {Phase.SUCCEEDED: 0, Phase.IDLE: 0, Phase.ROLLED_BACK: 1, Phase.ABORTED: 1}
-TIMEOUT_EXIT = 3
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Manage ModelRollouts with kubectl.")
+app = typer.Typer(no_args_is_help=True, help="Manage ModelRollouts with kubectl.")
 app.command("lint")(lint)
 
 
 @app.callback()
-def _root() -> None:
+def _root(version: VersionOption = False) -> None:
     """Manage ModelRollouts with kubectl."""
 
 
@@ -306,6 +303,51 @@ def undo(
 ) -> None:
     """After a promotion, go back to the previous stable version (the stable alias moves back)."""
     _send("undo", name, namespace, kubeconfig, context)
+
+
+@app.command()
+@one_line_errors
+def start(
+    name: NameArg,
+    version: Annotated[str, typer.Argument(help="The model version to roll out")],
+    mlflow_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking server")] = "",
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+) -> None:
+    """Start a rollout: move the ModelRollout's candidate alias onto VERSION in MLflow.
+
+    MLflow stays the source of truth: the operator starts the rollout because the alias moved, as it
+    would for a move made in MLflow's UI (MLflow's credentials: MLFLOW_TRACKING_TOKEN and the like).
+    """
+    from canary.decision.spec import SpecError, parse_rollout
+    from registry.candidate import propose
+    from registry.connection import connect as connect_mlflow
+    from registry.errors import RegistryError
+
+    if not mlflow_uri:
+        raise UsageError("--mlflow-uri (or MLFLOW_TRACKING_URI) is required: the alias is moved in MLflow")
+    rollouts = _rollouts(namespace, kubeconfig, context)
+    try:
+        model = parse_rollout(rollouts.get(name)).spec.model
+    except SpecError as err:
+        raise UsageError(f"ModelRollout {rollouts.namespace}/{name}: {err}") from None
+    if model.candidate_stage is not None:
+        raise UsageError(
+            f"{name} follows the stage {model.candidate_stage!r}, not an alias: move version {version} to that stage in MLflow"
+        )
+    try:
+        client = connect_mlflow(mlflow_uri, timeout_s=10, max_retries=0)
+        moved = propose(client, model.name, version, model.candidate_alias, model.stable_alias)
+    except (RegistryError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    where = "moved to" if moved else "already on"
+    console.print(
+        f"{model.name}: alias {model.candidate_alias!r} {where} version {version}; the operator starts the rollout on "
+        f"its next registry read: kubectl modelrollout status {name}{_ns_flag(rollouts)} --watch",
+        highlight=False,
+        markup=False,
+    )
 
 
 def main() -> None:  # pragma: no cover - console script

@@ -8,22 +8,31 @@ a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+import yaml
 from rich.markup import escape
 
 from canary.decision.durations import parse_duration
 from canary.decision.engine import CommandKind, command_problem
 from canary.traffic.serving_metrics import DEFAULT_MAX_CLASSES, PREDICTION_VALUE_BUCKETS, check_buckets
 from controller.cli.command_line import (
+    REST_EXIT,
+    TIMEOUT_EXIT,
     FileOption,
+    OutputFormat,
+    VersionOption,
+    errors,
     LogFormat,
     LogFormatOption,
     LogLevelOption,
@@ -38,12 +47,17 @@ from controller.cli.status_view import render_status
 from controller.local.home import LocalHome, Services, ServicesNotRunning
 from controller.local.state import StateStore
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Progressive delivery for MLflow models.")
+app = typer.Typer(no_args_is_help=True, help="Progressive delivery for MLflow models.")
 local_app = typer.Typer(no_args_is_help=True, help="The local platform: MLflow, Prometheus, model servers, routers.")
 app.add_typer(local_app, name="local")
 
+
+@app.callback()
+def _root(version: VersionOption = False) -> None:
+    """Progressive delivery for MLflow models."""
+
 HomeOption = Annotated[
-    Optional[Path], typer.Option("--home", help="State folder of the local platform [default: ./.modelrollout]")
+    Optional[Path], typer.Option("--home", help="State folder of the local platform \\[default: ./.modelrollout]")
 ]
 
 
@@ -65,7 +79,7 @@ def local_up(
     mlflow_port: Annotated[int, typer.Option(help="0 picks a free port")] = 0,
     prometheus_port: Annotated[int, typer.Option(help="0 picks a free port")] = 0,
     scrape_interval: Annotated[
-        Optional[str], typer.Option(help="Prometheus scrape interval [default: 1s, or the one recorded]", show_default=False)
+        Optional[str], typer.Option(help="Prometheus scrape interval \\[default: 1s, or the one recorded]", show_default=False)
     ] = None,
 ) -> None:
     """Start MLflow (sqlite, local artifacts) and Prometheus; does nothing for what already runs.
@@ -154,22 +168,84 @@ def status(
     name: Annotated[Optional[str], typer.Argument(help="Rollout name; all when omitted")] = None,
     home: HomeOption = None,
     events: Annotated[int, typer.Option(help="How many recent events to show")] = 5,
+    output: Annotated[OutputFormat, typer.Option("-o", "--output", help="text for people; json or yaml for scripts")] = OutputFormat.TEXT,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow changes until the rollout rests (needs NAME)")] = False,
+    timeout: Annotated[Optional[str], typer.Option(help="With --watch: give up after this long (exit 3), e.g. 10m")] = None,
 ) -> None:
-    """Phase, step, weights, last verdicts and history of local rollouts."""
+    """Phase, step, weights, last verdicts and history of local rollouts.
+
+    With --watch: exit 0 once the rollout rests in Succeeded or Idle, 1 in RolledBack or Aborted,
+    3 when --timeout passes first; with -o json, one JSON document per line per change.
+    """
+    if timeout is not None and not watch:
+        raise UsageError("--timeout applies to --watch only")
+    if watch and name is None:
+        raise UsageError("--watch follows one rollout: name it")
+    limit = None if timeout is None else _seconds("--timeout", timeout)
     where = LocalHome.resolve(home)
     store = StateStore(where.state_dir)
     names = [_known(store, name)] if name else store.names()
     if not names:
-        console.print(f"no rollouts in {where.state_dir} yet: start one with `modelrollout local run -f FILE`")
+        if output is OutputFormat.TEXT:
+            console.print(f"no rollouts in {where.state_dir} yet: start one with `modelrollout local run -f FILE`")
+        else:
+            _print_documents([], output)
         return
     from controller.local.platform import LocalPlatform
 
     platform = LocalPlatform(where.platform_dir, tracking_uri="")
-    for rollout in names:
-        endpoint = platform.endpoint(rollout)
-        if endpoint is not None:
-            endpoint = f"{endpoint} ({platform.endpoint_readiness(rollout)})"
-        console.print(render_status(rollout, store.load(rollout), store.events(rollout, events), endpoint))
+
+    def show(rollouts: list[str], watching: bool = False) -> None:
+        if output is OutputFormat.TEXT:
+            for rollout in rollouts:
+                endpoint = platform.endpoint(rollout)
+                if endpoint is not None:
+                    endpoint = f"{endpoint} ({platform.endpoint_readiness(rollout)})"
+                console.print(render_status(rollout, store.load(rollout), store.events(rollout, events), endpoint))
+            return
+        documents = [
+            {
+                "name": rollout,
+                "endpoint": platform.endpoint(rollout),
+                "status": store.load(rollout).model_dump(mode="json", by_alias=True, exclude_none=True),
+                "events": store.events(rollout, events),
+            }
+            for rollout in rollouts
+        ]
+        # One rollout named: its document; all: a list. Watching: one compact line per change.
+        _print_documents(documents[0] if name else documents, output, one_line=watching)
+
+    if not watch:
+        show(names)
+        return
+    raise typer.Exit(_follow_local(store, names[0], limit, lambda: show(names, watching=True)))
+
+
+def _print_documents(documents: Any, output: OutputFormat, one_line: bool = False) -> None:
+    if output is OutputFormat.JSON:
+        text = json.dumps(documents, separators=(",", ":")) if one_line else json.dumps(documents, indent=2)
+    else:
+        text = ("---\n" if one_line else "") + yaml.safe_dump(documents, sort_keys=False).rstrip()
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _follow_local(store: StateStore, name: str, timeout_s: float | None, show: Callable[[], None]) -> int:
+    """Show the rollout now and whenever its status or pending commands change, until it rests."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    shown: tuple[Any, ...] | None = None
+    while True:
+        status = store.load(name)
+        pending = store.pending_commands(name, status.last_command_id)
+        now_seen = (status.model_dump_json(), [p.id for p in pending])
+        if now_seen != shown:
+            show()
+            shown = now_seen
+        if status.phase in REST_EXIT and not pending:
+            return REST_EXIT[status.phase]
+        if deadline is not None and time.monotonic() >= deadline:
+            errors.print(f"timed out: {name} is still {status.phase.value}", highlight=False, markup=False)
+            return TIMEOUT_EXIT
+        time.sleep(0.25)
 
 
 def _known(store: StateStore, name: str) -> str:
@@ -241,6 +317,44 @@ def undo(name: NameArg, home: HomeOption = None) -> None:
 
 
 app.command()(lint)
+
+
+@app.command()
+@one_line_errors
+def start(
+    name: NameArg,
+    version: Annotated[str, typer.Argument(help="The model version to roll out")],
+    file: FileOption,
+    home: HomeOption = None,
+    mlflow_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking server \\[default: `local up`'s]")] = None,
+) -> None:
+    """Start a rollout: move the rollout's candidate alias onto VERSION in MLflow.
+
+    MLflow stays the source of truth: `local run` starts the rollout because the alias moved, as it
+    would for a move made in MLflow's UI.
+    """
+    from registry.candidate import propose
+    from registry.connection import connect
+    from registry.errors import RegistryError
+
+    rollouts = {r.metadata.name: r for r in read_rollouts(file)}
+    if name not in rollouts:
+        raise UsageError(f"{file}: no rollout named {name!r} (it holds: {', '.join(rollouts) or 'none'})")
+    model = rollouts[name].spec.model
+    if model.candidate_stage is not None:
+        raise UsageError(
+            f"{name} follows the stage {model.candidate_stage!r}, not an alias: move version {version} to that stage in MLflow"
+        )
+    uri = mlflow_uri or LocalHome.resolve(home).services().mlflow
+    try:
+        moved = propose(connect(uri, timeout_s=10, max_retries=0), model.name, version, model.candidate_alias, model.stable_alias)
+    except (RegistryError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    where = "moved to" if moved else "already on"
+    console.print(
+        f"{model.name}: alias {model.candidate_alias!r} {where} version {version}; `local run` starts the rollout on its "
+        f"next registry read, `modelrollout status {name}` follows it"
+    )
 
 
 @app.command()
@@ -373,7 +487,7 @@ def shadow_server(
     prediction_buckets: Annotated[
         str,
         typer.Option(help="Comma-separated increasing bounds of the regression-value histogram, e.g. -1,0,1 "
-                          "[default: 0 and ±1, 2, 5 × 10^-2 … 10^5]"),
+                          "\\[default: 0 and ±1, 2, 5 × 10^-2 … 10^5]"),
     ] = "",
     log_format: LogFormatOption = LogFormat.TEXT,
     log_level: LogLevelOption = None,
@@ -424,7 +538,7 @@ def shadow_server(
 @one_line_errors
 def operator(
     namespace: Annotated[
-        list[str], typer.Option("--namespace", "-n", help="Watch this namespace (repeat for more) [default: all]")
+        list[str], typer.Option("--namespace", "-n", help="Watch this namespace (repeat for more) \\[default: all]")
     ] = [],  # noqa: B006 - typer reads the default, never mutates it
     all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="Watch every namespace")] = False,
     mlflow_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking server")] = "",
@@ -483,7 +597,7 @@ def operator(
 @app.command()
 @one_line_errors
 def demo(
-    home: Annotated[Optional[Path], typer.Option("--home", help="State folder [default: a fresh temporary one]")] = None,
+    home: Annotated[Optional[Path], typer.Option("--home", help="State folder \\[default: a fresh temporary one]")] = None,
     keep: Annotated[bool, typer.Option(help="Leave the services running at the end")] = False,
 ) -> None:
     """The main job end to end: one promotion and two automatic rollbacks, with real parts."""
