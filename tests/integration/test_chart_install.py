@@ -56,7 +56,7 @@ def test_a_default_install_deploys_on_a_cluster_without_the_prometheus_operator(
     }
     rendered = Helm(CHART, "modelrollout", NAMESPACE).objects()
     namespaced = {(d["kind"], d["metadata"]["name"]) for d in rendered if d["metadata"].get("namespace") == NAMESPACE}
-    assert namespaced == listed(cluster, "deployments,services,configmaps,serviceaccounts", NAMESPACE)
+    assert namespaced == listed(cluster, "deployments,services,configmaps,serviceaccounts,secrets", NAMESPACE)
     assert ("ClusterRole", "modelrollout") in listed(cluster, "clusterroles")
     assert ("ClusterKopfPeering", "modelrollout") in listed(cluster, "clusterkopfpeerings")
     # What kubectl reads back is what Helm rendered, e.g. the operator's arguments.
