@@ -222,7 +222,7 @@ class RolloutOperator:
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
         if request is not None:
             self._clear_command(namespace, name, request)
-        self.metrics.phase(key, new_status.phase)
+        self.metrics.rollout(key, new_status)
         for transition in new_status.history:
             if transition.time == now:
                 self.metrics.transitioned(transition.to)
@@ -252,7 +252,7 @@ class RolloutOperator:
                 self._targets.pop(key, None)
                 self._models.pop(key, None)
             self.poller.forget(key)
-            self.metrics.phase(key, None)
+            self.metrics.rollout(key, None)
 
     def close(self) -> None:
         for platform in self._platforms.values():

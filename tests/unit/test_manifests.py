@@ -868,6 +868,16 @@ def test_network_policies_admit_the_operator_and_the_listed_peers_only(chart: He
     assert chart.lint({"networkPolicy": {"enabled": True, "operatorFrom": [mlflow]}}) == []
 
 
+def test_the_grafana_dashboard_ships_as_a_sidecar_configmap_when_asked(chart: Helm) -> None:
+    assert not [d for d in chart.objects() if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+    docs = chart.objects({"grafanaDashboard": {"enabled": True, "namespace": "monitoring", "annotations": {"grafana_folder": "MLOps"}}})
+    board = one(docs, "ConfigMap", "modelrollout-dashboard")
+    assert board["metadata"]["namespace"] == "monitoring" and board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert board["metadata"]["annotations"] == {"grafana_folder": "MLOps"}
+    shipped = json.loads(board["data"]["modelrollout.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "modelrollout.json").read_text())
+
+
 def test_monitoring_objects_are_off_by_default_and_on_when_asked(chart: Helm) -> None:
     """A default install works on a cluster without the Prometheus Operator's CRDs."""
     kinds = {d["kind"] for d in chart.objects()}
