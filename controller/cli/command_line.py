@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from canary.decision.spec import ModelRollout, Phase, SpecError, load_rollouts
+from canary.decision.spec import ModelRef, ModelRollout, Phase, SpecError, load_rollouts
 from controller.kube import crd
 from controller.kube.rollout_client import RolloutRequestError
 from controller.local.home import ServicesNotRunning
@@ -192,3 +192,21 @@ def lint(file: FileOption) -> None:
     rollouts = read_rollouts(file)
     for rollout in rollouts:
         console.print(f"{file}: {rollout.metadata.name}: ok ({len(rollout.spec.analysis.metrics)} checks)")
+
+
+def move_candidate_alias(rollout: str, model: ModelRef, version: str, mlflow_uri: str) -> bool:
+    """`start` for both command lines: the rollout's candidate alias onto `version` in MLflow;
+    True if it moved. Every refusal is a UsageError naming the cause."""
+    from registry.candidate import propose
+    from registry.connection import connect
+    from registry.errors import RegistryError
+
+    if model.candidate_stage is not None:
+        raise UsageError(
+            f"{rollout} follows the stage {model.candidate_stage!r}, not an alias: move version {version} to that stage in MLflow"
+        )
+    try:
+        client = connect(mlflow_uri, timeout_s=10, max_retries=0)
+        return propose(client, model.name, version, model.candidate_alias, model.stable_alias)
+    except (RegistryError, ValueError) as err:
+        raise UsageError(str(err)) from None

@@ -30,7 +30,16 @@ from rich.markup import escape
 from canary.decision.durations import format_duration, parse_duration
 from canary.decision.engine import CommandKind, command_problem
 from canary.decision.spec import RolloutStatus
-from controller.cli.command_line import REST_EXIT, TIMEOUT_EXIT, UsageError, VersionOption, console, errors, lint
+from controller.cli.command_line import (
+    REST_EXIT,
+    TIMEOUT_EXIT,
+    UsageError,
+    VersionOption,
+    console,
+    errors,
+    lint,
+    move_candidate_alias,
+)
 from controller.cli.command_line import one_line_errors as command_line_one_line_errors
 from controller.cli.status_view import render_status
 from controller.kube.cluster_access import ClusterAccessError, connect
@@ -321,9 +330,6 @@ def start(
     would for a move made in MLflow's UI (MLflow's credentials: MLFLOW_TRACKING_TOKEN and the like).
     """
     from canary.decision.spec import SpecError, parse_rollout
-    from registry.candidate import propose
-    from registry.connection import connect as connect_mlflow
-    from registry.errors import RegistryError
 
     if not mlflow_uri:
         raise UsageError("--mlflow-uri (or MLFLOW_TRACKING_URI) is required: the alias is moved in MLflow")
@@ -332,15 +338,7 @@ def start(
         model = parse_rollout(rollouts.get(name)).spec.model
     except SpecError as err:
         raise UsageError(f"ModelRollout {rollouts.namespace}/{name}: {err}") from None
-    if model.candidate_stage is not None:
-        raise UsageError(
-            f"{name} follows the stage {model.candidate_stage!r}, not an alias: move version {version} to that stage in MLflow"
-        )
-    try:
-        client = connect_mlflow(mlflow_uri, timeout_s=10, max_retries=0)
-        moved = propose(client, model.name, version, model.candidate_alias, model.stable_alias)
-    except (RegistryError, ValueError) as err:
-        raise UsageError(str(err)) from None
+    moved = move_candidate_alias(name, model, version, mlflow_uri)
     where = "moved to" if moved else "already on"
     console.print(
         f"{model.name}: alias {model.candidate_alias!r} {where} version {version}; the operator starts the rollout on "

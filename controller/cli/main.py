@@ -40,6 +40,7 @@ from controller.cli.command_line import (
     configure_logging,
     console,
     lint,
+    move_candidate_alias,
     one_line_errors,
     read_rollouts,
 )
@@ -333,23 +334,13 @@ def start(
     MLflow stays the source of truth: `local run` starts the rollout because the alias moved, as it
     would for a move made in MLflow's UI.
     """
-    from registry.candidate import propose
-    from registry.connection import connect
-    from registry.errors import RegistryError
-
     rollouts = {r.metadata.name: r for r in read_rollouts(file)}
     if name not in rollouts:
         raise UsageError(f"{file}: no rollout named {name!r} (it holds: {', '.join(rollouts) or 'none'})")
     model = rollouts[name].spec.model
-    if model.candidate_stage is not None:
-        raise UsageError(
-            f"{name} follows the stage {model.candidate_stage!r}, not an alias: move version {version} to that stage in MLflow"
-        )
-    uri = mlflow_uri or LocalHome.resolve(home).services().mlflow
-    try:
-        moved = propose(connect(uri, timeout_s=10, max_retries=0), model.name, version, model.candidate_alias, model.stable_alias)
-    except (RegistryError, ValueError) as err:
-        raise UsageError(str(err)) from None
+    if model.candidate_stage is None and mlflow_uri is None:
+        mlflow_uri = LocalHome.resolve(home).services().mlflow
+    moved = move_candidate_alias(name, model, version, mlflow_uri or "")
     where = "moved to" if moved else "already on"
     console.print(
         f"{model.name}: alias {model.candidate_alias!r} {where} version {version}; `local run` starts the rollout on its "
