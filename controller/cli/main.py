@@ -156,7 +156,11 @@ def local_run(
     logging.getLogger("modelrollout").info("watching %s (tick %s); Ctrl-C stops the loop, serving continues", names, tick)
     if keeper is not None:
         keeper.start(stop)
-    runner.run(stop, tick_seconds)
+    runner.serve_metrics()
+    try:
+        runner.run(stop, tick_seconds)
+    finally:
+        runner.stop_serving()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,10 +4,8 @@ Names are part of the install: manifests/ ships a PrometheusRule alerting on the
 one is a breaking change.
 
 - `modelrollout_rollouts{phase}`: ModelRollouts by phase, as of each one's last reconcile.
-- `modelrollout_rollout_phase{namespace, rollout, phase}`: 1 for each rollout's current phase, 0
-  for the others (a rollout's phase over time, for the dashboard).
-- `modelrollout_rollout_weight{namespace, rollout, role}`: percent of client requests the candidate
-  serves (`role="canary"`) and the share mirrored to a shadow (`role="shadow"`).
+- `modelrollout_rollout_phase` / `modelrollout_rollout_weight`: each rollout's phase and traffic
+  shares (controller/rollout_metrics.py, shared with `local run`).
 - `modelrollout_transitions_total{to}`: phase transitions carried out.
 - `modelrollout_reconcile_seconds`: one reconcile (registry view, readiness, analysis, actions).
 - `modelrollout_analysis_seconds` / `modelrollout_analysis_errors_total`: metric queries made
@@ -26,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from canary.decision.metrics import MetricsError, MetricsProvider
 from canary.decision.spec import Phase, RolloutStatus
+from controller.rollout_metrics import RolloutMetrics
 
 _FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -52,14 +51,7 @@ class OperatorMetrics:
         self.poll_errors = Counter(
             "modelrollout_registry_poll_errors", "MLflow registry polls that failed", registry=self.registry
         )
-        self.rollout_phase = Gauge(
-            "modelrollout_rollout_phase", "1 for the rollout's current phase", ("namespace", "rollout", "phase"),
-            registry=self.registry,
-        )  # fmt: skip
-        self.rollout_weight = Gauge(
-            "modelrollout_rollout_weight", "Percent of requests the candidate serves (canary) or sees mirrored (shadow)",
-            ("namespace", "rollout", "role"), registry=self.registry,
-        )  # fmt: skip
+        self.per_rollout = RolloutMetrics(self.registry)  # phase and weights per rollout
         self._phases: dict[Hashable, Phase] = {}
         self._lock = threading.Lock()
         for phase in Phase:
@@ -81,24 +73,7 @@ class OperatorMetrics:
     def rollout(self, key: tuple[str, str], status: RolloutStatus | None) -> None:
         """Record a rollout's state as of its last reconcile (None: the rollout is gone)."""
         self.phase(key, None if status is None else status.phase)
-        namespace, name = key
-        if status is None:
-            for phase in Phase:
-                self._forget(self.rollout_phase, namespace, name, phase.value)
-            for role in ("canary", "shadow"):
-                self._forget(self.rollout_weight, namespace, name, role)
-            return
-        for phase in Phase:
-            self.rollout_phase.labels(namespace, name, phase.value).set(1 if phase is status.phase else 0)
-        self.rollout_weight.labels(namespace, name, "canary").set(status.weights.candidate)
-        self.rollout_weight.labels(namespace, name, "shadow").set(status.weights.shadow)
-
-    @staticmethod
-    def _forget(gauge: Gauge, *labels: str) -> None:
-        try:
-            gauge.remove(*labels)
-        except KeyError:
-            pass  # never set
+        self.per_rollout.record(*key, status)
 
     def transitioned(self, to: Phase) -> None:
         self.transitions.labels(to.value).inc()

@@ -7,22 +7,29 @@ nothing worth losing: kill it at any point and start it again.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
 
 from canary.decision.analysis import AnalysisContext
 from canary.decision.metrics import MetricsError, PrometheusProvider, render
 from canary.decision.spec import ModelRollout, RolloutStatus
+from canary.traffic.atomic_file import atomic_write
 from controller.backoff import Backoff
 from controller.local.home import LocalHome, Services
 from controller.local.platform import LocalPlatform
 from controller.local.state import StateError, StateStore
 from controller.reconcile import Ports, reconcile, watched_model
 from controller.registry_poller import RegistryPoller
+from controller.rollout_metrics import RolloutMetrics
 from registry.connection import connect
 from registry.errors import RegistryError
 from registry.watcher import RegistryWatcher, Snapshot
@@ -61,6 +68,10 @@ class LocalRunner:
         for rollout in self.rollouts:
             self.poller.watch(rollout.metadata.name, rollout.spec.model.name)
         self.last_snapshot: Snapshot | None = None
+        # Each rollout's phase and weights as Prometheus series, as the operator exports them.
+        self.metrics_registry = CollectorRegistry()
+        self.rollout_metrics = RolloutMetrics(self.metrics_registry)
+        self._metrics_server: Any = None
 
     def preflight(self) -> list[PreflightProblem]:
         """What would make every tick fail: unreadable status, unreachable services, rejected PromQL."""
@@ -128,9 +139,33 @@ class LocalRunner:
                 )
                 if pending:
                     self.store.drop_commands(name, pending[-1].id)
+                self.rollout_metrics.record(rollout.metadata.namespace, name, statuses[name])
             except (StateError, OSError) as err:
                 log.error("%s: skipped this tick: %s", name, err)
         return statuses
+
+    def serve_metrics(self) -> str:
+        """Serve the rollouts' series on a free loopback port that the local Prometheus scrapes
+        (a target file beside the routers'); returns "host:port". `stop_serving` undoes both."""
+        server, _thread = start_http_server(0, addr="127.0.0.1", registry=self.metrics_registry)
+        self._metrics_server = server
+        address = f"127.0.0.1:{server.server_port}"
+        self.home.targets_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self._metrics_target, json.dumps([{"targets": [address], "labels": {"component": "controller"}}]))
+        log.info("rollout metrics (phase, weights) on http://%s/metrics", address)
+        return address
+
+    def stop_serving(self) -> None:
+        self._metrics_target.unlink(missing_ok=True)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
+
+    @property
+    def _metrics_target(self) -> Path:
+        # Not a rollout's name (those are DNS labels, no '_'), so never a router's target file.
+        return self.home.targets_dir / "_controller.json"
 
     def run(self, stop: threading.Event, tick_seconds: float = 1.0, on_tick: Callable[[dict], None] | None = None) -> None:
         while not stop.is_set():

@@ -18,6 +18,7 @@ from controller.local.platform import LocalPlatform
 from controller.local.state import StateStore
 from registry.connection import connect
 from tests.fixtures.local import wait_for_status
+from tests.grafana_dashboard import empty_panels
 
 TERMINAL = (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED)
 
@@ -94,6 +95,9 @@ def test_promotion_then_rollbacks_on_latency_and_quality(local_home, register_de
     platform = LocalPlatform(home.platform_dir, services.mlflow)
     assert platform.health(rollout, v2).ready
     assert not platform.health(rollout, v3).ready and not platform.health(rollout, v4).ready
+    # The Grafana dashboard on this run's Prometheus: every panel shows numbers for this rollout
+    # (`local run` exports the phase and weights as the operator does; the router the rest).
+    assert empty_panels(services.prometheus, "default", rollout, "10m") == []
 
 
 def test_controller_prometheus_and_mlflow_killed_mid_rollout_it_resumes_and_promotes_once(

@@ -1,7 +1,9 @@
 """The Grafana dashboard (charts/modelrollout/dashboards/modelrollout.json) against a real Prometheus
 holding data: every panel's query and every variable's values return something, from the series
 the operator (`OperatorMetrics`) and the router/comparator (`MetricFamilies`) really export, with
-the labels they really carry. Grafana's own variables are substituted as Grafana would."""
+the labels they really carry, and tell candidate and stable apart. Grafana's own variables are
+substituted as Grafana would. (tests/e2e/test_rollouts.py runs every panel once more on the
+Prometheus of a real `local run` with labelled traffic.)"""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,21 +24,13 @@ from canary.traffic.serving_metrics import CANARY, SHADOW, STABLE, MetricFamilie
 from controller.kube.operator_metrics import OperatorMetrics
 from controller.local.prometheus_server import remove_targets, write_targets
 from tests.fixtures.prometheus import query, start_exporter, wait_for_target_up
+from tests.grafana_dashboard import dashboard, panel_queries, substituted
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "charts" / "modelrollout" / "dashboards" / "modelrollout.json"
 NAMESPACE, ROLLOUT, MODEL = "models", "dash-iris", "iris"
-GRAFANA = {"$namespace": NAMESPACE, "$rollout": ROLLOUT, "$__rate_interval": "30s"}
-
-
-def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())
 
 
 def grafana_substituted(expr: str) -> str:
-    for variable, value in GRAFANA.items():
-        expr = expr.replace(variable, value)
-    assert "$" not in expr, f"a variable the test does not know: {expr}"
-    return expr
+    return substituted(expr, NAMESPACE, ROLLOUT, "30s")
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +67,6 @@ def data(prometheus_server: Any) -> Iterator[str]:
         remove_targets(prometheus_server.data_dir, "dashboard")
         for exporter in exporters:
             exporter.stop()
-
-
-def panel_queries() -> list[tuple[str, str]]:
-    return [(panel["title"], target["expr"]) for panel in dashboard()["panels"] for target in panel["targets"]]
 
 
 @pytest.mark.parametrize(("title", "expr"), panel_queries())
