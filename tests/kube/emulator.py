@@ -685,8 +685,12 @@ class ApiServerEmulator(KubernetesEmulator):
     async def _apply(self, kind: Kind, address: Address, request: Request) -> Any:
         """Server-side apply where it creates: the applied document becomes the object.
 
-        Over an existing object apply needs field ownership (managedFields) to decide what a
-        re-apply removes; a merge would silently keep fields a real server deletes. Refused there.
+        As the API server: an apply to a missing object creates it (k8s.io/apiserver
+        pkg/endpoints/handlers/patch.go, applyPatcher), and an apply without `fieldManager` is
+        422 with the message of k8s.io/apimachinery pkg/apis/meta/v1/validation/validation.go
+        (ValidatePatchOptions). Over an existing object apply needs field ownership
+        (managedFields) to decide what a re-apply removes; a merge would silently keep fields a
+        real server deletes. Refused there.
         """
         if not request.params.get("fieldManager"):
             raise errors.unprocessable("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
