@@ -687,8 +687,9 @@ class ApiServerEmulator(KubernetesEmulator):
 
         As the API server: an apply to a missing object creates it (k8s.io/apiserver
         pkg/endpoints/handlers/patch.go, applyPatcher), and an apply without `fieldManager` is
-        422 with the message of k8s.io/apimachinery pkg/apis/meta/v1/validation/validation.go
-        (ValidatePatchOptions). Over an existing object apply needs field ownership
+        422 with the message of ValidatePatchOptions (kubernetes/kubernetes
+        staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/validation/validation.go, read at commit
+        046d201c, not at a release tag: "fieldManager: Required value: is required for apply patch"). Over an existing object apply needs field ownership
         (managedFields) to decide what a re-apply removes; a merge would silently keep fields a
         real server deletes. Refused there.
         """
