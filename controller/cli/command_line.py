@@ -159,7 +159,10 @@ def configure_logging(
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     chosen = level.upper() if level is not None else ("DEBUG" if verbose else "INFO")
     logging.basicConfig(level=chosen, handlers=[handler], force=True)
-    logging.captureWarnings(True)  # a library's warning is a record too: never a stray stderr line
+    # A library's warning is a record too, never a stray stderr line. Released first: a second
+    # call (a test, an embedding program) would otherwise keep whatever hook is there now.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
     for noisy in ("urllib3", "httpx", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
