@@ -35,32 +35,9 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.path_limits.get(scope["path"], self.max_bytes)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                await _answer(400, "Content-Length is not an integer")(scope, receive, send)
-                return
-            if size > limit:
-                await _too_large(limit, scope, receive, send)
-                return
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > limit:
-                await _too_large(limit, scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body = await read_body(scope, receive, send, self.path_limits.get(scope["path"], self.max_bytes))
+        if body is None:
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -71,6 +48,40 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+async def read_body(scope: Scope, receive: Receive, send: Send, limit: int) -> bytes | None:
+    """The whole request body, at most `limit` bytes; None when it was refused (answered 400 or
+    413 here) or the client left before sending it all. The router's predict path, which runs
+    without this middleware, bounds its bodies with it too."""
+    declared = None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            declared = value
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            await _answer(400, "Content-Length is not an integer")(scope, receive, send)
+            return None
+        if size > limit:
+            await _too_large(limit, scope, receive, send)
+            return None
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            await _too_large(limit, scope, receive, send)
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:

@@ -54,9 +54,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from canary.decision.tolerance import DEFAULT_TOLERANCE, Comparison, Tolerance, effective_tolerance
-from canary.traffic.body_limit import BodySizeLimit
+from canary.traffic.body_limit import BodySizeLimit, read_body
 from canary.traffic.deck import ShareDeck
 from canary.traffic.feedback import (
     FeedbackItem,
@@ -225,7 +226,7 @@ def _request_id_of(metadata: str | None) -> str | None:
     return None
 
 
-def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
+def create_app(settings: ComparatorSettings | None = None) -> ComparatorApp:
     settings = settings or ComparatorSettings()
     state = _State(settings, MetricFamilies(settings.prediction_buckets, settings.max_classes))
 
@@ -240,6 +241,7 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
     # Every endpoint, /feedback and /admin included: FastAPI would read any body whole.
     # A shadow target is a small document: its endpoint gets a bound of its own.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, path_limits={"/admin/shadows": TARGET_MAX_BYTES})
+    app.add_middleware(AdminOnlyWithTheToken, token=settings.admin_token)
 
     async def _install(target: ShadowTarget) -> bool:
         current = state.shadows.get(target.key)
@@ -281,18 +283,6 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
         log.info("shadowing %s/%s: v%s mirrors v%s", target.namespace, target.inference_service, target.candidate_version, target.stable_version)
         return True
 
-    @app.middleware("http")
-    async def admin_only_with_the_token(request: Request, call_next: Any) -> Response:
-        if settings.admin_token is not None and request.url.path.startswith("/admin"):
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), settings.admin_token.encode()):
-                return JSONResponse(
-                    {"error": "the admin API needs the comparator's bearer token (Authorization: Bearer ...)"},
-                    status_code=401,
-                    headers={"www-authenticate": "Bearer"},
-                )
-        return await call_next(request)
-
     @app.put("/admin/shadows")
     async def put_shadow(request: Request) -> JSONResponse:
         try:
@@ -321,21 +311,23 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
             await shadow.mirror.stop()
         return Response(status_code=204)
 
-    @app.post("/")
-    @app.post("/events")
-    async def event(request: Request) -> JSONResponse:
-        body = await request.body()  # bounded by BodySizeLimit
-        headers = request.headers
+    async def event(scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_body(scope, receive, send, settings.max_body_bytes)
+        if body is None:
+            return  # refused (400, 413) or the logger left
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         event_id, kind = headers.get("ce-id"), headers.get("ce-type")
         if not event_id or kind not in (REQUEST_EVENT, RESPONSE_EVENT):
-            return JSONResponse({"error": "expected a KServe inference CloudEvent (ce-id, ce-type)"}, status_code=400)
-        key = (headers.get("ce-namespace", ""), headers.get("ce-inferenceservicename", ""))
-        shadow = state.shadows.get(key)
+            await _answer(send, 400, _NOT_AN_EVENT)
+            return
+        shadow = state.shadows.get((headers.get("ce-namespace", ""), headers.get("ce-inferenceservicename", "")))
         if shadow is None:
             state.ignored += 1
-            return JSONResponse({"accepted": False, "reason": "not shadowed"}, status_code=202)
+            await _answer(send, 202, _NOT_SHADOWED)
+            return
+        # The logger has its answer before the pairing, comparison and replay of the event start.
+        await _answer(send, 202, _ACCEPTED)
         _accept_half(shadow, event_id, kind, body, _event_time(headers.get("ce-time")), headers)
-        return JSONResponse({"accepted": True}, status_code=202)
 
     def _accept_half(
         shadow: _Shadowed, event_id: str, kind: str, body: bytes, at: datetime | None, headers: Any
@@ -465,5 +457,61 @@ def create_app(settings: ComparatorSettings | None = None) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         return {"ok": True, "shadows": len(state.shadows), "pending": len(state.pending), "ignored": state.ignored}
 
-    return app
+    return ComparatorApp(event, app)
+
+
+# The logger's only two paths: KServe's agent posts to the URL the InferenceService's logger names.
+EVENT_PATHS = frozenset({"/", "/events"})
+_NOT_AN_EVENT = b'{"error":"expected a KServe inference CloudEvent (ce-id, ce-type)"}'
+_NOT_SHADOWED = b'{"accepted":false,"reason":"not shadowed"}'
+_ACCEPTED = b'{"accepted":true}'
+
+
+class ComparatorApp:
+    """The comparator's ASGI app: logger events on a lean path of their own, the rest in FastAPI.
+
+    KServe's logger sends two events for every request of the primary, whatever share is
+    replayed, so the event path is plain ASGI (no routing table, middleware stack, Request or
+    Response objects) and answers before it pairs. The admin API, feedback, metrics and health
+    checks are FastAPI's (`rest`), which also owns the lifespan.
+    """
+
+    def __init__(self, event: ASGIApp, rest: FastAPI) -> None:
+        self.event = event
+        self.rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in EVENT_PATHS:
+            await self.event(scope, receive, send)
+            return
+        await self.rest(scope, receive, send)
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AdminOnlyWithTheToken:
+    """`/admin/*` answers only `Authorization: Bearer <token>` (compared in constant time); None
+    leaves it open. Plain ASGI: FastAPI's `@app.middleware` wraps every request in extra tasks."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token is not None and scope["type"] == "http" and scope["path"].startswith("/admin"):
+            authorization = Request(scope).headers.get("authorization", "")
+            scheme, _, given = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self.token.encode()):
+                refusal = JSONResponse(
+                    {"error": "the admin API needs the comparator's bearer token (Authorization: Bearer ...)"},
+                    status_code=401,
+                    headers={"www-authenticate": "Bearer"},
+                )
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 

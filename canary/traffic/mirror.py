@@ -37,12 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from canary.decision.tolerance import DEFAULT_TOLERANCE, Tolerance
 from canary.traffic.feedback import PredictionLog
 from canary.traffic.predictions import Protocol, count_agreements, instances_from_body, relative_errors
 from canary.traffic.serving_metrics import BASELINE, SHADOW, ServingMetrics
+from canary.traffic.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger("modelrollout.mirror")
 
@@ -104,7 +103,7 @@ class Mirror:
         self._timeout = timeout_seconds
         self._tolerance = tolerance
         self._tasks: list[asyncio.Task[None]] = []
-        self._client: httpx.AsyncClient | None = None
+        self._client: UpstreamPool | None = None
         metrics.track_queue_depth(self._queue.qsize)
 
     def depth(self) -> int:
@@ -122,11 +121,13 @@ class Mirror:
     async def start(self) -> None:
         # Its own client and connection pool: copies waiting on a hung shadow must not hold
         # connections that client requests need.
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 2.0)),
+        self._client = UpstreamPool(
+            timeout=self._timeout,
+            connect_timeout=min(self._timeout, 2.0),
             # Two per worker: a copy to the shadow and its twin to the baseline are in flight at
             # once, and neither may be timed waiting for a connection the other holds.
-            limits=httpx.Limits(max_connections=2 * self._workers, max_keepalive_connections=2 * self._workers),
+            max_connections=2 * self._workers,
+            max_idle_per_origin=2 * self._workers,
         )
         self._tasks = [asyncio.create_task(self._work(), name=f"mirror-{i}") for i in range(self._workers)]
 
@@ -182,13 +183,11 @@ class Mirror:
         started = time.perf_counter()
         instances: list[Any] | None = None
         try:
-            response = await self._client.post(
-                target.url + job.protocol.path(job.path_model or job.model), content=job.body, headers=headers
-            )
-            failed = response.status_code >= 500
-            if 200 <= response.status_code < 300 and role == SHADOW:
-                instances = instances_from_body(job.protocol, response.content)
-        except httpx.HTTPError as exc:
+            answer = await self._client.post(target.url, job.protocol.path(job.path_model or job.model), job.body, headers)
+            failed = answer.status >= 500
+            if 200 <= answer.status < 300 and role == SHADOW:
+                instances = instances_from_body(job.protocol, answer.body)
+        except UpstreamError as exc:
             failed = True
             log.debug("%s %s: %s: %s", role, target.version, type(exc).__name__, exc)
         self._metrics.observe_request(job.model, target.version, role, time.perf_counter() - started, failed)

@@ -49,17 +49,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from canary.decision.tolerance import Comparison, Tolerance, effective_tolerance
 from canary.traffic.atomic_file import atomic_write
-from canary.traffic.body_limit import BodySizeLimit
+from canary.traffic.body_limit import BodySizeLimit, read_body
 from canary.traffic.deck import ShareDeck
 from canary.traffic.feedback import (
     FeedbackRequest,
@@ -80,6 +80,7 @@ from canary.traffic.serving_metrics import (
     ServingMetrics,
     check_buckets,
 )
+from canary.traffic.upstream import Answer, UpstreamError, UpstreamPool, UpstreamTimeout
 
 log = logging.getLogger("modelrollout.router")
 
@@ -243,7 +244,7 @@ class RouterState:
             timeout_seconds=settings.shadow_timeout_seconds,
             tolerance=self.tolerance,
         )
-        self.client: httpx.AsyncClient | None = None
+        self.client: UpstreamPool | None = None
 
     def apply(self, routing: RoutingDocument) -> bool:
         """Make ``routing`` current; False (and nothing touched) when it already is."""
@@ -329,21 +330,61 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class AdminFromThisMachineOnly:
+    """/admin/routing decides where every client request goes: only the controller, on this
+    machine, sets it, even when --host lets clients in from elsewhere. (Plain ASGI, not
+    FastAPI's ``@app.middleware``, which wraps every request in extra tasks and streams.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/admin") and not _from_loopback(Request(scope)):
+            await _error(403, "the admin API answers this machine only (loopback)")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 # --- the app -------------------------------------------------------------------------------------------
 
 
-def create_app(settings: RouterSettings) -> FastAPI:
-    """The router's ASGI app; its lifespan owns the HTTP clients and the mirror workers."""
+# The predict endpoints, as FastAPI would match "/v1/models/{model}:predict" and "/v2/models/{model}/infer".
+_PREDICT = re.compile(r"/v1/models/(?P<v1>[^/]+):predict|/v2/models/(?P<v2>[^/]+)/infer")
+
+
+class RouterApp:
+    """The router's ASGI app: client predictions on a lean path of their own, the rest in FastAPI.
+
+    Every client request crosses the router, so its path is plain ASGI: no routing table, no
+    middleware stack, no Request or Response objects, and the upstream call through
+    canary/traffic/upstream.py. What the answer says (predictions for the metrics, the feedback
+    log and the mirror's comparison) is read after the client's answer is sent. The admin API,
+    metrics, feedback and health checks are FastAPI's (`rest`).
+    """
+
+    def __init__(self, state: RouterState, rest: ASGIApp) -> None:
+        self.state = state
+        self.rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = _PREDICT.fullmatch(scope["path"])
+            if match is not None:
+                v1 = match["v1"]
+                await _forward(self.state, scope, receive, send, *((v1, Protocol.V1) if v1 else (match["v2"], Protocol.V2)))
+                return
+        await self.rest(scope, receive, send)
+
+
+def create_app(settings: RouterSettings) -> RouterApp:
+    """The router's ASGI app; its lifespan owns the upstream connections and the mirror workers."""
     state = RouterState(settings)
     state.restore()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        state.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                settings.upstream_timeout_seconds, connect=min(settings.upstream_timeout_seconds, 2.0)
-            ),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        state.client = UpstreamPool(
+            timeout=settings.upstream_timeout_seconds, connect_timeout=min(settings.upstream_timeout_seconds, 2.0)
         )
         await state.mirror.start()
         try:
@@ -353,17 +394,9 @@ def create_app(settings: RouterSettings) -> FastAPI:
             await state.client.aclose()
 
     app = FastAPI(title=f"modelrollout router {settings.rollout}", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.router = state
+    app.add_middleware(AdminFromThisMachineOnly)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
-
-    @app.middleware("http")
-    async def admin_from_this_machine_only(request: Request, call_next: Any) -> Response:
-        # /admin/routing decides where every client request goes: only the controller, on this
-        # machine, sets it, even when --host lets clients in from elsewhere.
-        if request.url.path.startswith("/admin") and not _from_loopback(request):
-            return _error(403, "the admin API answers this machine only (loopback)")
-        return await call_next(request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -399,69 +432,80 @@ def create_app(settings: RouterSettings) -> FastAPI:
         status, answer = apply_labels([(state.predictions, state.metrics.observe_score, body.items)])
         return JSONResponse(answer, status_code=status)
 
-    @app.post("/v1/models/{model}:predict")
-    async def v1_predict(model: str, request: Request) -> Response:
-        return await _forward(state, request, model, Protocol.V1)
-
-    @app.post("/v2/models/{model}/infer")
-    async def v2_infer(model: str, request: Request) -> Response:
-        return await _forward(state, request, model, Protocol.V2)
-
-    return app
+    return RouterApp(state, app)
 
 
-async def _forward(state: RouterState, request: Request, model: str, protocol: Protocol) -> Response:
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006 - never mutated
+    # As Starlette's JSONResponse renders it (the admin API's errors look the same).
+    body = json.dumps({"error": message}, ensure_ascii=False, separators=(",", ":")).encode()
+    await _answer(send, status, body, [(b"content-type", b"application/json"), *headers])
+
+
+async def _forward(state: RouterState, scope: Scope, receive: Receive, send: Send, model: str, protocol: Protocol) -> None:
     """Serve one client request from the chosen version; mirror a copy when a shadow is set."""
+    body = await read_body(scope, receive, send, state.settings.max_body_bytes)
+    if body is None:
+        return  # refused (400, 413) or the client left
     rollout = state.settings.rollout
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = ""
+    passed: dict[str, str] = {}  # only what describes the body travels: V2's binary extension needs its JSON-length header
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1")
+        if name == "x-request-id":
+            request_id = raw_value.decode("latin-1")
+        elif name in PASSED_HEADERS:
+            passed[name] = raw_value.decode("latin-1")
+    request_id = request_id or uuid.uuid4().hex
     if not _REQUEST_ID.fullmatch(request_id):
-        return _error(400, "x-request-id must be 1 to 200 visible ASCII characters")
+        await _refuse(send, 400, "x-request-id must be 1 to 200 visible ASCII characters")
+        return
+    id_header = (b"x-request-id", request_id.encode())
     applied = state.applied
     if applied is None:
-        return _error(503, f"rollout {rollout!r}: no routing configured", {"x-request-id": request_id})
+        await _refuse(send, 503, f"rollout {rollout!r}: no routing configured", [id_header])
+        return
     routing = applied.routing
     if model != routing.model:
-        return _error(
-            404,
-            f"model {model!r} is not served by rollout {rollout!r} (it serves {routing.model!r})",
-            {"x-request-id": request_id},
-        )
+        message = f"model {model!r} is not served by rollout {rollout!r} (it serves {routing.model!r})"
+        await _refuse(send, 404, message, [id_header])
+        return
     target, role = applied.choose()
-    headers = {"x-request-id": request_id, "x-model-version": target.version, "x-model-role": role}
-    body = await request.body()
-    # Only what describes the body travels: V2's binary extension needs its JSON-length header.
-    passed = {name: request.headers[name] for name in PASSED_HEADERS if name in request.headers}
-    upstream_headers = {"x-request-id": request_id, **passed}
+    ours = [id_header, (b"x-model-version", target.version.encode()), (b"x-model-role", role.encode())]
     state.predictions.start(request_id)
     assert state.client is not None
     started = time.perf_counter()
-    response: Response
-    stable_instances = None
+    answer: Answer | None = None
+    failure: UpstreamError | None = None
     try:
-        upstream = await state.client.post(target.url + protocol.path(model), content=body, headers=upstream_headers)
-    except httpx.TimeoutException as exc:
-        response = _error(
-            504, f"version {target.version} ({role}) at {target.url} timed out: {type(exc).__name__}", headers
-        )
-    except httpx.HTTPError as exc:
-        response = _error(
-            # httpx's ReadError for a connection the server reset has an empty message.
-            502, f"version {target.version} ({role}) at {target.url} unreachable: {type(exc).__name__}: {str(exc) or 'connection closed'}", headers
-        )
-    else:
-        response = Response(
-            content=upstream.content,
-            status_code=upstream.status_code,
-            headers={**{n: upstream.headers[n] for n in PASSED_HEADERS if n in upstream.headers}, **headers},
-        )
-        if 200 <= upstream.status_code < 300:
-            instances = instances_from_body(protocol, upstream.content)
-            if instances is not None:
-                state.metrics.observe_predictions(model, target.version, role, instances)
-                state.predictions.record(request_id, model, target.version, role, instances)
-                stable_instances = instances if role == STABLE else None
+        answer = await state.client.post(target.url, protocol.path(model), body, {"x-request-id": request_id, **passed})
+    except UpstreamError as exc:
+        failure = exc
     elapsed = time.perf_counter() - started
-    state.metrics.observe_request(model, target.version, role, elapsed, failed=response.status_code >= 500)
+    if answer is not None:
+        status = answer.status
+        passed_back = [(n.encode(), answer.headers[n].encode("latin-1")) for n in PASSED_HEADERS if n in answer.headers]
+        await _answer(send, status, answer.body, [*passed_back, *ours])
+    elif isinstance(failure, UpstreamTimeout):
+        status = 504
+        await _refuse(send, status, f"version {target.version} ({role}) at {target.url} timed out: {type(failure).__name__}", ours)
+    else:
+        status = 502
+        reason = f"{type(failure).__name__}: {str(failure) or 'connection closed'}"
+        await _refuse(send, status, f"version {target.version} ({role}) at {target.url} unreachable: {reason}", ours)
+    # The client has its answer: what it says is read now, off the client's path.
+    stable_instances = None
+    if answer is not None and 200 <= status < 300:
+        instances = instances_from_body(protocol, answer.body)
+        if instances is not None:
+            state.metrics.observe_predictions(model, target.version, role, instances)
+            state.predictions.record(request_id, model, target.version, role, instances)
+            stable_instances = instances if role == STABLE else None
+    state.metrics.observe_request(model, target.version, role, elapsed, failed=status >= 500)
     if role == STABLE:
         copy_to = applied.shadow_for_this_request()
         if copy_to is not None:
@@ -479,7 +523,6 @@ async def _forward(state: RouterState, request: Request, model: str, protocol: P
                     baseline=baseline,
                 )
             )
-    return response
 
 
 # --- the process -------------------------------------------------------------------------------------------
@@ -558,8 +601,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         prediction_buckets=args.prediction_buckets,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # httpx logs every upstream call at INFO: one line per client request and per mirrored copy.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = uvicorn.Config(
         create_app(settings),
         host=args.host,

@@ -7,11 +7,12 @@ their shape is checked: every row there, every number positive and finite, nothi
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
-from benchmarks import decisions_live, registry_poll, router_overhead
+from benchmarks import comparator_capacity, decisions_live, registry_poll, router_overhead
 from registry.connection import fail_fast_environment
 from tests.fixtures.printed_tables import positive, table
 
@@ -36,6 +37,39 @@ def test_router_overhead_quick_run_prints_every_case_with_ratios(capsys: pytest.
     assert mirror is not None, out
     offered, sent, failed, dropped = map(int, mirror.groups())
     assert offered > 0 and failed == 0 and sent + dropped == offered
+    # The one-client load runs too, and every target of issue 15 is printed with its figure.
+    assert "load: 1 closed-loop client(s)" in out
+    assert_targets(out, 6)
+    assert "machine: " in out
+
+
+def assert_targets(out: str, count: int) -> None:
+    """The `targets:` block (benchmarks/targets.py): `count` lines, each with a figure and a verdict."""
+    block = out.split("\ntargets:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(block) == count, block
+    for line in block:
+        assert re.fullmatch(r"target: .+ (<=|>=|<) [0-9.e+-]+( ?[a-zA-Z]+)?: measured [0-9.e+-]+( ?[a-zA-Z]+)?( \(.+\))? — (met|NOT met)", line), line
+
+
+def test_comparator_capacity_quick_run_prints_every_step_and_target(capsys: pytest.CaptureFixture[str]) -> None:
+    own_cores = os.sched_getaffinity(0)
+    assert comparator_capacity.main(["--quick"]) == 0
+    assert os.sched_getaffinity(0) == own_cores  # the poster's pinning is undone
+    out = capsys.readouterr().out
+
+    rows = table(out, "replayed")
+    assert [(r[0], int(r[1])) for r in rows] == [
+        (f"{p}%", rate) for p, rates in comparator_capacity.RATES.items() for rate in rates[:2]
+    ]
+    for percent, _asked, reached, p50, p99, paired, replays, dropped, kept_up, cpu, core, rss in rows:
+        assert positive(p50) <= positive(p99)
+        positive(reached), positive(cpu), positive(core), positive(rss)
+        # What the comparator paired it replayed its share of, dropped, or (a slow shadow) still had queued.
+        assert 0 < int(replays) <= int(paired) and int(dropped) >= 0
+        assert kept_up in ("yes", "NO")
+        if percent == "100%" and kept_up == "yes":
+            assert int(replays) == int(paired) and int(dropped) == 0
+    assert_targets(out, 4)
     assert "machine: " in out
 
 

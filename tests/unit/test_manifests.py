@@ -352,14 +352,20 @@ async def test_the_operator_serves_the_paths_its_probes_and_services_use() -> No
         assert (await http.post(WEBHOOK_PATH, content=b"{}")).status_code == 400
 
 
-def test_the_comparator_runs_the_shadow_server_it_has() -> None:
+async def test_the_comparator_runs_the_shadow_server_it_has() -> None:
+    import httpx
+
     from canary.traffic.comparator import ComparatorSettings, create_app
 
     comparator = one(base(), "Deployment", "modelrollout-comparator")
     c = container(comparator)
     assert c["args"] == ["shadow-server", "--host", "0.0.0.0", "--port", "8090", "--log-format", "text", "--log-level", "info"]
-    paths = {route.path for route in create_app(ComparatorSettings()).routes}
-    assert {c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"], "/metrics", "/"} <= paths
+    transport = httpx.ASGITransport(app=create_app(ComparatorSettings()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://comparator") as http:
+        for path in (c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"], "/metrics"):
+            assert (await http.get(path)).status_code == 200, path
+        # The logger's URL (the operator's InferenceService points it at "/"): served, and an event is expected.
+        assert (await http.post("/", content=b"{}")).status_code == 400
     assert comparator["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     assert "serviceAccountName" not in comparator["spec"]["template"]["spec"]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8090}
