@@ -48,7 +48,9 @@ test-fast: $(STAMP)
 bench: $(STAMP) prometheus
 	$(BIN)/python -m benchmarks.decisions
 	$(BIN)/python -m benchmarks.decisions_live
+	$(BIN)/python -m benchmarks.upstream_client
 	$(BIN)/python -m benchmarks.router_overhead
+	$(BIN)/python -m benchmarks.comparator_capacity
 	$(BIN)/python -m benchmarks.registry_poll
 	$(BIN)/python -m benchmarks.operator_scale
 	$(BIN)/python -m benchmarks.promotion_latency

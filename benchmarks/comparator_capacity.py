@@ -30,15 +30,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
+import select
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from http.client import HTTPConnection
 from pathlib import Path
 
 import httpx
@@ -47,7 +53,8 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.router_overhead import busy, machine, save_model, table_rule
-from benchmarks.targets import Target, render as render_targets
+from benchmarks.targets import Target
+from benchmarks.targets import render as render_targets
 from canary.traffic.comparator import ADMIN_TOKEN_ENV, REQUEST_EVENT, RESPONSE_EVENT
 from canary.traffic.upstream import UpstreamError, UpstreamPool
 from tests.fixtures.modelserver import Process, fit_logistic, iris, spawn
@@ -58,6 +65,7 @@ READY_TIMEOUT_S = 90.0
 DRAIN_TIMEOUT_S = 30.0
 POST_TIMEOUT_S = 10.0
 POSTER_CONNECTIONS = 64
+PRE_WARM_S = 2.0  # posted at the first rate before the first step
 # The rates of each share, rising; `--quick` runs the first two.
 RATES = {10: (1000, 2000, 3000, 4000), 100: (500, 1000, 1500, 2000)}
 TARGETS = {10: 2000, 100: 1000}  # pairs/s per comparator core (issue 15)
@@ -72,14 +80,15 @@ class Step:
     pairs: int  # pairs posted
     posted_rate: float  # pairs per second the poster reached
     failed_posts: int  # answered otherwise than 202, or not at all
-    answer_ms: np.ndarray  # every post's answer time
+    answer_ms: np.ndarray  # the probe's answer times (see `probe`)
+    poster_answer_ms: np.ndarray  # the busy poster's, its own lag included
     paired: int  # the comparator's stable requests (one per pair it paired)
     replayed: int  # replays the shadow answered or failed on
     replay_errors: int
     dropped: int
-    cpu_seconds: float  # the comparator's, during the step and its drain
-    busy_seconds: float  # the step's wall time plus its drain
+    cpu_seconds: float  # the comparator's, during the step (warm-up included) and its drain
     rss_mib: float
+    tick_lag_ms: float  # p99 of the poster's own delay (see Posted)
 
     @property
     def expected_replays(self) -> int:
@@ -93,8 +102,9 @@ class Step:
             and abs(self.replayed - self.expected_replays) <= 1
         )
 
-    def quantile(self, q: float) -> float:
-        return float(np.quantile(self.answer_ms, q)) if self.answer_ms.size else float("nan")
+    def quantile(self, q: float, of: str = "probe") -> float:
+        times = self.answer_ms if of == "probe" else self.poster_answer_ms
+        return float(np.quantile(times, q)) if times.size else float("nan")
 
     @property
     def cpu_ms_per_event(self) -> float:
@@ -102,7 +112,8 @@ class Step:
 
     @property
     def core_load(self) -> float:
-        """The comparator's CPU over the step's wall time: 1.0 is its whole core."""
+        """The comparator's CPU over the step's posting time: 1.0 is its whole core (the drain's
+        replays count too, so a step whose queue was still full when posting stopped reads high)."""
         return self.cpu_seconds / self.seconds if self.seconds else float("nan")
 
 
@@ -141,38 +152,47 @@ def event_bodies() -> list[tuple[bytes, bytes]]:
     ]
 
 
-async def post_step(comparator_url: str, rate: int, seconds: float, bodies: Sequence[tuple[bytes, bytes]]) -> tuple[int, int, list[float], float]:
-    """Post pairs at `rate` for `seconds`, open loop; (pairs, failed posts, answer ms, seconds taken)."""
-    pool = UpstreamPool(
-        timeout=POST_TIMEOUT_S, connect_timeout=POST_TIMEOUT_S,
-        max_connections=POSTER_CONNECTIONS, max_idle_per_origin=POSTER_CONNECTIONS,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class Posted:
+    pairs: int  # warm-up included
+    failed: int
+    answer_ms: list[float]  # of the posts started after the warm-up
+    seconds: float  # the measured window
+    tick_lag_ms: float  # p99 of how late the poster's 1 ms ticks were: its own delay, in every answer time
+
+
+async def post_step(
+    pool: UpstreamPool, comparator_url: str, rate: int, warmup: float, seconds: float, bodies: Sequence[tuple[bytes, bytes]]
+) -> Posted:
+    """Post pairs at `rate` for `warmup` + `seconds`, open loop."""
     answers: list[float] = []
     failed = 0
     tasks: set[asyncio.Task[None]] = set()
+    began = time.perf_counter()
+    measure_from = began + warmup
 
-    async def post(body: bytes, event_id: str, kind: str) -> None:
+    async def post(body: bytes, event_id: str, kind: str, at: str) -> None:
         nonlocal failed
         started = time.perf_counter()
         try:
-            answer = await pool.post(comparator_url, "/", body, event_headers(event_id, kind, now))
+            answer = await pool.post(comparator_url, "/", body, event_headers(event_id, kind, at))
             ok = answer.status == 202
         except UpstreamError:
             ok = False
-        if ok:
-            answers.append((time.perf_counter() - started) * 1000.0)
-        else:
+        if not ok:
             failed += 1
+        elif started >= measure_from:
+            answers.append((time.perf_counter() - started) * 1000.0)
 
     def start(coroutine: Coroutine[None, None, None]) -> None:
         task = asyncio.create_task(coroutine)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    began = time.perf_counter()
     sent = 0
-    total = int(rate * seconds)
+    total = int(rate * (warmup + seconds))
     prefix = uuid.uuid4().hex[:16]
+    lags: list[float] = []
     while sent < total:
         # One timestamp per tick (a millisecond): the events' ce-time, as the agent stamps them.
         now = _now()
@@ -180,15 +200,76 @@ async def post_step(comparator_url: str, rate: int, seconds: float, bodies: Sequ
         while sent < due:
             request, response = bodies[sent % len(bodies)]
             event_id = f"{prefix}-{sent}"
-            start(post(request, event_id, REQUEST_EVENT))
-            start(post(response, event_id, RESPONSE_EVENT))
+            start(post(request, event_id, REQUEST_EVENT, now))
+            start(post(response, event_id, RESPONSE_EVENT, now))
             sent += 1
+        asleep = time.perf_counter()
         await asyncio.sleep(0.001)
-    posting = time.perf_counter() - began
+        if asleep >= measure_from:
+            lags.append((time.perf_counter() - asleep - 0.001) * 1000.0)
+    posting = time.perf_counter() - measure_from
     if tasks:
         await asyncio.wait(tasks)
-    await pool.aclose()
-    return sent, failed, answers, posting
+    return Posted(sent, failed, answers, posting, float(np.quantile(lags, 0.99)) if lags else float("nan"))
+
+
+# --- the probe ------------------------------------------------------------------------------------------
+
+PROBE_RATE = 100  # probe events per second
+PROBE_ISVC = "probe"  # an InferenceService nobody shadows: answered like any event, paired by nobody
+
+
+def probe(url: str) -> list[tuple[float, float]]:
+    """Post events at PROBE_RATE until stdin closes; (wall-clock time, answer ms) of each.
+
+    Run in a process of its own (``--probe``), at a higher priority than the shadow beside it: a
+    logger that is not itself busy, so what it measures is the comparator's delay alone. The busy
+    poster's own answer times carry its event loop's lag too (both are reported).
+    """
+    parts = urllib.parse.urlsplit(url)
+    connection = HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=POST_TIMEOUT_S)
+    request, _ = event_bodies()[0]
+    times: list[tuple[float, float]] = []
+    print("ready", flush=True)
+    began = time.perf_counter()
+    n = 0
+    while not select.select([sys.stdin], [], [], 0)[0]:  # readable: the parent closed it
+        headers = event_headers(f"probe-{n}", REQUEST_EVENT, _now()) | {"ce-inferenceservicename": PROBE_ISVC}
+        at, started = time.time(), time.perf_counter()
+        connection.request("POST", "/", body=request, headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        if answer.status == 202:
+            times.append((at, (time.perf_counter() - started) * 1000.0))
+        n += 1
+        time.sleep(max(0.0, began + n / PROBE_RATE - time.perf_counter()))
+    connection.close()
+    return times
+
+
+class Probe:
+    """The probe process, for the whole run; each step takes the answer times of its own window."""
+
+    def __init__(self, url: str, cores: set[int] | None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.comparator_capacity", "--probe", url],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        if cores:
+            pin(self.process.pid, cores)
+        with contextlib.suppress(PermissionError):  # raising a priority needs root; without it, it runs as is
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, -5)
+        self.times: list[tuple[float, float]] = []
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != b"ready":  # imported and about to post
+            raise RuntimeError("the probe process did not start")
+
+    def stop(self) -> None:
+        out, _ = self.process.communicate(timeout=30)
+        self.times = [tuple(t) for t in json.loads(out or b"[]")]
+
+    def window(self, start: float, end: float) -> np.ndarray:
+        return np.asarray([ms for at, ms in self.times if start <= at < end])
 
 
 # --- the comparator's counters -----------------------------------------------------------------------
@@ -233,6 +314,7 @@ def wait_settled(http: httpx.Client, url: str, timeout: float) -> dict[str, floa
 class Stack:
     comparator: Process
     shadow: Process
+    poster_cores: set[int] | None = None  # where this process, the shadow and the probe run
 
     def stop(self) -> None:
         self.comparator.stop()
@@ -264,6 +346,10 @@ def start_stack(workdir: Path) -> Stack:
         pin(comparator.popen.pid, {cores[0]})
         pin(shadow.popen.pid, set(cores[1:]))
         pin(os.getpid(), set(cores[1:]))
+        # The shadow yields its core to the poster at once when the poster has events to post:
+        # otherwise the poster's own wait for the core lands in every answer time it measures.
+        os.setpriority(os.PRIO_PROCESS, shadow.popen.pid, 10)
+        return Stack(comparator, shadow, set(cores[1:]))
     return Stack(comparator, shadow)
 
 
@@ -274,7 +360,7 @@ def shadow_target(stack: Stack, percent: int) -> dict[str, object]:
     }  # fmt: skip
 
 
-def run(shares: dict[int, Sequence[int]], seconds: float, workdir: Path) -> tuple[list[Step], float]:
+def run(shares: dict[int, Sequence[int]], warmup: float, seconds: float, workdir: Path) -> tuple[list[Step], float]:
     began = time.perf_counter()
     # This process is pinned beside the shadow for the run (start_stack), and given back all its cores after.
     own_cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
@@ -285,31 +371,8 @@ def run(shares: dict[int, Sequence[int]], seconds: float, workdir: Path) -> tupl
             pin(os.getpid(), own_cores)
         raise
     setup_s = time.perf_counter() - began
-    bodies = event_bodies()
-    comparator = psutil.Process(stack.comparator.popen.pid)
-    steps: list[Step] = []
-    admin = {"authorization": f"Bearer {TOKEN}"}
     try:
-        with httpx.Client(timeout=POST_TIMEOUT_S, trust_env=False) as http:
-            for percent, rates in shares.items():
-                answer = http.put(stack.comparator.url + "/admin/shadows", json=shadow_target(stack, percent), headers=admin)
-                answer.raise_for_status()
-                for rate in rates:
-                    before = counters(http, stack.comparator.url)
-                    cpu_before, wall_before = sum(comparator.cpu_times()[:2]), time.perf_counter()
-                    pairs, failed, answers, posting = asyncio.run(post_step(stack.comparator.url, rate, seconds, bodies))
-                    after = wait_settled(http, stack.comparator.url, DRAIN_TIMEOUT_S)
-                    delta = {k: int(after[k] - before[k]) for k in after}
-                    steps.append(
-                        Step(
-                            percent=percent, rate=rate, seconds=posting, pairs=pairs, posted_rate=pairs / posting,
-                            failed_posts=failed, answer_ms=np.asarray(answers), paired=delta["paired"],
-                            replayed=delta["replayed"], replay_errors=delta["replay_errors"], dropped=delta["dropped"],
-                            cpu_seconds=sum(comparator.cpu_times()[:2]) - cpu_before,
-                            busy_seconds=time.perf_counter() - wall_before,
-                            rss_mib=comparator.memory_info().rss / 2**20,
-                        )
-                    )  # fmt: skip
+        steps = asyncio.run(post_all(stack, shares, warmup, seconds))
     finally:
         stack.stop()
         if own_cores:
@@ -317,12 +380,59 @@ def run(shares: dict[int, Sequence[int]], seconds: float, workdir: Path) -> tupl
     return steps, setup_s
 
 
+async def post_all(stack: Stack, shares: dict[int, Sequence[int]], warmup: float, seconds: float) -> list[Step]:
+    """Every step, on one pool of connections (the logger's are long-lived too)."""
+    bodies = event_bodies()
+    comparator = psutil.Process(stack.comparator.popen.pid)
+    steps: list[Step] = []
+    admin = {"authorization": f"Bearer {TOKEN}"}
+    pool = UpstreamPool(
+        timeout=POST_TIMEOUT_S, connect_timeout=POST_TIMEOUT_S,
+        max_connections=POSTER_CONNECTIONS, max_idle_per_origin=POSTER_CONNECTIONS,
+    )  # fmt: skip
+    prober = Probe(stack.comparator.url, stack.poster_cores)
+    windows: list[tuple[float, float]] = []
+    # The metrics and admin calls are made between steps, when no post is in flight: blocking is harmless.
+    with httpx.Client(timeout=POST_TIMEOUT_S, trust_env=False) as http:
+        try:
+            for percent, rates in shares.items():
+                answer = http.put(stack.comparator.url + "/admin/shadows", json=shadow_target(stack, percent), headers=admin)
+                answer.raise_for_status()
+                if not steps:
+                    # Connections, the shadow's first answers, the comparator's first allocations: not timed.
+                    await post_step(pool, stack.comparator.url, rates[0], PRE_WARM_S, 0.0, bodies)
+                    wait_settled(http, stack.comparator.url, DRAIN_TIMEOUT_S)
+                for rate in rates:
+                    before = counters(http, stack.comparator.url)
+                    cpu_before = sum(comparator.cpu_times()[:2])
+                    window_from = time.time() + warmup
+                    posted = await post_step(pool, stack.comparator.url, rate, warmup, seconds, bodies)
+                    windows.append((window_from, time.time()))
+                    after = wait_settled(http, stack.comparator.url, DRAIN_TIMEOUT_S)
+                    delta = {k: int(after[k] - before[k]) for k in after}
+                    steps.append(
+                        Step(
+                            percent=percent, rate=rate, seconds=posted.seconds + warmup, pairs=posted.pairs,
+                            posted_rate=posted.pairs / (posted.seconds + warmup), failed_posts=posted.failed,
+                            answer_ms=np.asarray([]), poster_answer_ms=np.asarray(posted.answer_ms), tick_lag_ms=posted.tick_lag_ms,
+                            paired=delta["paired"], replayed=delta["replayed"], replay_errors=delta["replay_errors"],
+                            dropped=delta["dropped"], cpu_seconds=sum(comparator.cpu_times()[:2]) - cpu_before,
+                            rss_mib=comparator.memory_info().rss / 2**20,
+                        )
+                    )  # fmt: skip
+        finally:
+            await pool.aclose()
+            prober.stop()
+    # Each step's answer times are the probe's inside its measured window.
+    return [dataclasses.replace(step, answer_ms=prober.window(*window)) for step, window in zip(steps, windows, strict=True)]
+
+
 # --- the report ---------------------------------------------------------------------------------------
 
 
 def highest_kept_up(steps: Sequence[Step], percent: int) -> float:
-    """The highest rate reached at which every pair was compared and the answer p99 stayed in bound."""
-    good = [s.posted_rate for s in steps if s.percent == percent and s.kept_up]
+    """The highest rate asked at which the poster posted (within 2%) and every pair was compared."""
+    good = [s.rate for s in steps if s.percent == percent and s.kept_up and s.posted_rate >= 0.98 * s.rate]
     return max(good, default=0.0)
 
 
@@ -346,16 +456,19 @@ def targets(steps: Sequence[Step]) -> list[Target]:
     return out
 
 
-def render(steps: Sequence[Step], seconds: float, setup_s: float, total_s: float, load_before: float) -> str:
+def render(steps: Sequence[Step], warmup: float, seconds: float, setup_s: float, total_s: float, load_before: float) -> str:
     head = (
-        f"| {'replayed':>8} | {'pairs/s asked':>13} | {'reached':>7} | {'answer p50 ms':>13} | {'p99 ms':>6} | "
-        f"{'paired':>7} | {'replays':>7} | {'dropped':>7} | {'kept up':>7} | {'CPU ms/event':>12} | {'core':>5} | {'RSS MiB':>7} |"
+        f"| {'replayed':>8} | {'pairs/s asked':>13} | {'reached':>7} | {'answer p50 ms':>13} | {'p99 ms':>6} | {'poster p99 ms':>13} | "
+        f"{'paired':>7} | {'replays':>7} | {'dropped':>7} | {'kept up':>7} | {'CPU ms/event':>12} | {'core':>5} | {'RSS MiB':>7} | "
+        f"{'poster lag p99 ms':>17} |"
     )
     lines = [
         "Comparator-capacity benchmark (python -m benchmarks.comparator_capacity)",
-        f"load: open loop, each rate for {seconds:g} s; both events of a pair posted concurrently over up to "
+        f"load: open loop, each rate for {warmup:g} s of warm-up (not timed) + {seconds:g} s; both events of a pair posted concurrently over up to "
         f"{POSTER_CONNECTIONS} keep-alive connections (canary/traffic/upstream.py); one iris row per V1 request",
         "comparator: `modelrollout shadow-server` alone on one core; shadow model server and poster on the other",
+        f"answer: timed by a probe posting {PROBE_RATE} events/s of an InferenceService nobody shadows from a blocking "
+        "socket, in a process of its own (poster p99: the busy poster's own answer times, its event loop's lag included)",
         "",
         head,
         table_rule(head),
@@ -363,8 +476,9 @@ def render(steps: Sequence[Step], seconds: float, setup_s: float, total_s: float
     for s in steps:
         lines.append(
             f"| {s.percent:>7}% | {s.rate:>13} | {s.posted_rate:7.0f} | {s.quantile(0.5):13.2f} | {s.quantile(0.99):6.2f} | "
+            f"{s.quantile(0.99, of='poster'):13.2f} | "
             f"{s.paired:>7} | {s.replayed:>7} | {s.dropped:>7} | {'yes' if s.kept_up else 'NO':>7} | "
-            f"{s.cpu_ms_per_event:12.3f} | {s.core_load:5.2f} | {s.rss_mib:7.1f} |"
+            f"{s.cpu_ms_per_event:12.3f} | {s.core_load:5.2f} | {s.rss_mib:7.1f} | {s.tick_lag_ms:17.2f} |"
         )
     lines.append("")
     for percent in dict.fromkeys(s.percent for s in steps):
@@ -380,16 +494,21 @@ def render(steps: Sequence[Step], seconds: float, setup_s: float, total_s: float
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.comparator_capacity", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two rates per share, 1.5 s each (the smoke test)")
-    parser.add_argument("--seconds", type=float, help="seconds per rate (default 4; quick 1.5)")
+    parser.add_argument("--seconds", type=float, help="seconds measured per rate (default 4; quick 1.5)")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds posted at each rate before it is timed (default 0.5)")
+    parser.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)  # the probe process (see `probe`)
     args = parser.parse_args(argv)
+    if args.probe:
+        print(json.dumps(probe(args.probe)))
+        return 0
     seconds = args.seconds if args.seconds is not None else (1.5 if args.quick else 4.0)
-    if not seconds > 0:
-        parser.error("--seconds must be positive")
+    if not seconds > 0 or not args.warmup >= 0:
+        parser.error("--seconds must be positive and --warmup 0 or more")
     shares = {p: rates[:2] if args.quick else rates for p, rates in RATES.items()}
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-comparator-") as workdir:
-        steps, setup_s = run(shares, seconds, Path(workdir))
-    print(render(steps, seconds, setup_s, time.perf_counter() - started, load_before))
+        steps, setup_s = run(shares, args.warmup, seconds, Path(workdir))
+    print(render(steps, args.warmup, seconds, setup_s, time.perf_counter() - started, load_before))
     return 0
 
 

@@ -62,7 +62,8 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 # Importable without pytest: plain process helpers the router's integration tests use too.
-from benchmarks.targets import Target, render as render_targets
+from benchmarks.targets import Target
+from benchmarks.targets import render as render_targets
 from canary.traffic.upstream import UpstreamError, UpstreamPool
 from tests.fixtures.modelserver import Process, fit_logistic, iris, spawn
 

@@ -53,9 +53,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from canary.decision.tolerance import Comparison, Tolerance, effective_tolerance
 from canary.traffic.atomic_file import atomic_write
@@ -80,6 +80,7 @@ from canary.traffic.serving_metrics import (
     ServingMetrics,
     check_buckets,
 )
+from canary.traffic.startup_heap import freeze_startup_heap
 from canary.traffic.upstream import Answer, UpstreamError, UpstreamPool, UpstreamTimeout
 
 log = logging.getLogger("modelrollout.router")
@@ -601,8 +602,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prediction_buckets=args.prediction_buckets,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(settings)
+    freeze_startup_heap()
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port or 0,
         log_level=args.log_level,

@@ -496,6 +496,7 @@ def shadow_server(
     import uvicorn
 
     from canary.traffic.comparator import ADMIN_TOKEN_ENV, ComparatorSettings, create_app
+    from canary.traffic.startup_heap import freeze_startup_heap
 
     admin_token = os.environ.get(ADMIN_TOKEN_ENV) or None
     if admin_token is None and not _loopback(host):
@@ -526,7 +527,9 @@ def shadow_server(
         prediction_buckets=buckets,
         admin_token=admin_token,
     )
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning", log_config=None)
+    app = create_app(settings)
+    freeze_startup_heap()
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", log_config=None)
 
 
 @app.command()

@@ -61,9 +61,9 @@ def test_comparator_capacity_quick_run_prints_every_step_and_target(capsys: pyte
     assert [(r[0], int(r[1])) for r in rows] == [
         (f"{p}%", rate) for p, rates in comparator_capacity.RATES.items() for rate in rates[:2]
     ]
-    for percent, _asked, reached, p50, p99, paired, replays, dropped, kept_up, cpu, core, rss in rows:
-        assert positive(p50) <= positive(p99)
-        positive(reached), positive(cpu), positive(core), positive(rss)
+    for percent, _asked, reached, p50, p99, poster_p99, paired, replays, dropped, kept_up, cpu, core, rss, lag in rows:
+        assert positive(p50) <= positive(p99)  # the probe's answer times
+        positive(poster_p99), positive(reached), positive(cpu), positive(core), positive(rss), float(lag)
         # What the comparator paired it replayed its share of, dropped, or (a slow shadow) still had queued.
         assert 0 < int(replays) <= int(paired) and int(dropped) >= 0
         assert kept_up in ("yes", "NO")
