@@ -306,6 +306,11 @@ class UpstreamPool:
             host = parts.hostname
             shown = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets in Host
             origin = _Origin(host=host, port=port, tls=tls, host_header=shown if default else f"{shown}:{port}")
+            # Routings change (each version is a new server): forget servers whose connections are
+            # all gone, so a long-lived router does not keep one entry per server it ever called.
+            for url, known in list(self._origins.items()):
+                if not any(conn.reusable() for conn in known.idle):
+                    del self._origins[url]
             self._origins[base_url] = origin
         return origin
 

@@ -251,3 +251,19 @@ def test_settings_are_checked() -> None:
             UpstreamPool(**bad)
     with pytest.raises(ValueError):
         UpstreamPool(timeout=1, connect_timeout=1, max_connections=0)
+
+
+async def test_servers_whose_connections_are_gone_are_forgotten() -> None:
+    async def one_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok())
+        await writer.drain()
+
+    client = pool()
+    async with serving(one_answer) as (old, _):
+        assert (await client.post(old, "/p", b"{}", {})).status == 200
+    await asyncio.sleep(0.05)  # the old server is gone: its kept connection is closed
+    async with serving(one_answer) as (new, _):
+        assert (await client.post(new, "/p", b"{}", {})).status == 200
+        assert list(client._origins) == [new]
+    await client.aclose()
