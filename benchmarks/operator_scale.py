@@ -1,6 +1,7 @@
 """Operator-scale benchmark: `modelrollout operator` driving many ModelRollouts in one namespace.
 
-    python -m benchmarks.operator_scale            # 200 rollouts, against 10 in the same run
+    python -m benchmarks.operator_scale            # 1000 rollouts, against 10 in the same run (~4 min)
+    python -m benchmarks.operator_scale --rollouts 200   # a smaller measured size
     python -m benchmarks.operator_scale --quick    # 20 against 10, 1 s tick, 2 s window (smoke test)
 
 The parts: the operator as a process (`python -m controller.cli operator --standalone -n NS
@@ -13,7 +14,7 @@ slows every request down). KServe's controller is the test suite's
 `tests.kube.kserve_double.KServeDouble`. The emulator, the double and the watch below run in
 this process and share the machine with the operator ("harness CPU" says how much they took).
 
-For each size N (the baseline N=10 first, then N=200; quick 20), in a namespace of its own: N
+For each size N (the baseline N=10 first, then N=1000; quick 20), in a namespace of its own: N
 models registered through MLflow's REST API, each with one version (an s3:// source, never
 opened) under the alias `champion`; N ModelRollouts, each naming its own model and its own
 InferenceService (Knative mode), all created BEFORE the operator starts; then a fresh operator
@@ -37,8 +38,18 @@ Measured per size:
     reconcile writes nothing: a status patch that changes nothing is no write).
 (c) memory: the operator's VmRSS (/proc/<pid>/status) at the start and the end of the window:
     flat = no growth with reconciles.
+(d) API requests: the operator reaches the emulator with a bearer token of its own (as its
+    ServiceAccount would), and the emulator counts the requests of each kind it serves
+    (`EmulatorServer.call_counts`). Over the window: the requests that are not watches (a watch is
+    opened once and streams; kopf reopens each every `server_timeout`, 300 s, per kind, not per
+    rollout) divided by the rollouts and the ticks in the window: API requests per idle rollout
+    per tick, target 0 (the rollouts and InferenceServices are read from kopf's watches, and
+    nothing unchanged is written).
 
-Ratios (same run): N=200 against N=10 for the per-rollout round cost, the mean reconcile time,
+Targets (issue 15), printed with their measured value: 0 API requests per idle rollout per tick;
+RSS under 500 MiB with 1000 rollouts (the default size, as `make bench` runs it).
+
+Ratios (same run): N=1000 against N=10 for the per-rollout round cost, the mean reconcile time,
 the CPU per reconcile and the RSS (plus KiB per extra rollout); within a size, RSS end / start.
 """
 
@@ -56,7 +67,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -67,6 +78,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.router_overhead import machine, ratio, table_rule
+from benchmarks.targets import Target
+from benchmarks.targets import render as render_targets
 from controller.local.mlflow_server import MlflowServer
 from controller.local.ports import free_port
 from controller.local.prometheus_server import PrometheusServer
@@ -75,7 +88,12 @@ GROUP, VERSION, PLURAL = "modelrollout.io", "v1alpha1", "modelrollouts"
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 STABLE_ALIAS = "champion"
 BASELINE_N = 10
-FULL_N = 200
+FULL_N = 1000
+TARGET_N = 1000  # the size the RSS target is stated for
+TARGET_RSS_MIB = 500.0
+TARGET_IDLE_REQUESTS = 0.0  # API requests per idle rollout per tick
+# The operator's identity on the emulator (its requests are counted apart from the harness's).
+OPERATOR_USER = "system:serviceaccount:modelrollout-system:modelrollout"
 QUICK_N = 20
 TICK_S = 5.0
 QUICK_TICK_S = 1.0
@@ -501,6 +519,7 @@ class SizeResult:
     cpu_share: float  # the operator's CPU seconds per second of the window
     harness_cpu: float  # this process's (emulator, double) CPU seconds per second of the window
     api_writes: int  # writes the emulator took during the window
+    api_requests: dict[str, int]  # the operator's requests over the window by "verb resource", watches left out
     window_s: float
     rss_start_kib: int
     rss_end_kib: int
@@ -518,6 +537,25 @@ class SizeResult:
     @property
     def asked_per_s(self) -> float:
         return self.rollouts / self.tick_s
+
+    @property
+    def ticks(self) -> float:
+        """Rollout ticks in the window: rollouts x window / tick."""
+        return self.rollouts * self.window_s / self.tick_s
+
+    @property
+    def requests_per_rollout_tick(self) -> float:
+        return sum(self.api_requests.values()) / self.ticks
+
+
+def requests_between(before: Mapping[Any, int], after: Mapping[Any, int]) -> dict[str, int]:
+    """The requests served between two `call_counts`, by "verb resource", watches left out."""
+    grown: dict[str, int] = {}
+    for call, count in after.items():
+        if call.verb != "watch" and count > before.get(call, 0):
+            kind = f"{call.verb} {call.resource}"
+            grown[kind] = grown.get(kind, 0) + count - before.get(call, 0)
+    return grown
 
 
 @dataclass(frozen=True)
@@ -542,8 +580,9 @@ def measure_size(svc: Services, workdir: Path, n: int, config: Config) -> SizeRe
         watch = RolloutWatch(svc.kube.url, namespace).start()
         stack.callback(watch.stop)
         harness0 = time.process_time()
+        kubeconfig = svc.kube.kubeconfig_for(OPERATOR_USER, workdir / f"kubeconfig-{namespace}")
         operator = OperatorProcess(
-            workdir, svc.kube.kubeconfig, namespace, svc.mlflow_url, svc.prometheus_url,
+            workdir, kubeconfig, namespace, svc.mlflow_url, svc.prometheus_url,
             tick=f"{config.tick_s:g}s", poll_interval="15s",
         )  # fmt: skip
         stack.callback(operator.stop)
@@ -574,12 +613,14 @@ def measure_size(svc: Services, workdir: Path, n: int, config: Config) -> SizeRe
         time.sleep(config.tick_s)  # one tick: every rollout has reconciled against a Ready InferenceService
 
         sum0, count0 = operator.reconcile_totals()
+        requests0 = svc.kube.call_counts(OPERATOR_USER)
         cpu0, harness1, writes0 = operator.cpu_s(), time.process_time(), api_revision(svc.kube.url)
         rss_start = operator.rss_kib()
         window_began = time.perf_counter()
         time.sleep(config.window_s)
         sum1, count1 = operator.reconcile_totals()
         cpu1, harness2, writes1 = operator.cpu_s(), time.process_time(), api_revision(svc.kube.url)
+        requests1 = svc.kube.call_counts(OPERATOR_USER)
         window_s = time.perf_counter() - window_began
         rss_end = operator.rss_kib()
         if not operator.alive():
@@ -599,6 +640,7 @@ def measure_size(svc: Services, workdir: Path, n: int, config: Config) -> SizeRe
         cpu_share=(cpu1 - cpu0) / window_s,
         harness_cpu=(harness2 - harness1) / window_s,
         api_writes=writes1 - writes0,
+        api_requests=requests_between(requests0, requests1),
         window_s=window_s,
         rss_start_kib=rss_start,
         rss_end_kib=rss_end,
@@ -655,6 +697,15 @@ def render(config: Config, results: list[SizeResult], start_s: float, total_s: f
             for r in results
         ],
     )
+    lines += ["", "the operator's API requests over the same window (watches left out: each is opened once per kind):"]
+    lines += _table(
+        f"| {'rollouts':>8} | {'requests':>8} | {'rollout ticks':>13} | {'per rollout per tick':>20} | {'by call':<30} |",
+        [
+            f"| {r.rollouts:>8} | {sum(r.api_requests.values()):>8} | {r.ticks:13.0f} | {r.requests_per_rollout_tick:20.3f} | "
+            + f"{', '.join(f'{kind} {n}' for kind, n in sorted(r.api_requests.items())) or 'none':<30} |"
+            for r in results
+        ],
+    )
     lines += ["", f"ratios against {base.rollouts} rollouts (same run):"]
     ratio_rows = []
     for r in results[1:]:
@@ -671,6 +722,7 @@ def render(config: Config, results: list[SizeResult], start_s: float, total_s: f
         f"{'CPU ms/reconcile x':>18} | {'RSS x':>5} | {'KiB per extra rollout':>21} |",
         ratio_rows,
     )
+    lines += ["", *targets(results)]
     lines += [
         "",
         (
@@ -688,6 +740,30 @@ def render(config: Config, results: list[SizeResult], start_s: float, total_s: f
         f"machine: {machine()}; took {total_s:.0f} s",
     ]
     return "\n".join(lines)
+
+
+def targets(results: list[SizeResult]) -> list[str]:
+    """Issue 15's targets, each with its measured value and whether it is met (benchmarks/targets.py)."""
+    idle = max(r.requests_per_rollout_tick for r in results)
+    sizes = " and ".join(str(r.rollouts) for r in results)
+    stated = [Target("idle API requests per rollout per tick", "<=", TARGET_IDLE_REQUESTS, idle, note=f"the most of {sizes} rollouts")]
+    at_target = [r for r in results if r.rollouts >= TARGET_N]
+    if at_target:
+        r = at_target[-1]
+        rss = max(r.rss_start_kib, r.rss_end_kib) / 1024
+        stated.append(Target(f"RSS with {r.rollouts} ModelRollouts", "<", TARGET_RSS_MIB, rss, unit=" MiB"))
+    lines = render_targets(stated).splitlines()
+    if at_target:
+        lines.append(
+            f"{r.rollouts} ModelRollouts: first round {r.round_s:.1f} s (spawn -> all stable {r.all_stable_s:.1f} s); steady "
+            f"{r.reconciles_per_s:.1f} reconciles/s of {r.asked_per_s:.1f} asked ({ratio(r.reconciles_per_s, r.asked_per_s):.2f})"
+        )
+    else:
+        lines.append(
+            f"(RSS with {TARGET_N} ModelRollouts < {TARGET_RSS_MIB:g} MiB: not measured in this run, whose largest size is "
+            f"{results[-1].rollouts}; the default size is {TARGET_N}, as make bench runs it)"
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,8 +9,11 @@ InferenceService `<target>-shadow` exists with version 2's storageUri ("shadow s
 polling the API every 20 ms. Also recorded: until the shadow comparator (the real one,
 `canary.traffic.comparator`, in this process) lists the shadow, i.e. until the primary's mirrored requests
 would be replayed to it ("comparator s"). The operator registers it at the first reconcile that
-finds the shadow InferenceService Ready, and nothing wakes a rollout when its InferenceService
-changes, so that column includes KServe's part (here the double, every 0.2 s) and up to a tick.
+finds the shadow InferenceService Ready (with an address), so that column includes KServe's part
+(here the double, every 0.2 s). And from the moment the shadow InferenceService first shows
+`Ready` True for the candidate's storageUri to the comparator listing it: "ready -> mirroring s",
+the operator's own delay, target <= 1 s (issue 15): the operator wakes the rollout when one of its
+InferenceServices' status changes, instead of finding it Ready at its next tick (up to 5 s here).
 
 One operator process (`python -m controller.cli operator --standalone --tick 5s --poll-interval
 10s`, MODELROLLOUT_WEBHOOK_SECRET set; quick: 1 s tick, 3 s poll), two paths one after the other:
@@ -39,7 +42,8 @@ imported from tests/) with KServe's CRD, KServe's controller played by
 benchmarks/operator_scale.py, whose parts this reuses.
 
 Reported per path: median and max of each column; the ratio webhook / poll (median and max of
-"shadow s", median of "comparator s"), both measured in this run.
+"shadow s", median of "comparator s"), both measured in this run; the target with the largest
+"ready -> mirroring s" of every promotion.
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ from benchmarks.operator_scale import (
     source_uri,
 )
 from benchmarks.router_overhead import machine, ratio, table_rule
+from benchmarks.targets import Target
+from benchmarks.targets import render as render_targets
 
 PATHS = ("poll", "webhook")
 CANDIDATE_ALIAS = "challenger"
@@ -88,6 +94,7 @@ QUICK_REPEATS = 2
 WEBHOOK_CACHE_TTL_S = 1.0
 STEP_TIMEOUT_S = 60.0
 SAMPLE_PERIOD_S = 0.02
+TARGET_READY_TO_MIRRORING_S = 1.0
 
 
 def webhook_server_env() -> dict[str, str]:
@@ -137,6 +144,12 @@ class Sample:
     phase_s: float  # alias call started -> status.phase Shadow
     isvc_s: float  # -> the -shadow InferenceService exists with the candidate's storageUri
     comparator_s: float  # -> the comparator lists the shadow
+    ready_s: float  # -> the -shadow InferenceService is Ready with the candidate's storageUri
+
+    @property
+    def mirroring_after_ready_s(self) -> float:
+        """The shadow InferenceService Ready -> the comparator lists it: the operator's delay."""
+        return self.comparator_s - self.ready_s
 
     @property
     def shadow_s(self) -> float:
@@ -241,24 +254,32 @@ def promote(
     client.set_registered_model_alias(p.model, CANDIDATE_ALIAS, "2")
     call_s = time.perf_counter() - started
     deadline = time.monotonic() + STEP_TIMEOUT_S
-    while len(seen) < 3:
+    while len(seen) < 4:
         now = time.perf_counter() - started
         if "phase" not in seen and (cluster.rollout(p.rollout).get("status") or {}).get("phase") == "Shadow":
             seen["phase"] = now
-        if "isvc" not in seen:
+        if "isvc" not in seen or "ready" not in seen:
             shadow = cluster.isvc(f"{p.isvc}-shadow")
             if shadow is not None and shadow["spec"]["predictor"]["model"].get("storageUri") == candidate_uri:
-                seen["isvc"] = now
+                seen.setdefault("isvc", now)
+                if is_ready(shadow):
+                    seen.setdefault("ready", now)
         if "comparator" not in seen and cluster.comparator_knows(p.isvc, "2"):
             seen["comparator"] = now
         if time.monotonic() > deadline or not operator.alive():
             status = cluster.rollout(p.rollout).get("status") or {}
             raise RuntimeError(
-                f"{path} path: after {STEP_TIMEOUT_S:g} s only {sorted(seen)} of phase/isvc/comparator; "
+                f"{path} path: after {STEP_TIMEOUT_S:g} s only {sorted(seen)} of phase/isvc/ready/comparator; "
                 f"phase {status.get('phase')!r}, message {status.get('message')!r}\n{operator.log_tail()}"
             )
         time.sleep(SAMPLE_PERIOD_S)
-    return Sample(path, call_s, seen["phase"], seen["isvc"], seen["comparator"])
+    return Sample(path, call_s, seen["phase"], seen["isvc"], seen["comparator"], seen["ready"])
+
+
+def is_ready(isvc: dict[str, Any]) -> bool:
+    """KServe's `Ready` condition is True (the double writes it as KServe v0.20.0 does)."""
+    conditions = (isvc.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -378,6 +399,24 @@ def render(config: Config, samples: list[Sample], setup_s: float, total_s: float
             + "; webhook: "
             + ", ".join(f"{s.shadow_s:.2f}" for s in hook)
         ),
+        "",
+        "the shadow InferenceService Ready (candidate's storageUri) -> the comparator lists it (the operator's delay):",
+    ]
+    ready_head = f"| {'promotions':<10} | {'ready -> mirroring p50 s':>24} | {'max s':>6} | {'every promotion, s':<40} |"
+    delays = [s.mirroring_after_ready_s for s in samples]
+    lines += [
+        ready_head,
+        table_rule(ready_head),
+        f"| {'all':<10} | {statistics.median(delays):24.2f} | {max(delays):6.2f} | {', '.join(f'{d:.2f}' for d in delays):<40} |",
+        "",
+        render_targets([
+            Target(
+                "shadow InferenceService Ready -> mirroring live", "<=", TARGET_READY_TO_MIRRORING_S, max(delays), unit=" s",
+                note=f"the worst of {len(delays)} promotions, p50 {statistics.median(delays):.2f} s, sampled every "
+                f"{SAMPLE_PERIOD_S * 1000:g} ms",
+            )
+        ]),
+        "",
         f"setup: services, comparator, operator and the {2 * config.repeats} rollouts ready in {setup_s:.1f} s",
         f"machine: {machine()}; took {total_s:.0f} s",
     ]

@@ -15,6 +15,11 @@ What this layer adds is ordering and memory:
   After a restart the controller applies again before it asks, so nothing is persisted here.
 - The primary is the user's serving endpoint: `teardown` takes it back to the stable version
   alone, never deletes it. The shadow is deleted only when it carries our labels.
+- Given a `cache` (the operator's copy of the InferenceServices its watch sees), InferenceServices
+  are read from it instead of the API server, so an idle rollout costs no request; every write's
+  answer goes into it, so the next read sees the write. Patches carry the resourceVersion read, so
+  one decided on a copy the watch has not caught up with yet is refused (409); `apply` then reads
+  the InferenceServices from the API server once and decides again.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes.client import AppsV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
@@ -58,6 +63,18 @@ log = logging.getLogger(__name__)
 Targets = Mapping[str, IsvcTarget] | Callable[[str], IsvcTarget]
 
 
+class InferenceServiceCache(Protocol):
+    """The InferenceServices a watch keeps (controller/kube/object_view.py `ObjectView`)."""
+
+    def get(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def observe(self, obj: Mapping[str, Any]) -> object: ...
+
+    def forget(self, namespace: str, name: str, resource_version: str | None = None) -> object: ...
+
+    def doubtful(self, namespace: str, name: str) -> bool: ...
+
+
 class KServeError(RuntimeError):
     """A cluster call failed for a reason a retry on the next tick will not obviously fix."""
 
@@ -81,11 +98,14 @@ class _Served:
 class KServePlatform:
     """Drives one InferenceService (plus a `-shadow` one in the shadow role) per rollout."""
 
-    def __init__(self, api_client: Any, targets: Targets, comparator_url: str | None = None) -> None:
+    def __init__(
+        self, api_client: Any, targets: Targets, comparator_url: str | None = None, cache: InferenceServiceCache | None = None
+    ) -> None:
         self._api = CustomObjectsApi(api_client)
         self._apps = AppsV1Api(api_client)
         self._targets = targets
         self._comparator_url = comparator_url
+        self._cache = cache
         self._applied: dict[str, _Applied] = {}
         self._lock = threading.Lock()
 
@@ -95,17 +115,22 @@ class KServePlatform:
     def apply(self, rollout: str, routing: Routing, artifact_uris: Mapping[str, str]) -> None:
         target = self._target(rollout)
         uris = {v: artifact_uris[v] for v in routing.versions if v in artifact_uris}
-        # One retry on 409: someone (KServe, another tick) wrote between our read and our write.
+        # One retry, reading from the API server: on 409, someone (KServe, another tick) wrote between
+        # our read and our write; on 404 with a cache, the watch showed an object since deleted (a
+        # watch that resumes from a fresh list reports no deletion it missed).
         write = self._apply_standard if target.deployment_mode == "Standard" else self._apply_knative
         for attempt in (1, 2):
             try:
-                write(target, routing, uris)
+                write(target, routing, uris, fresh=attempt == 2)
                 break
             except kserve_route.RouteError as err:
                 raise KServeError(f"applying rollout {rollout!r}: {err}") from err
             except ApiException as err:
                 if err.status == 409 and attempt == 1:
                     log.info("%s: an InferenceService or the HTTPRoute changed while applying; reading again", rollout)
+                    continue
+                if err.status == 404 and attempt == 1 and self._cache is not None:
+                    log.info("%s: an InferenceService the watch showed is gone; reading again", rollout)
                     continue
                 raise _error(err, f"applying rollout {rollout!r} to InferenceService {_where(target)}") from err
             except HTTPError as err:
@@ -206,9 +231,10 @@ class KServePlatform:
                 return url
         return None
 
-    def _apply_knative(self, target: IsvcTarget, routing: Routing, uris: Mapping[str, str]) -> None:
-        primary = self._read(target, target.name)
-        shadow = self._read(target, shadow_name(target.name))
+    def _apply_knative(self, target: IsvcTarget, routing: Routing, uris: Mapping[str, str], fresh: bool = False) -> None:
+        read = self._fetch if fresh else self._read
+        primary = read(target, target.name)
+        shadow = read(target, shadow_name(target.name))
         if shadow is not None:
             _check_ours(shadow)
         want = desired(target, routing, uris, self._comparator_url, observed_primary=primary, observed_shadow=shadow)
@@ -232,10 +258,11 @@ class KServePlatform:
     # -----------------------------------------------------------------------------------------
     # Standard mode (controller.kserve.standard, controller.kserve.route)
 
-    def _apply_standard(self, target: IsvcTarget, routing: Routing, uris: Mapping[str, str]) -> None:
+    def _apply_standard(self, target: IsvcTarget, routing: Routing, uris: Mapping[str, str], fresh: bool = False) -> None:
         shadow, canary, baseline = shadow_name(target.name), target.name + CANARY_SUFFIX, target.name + BASELINE_SUFFIX
-        primary = self._read(target, target.name)
-        seconds = {name: self._read(target, name) for name in (shadow, canary, baseline)}
+        read = self._fetch if fresh else self._read
+        primary = read(target, target.name)
+        seconds = {name: read(target, name) for name in (shadow, canary, baseline)}
         for obj in seconds.values():
             if obj is not None:
                 _check_ours(obj)
@@ -425,11 +452,29 @@ class KServePlatform:
             raise KServeError(f"the target of rollout {rollout!r} is a {type(target).__name__}, not an IsvcTarget")
         return target
 
-    def _read(self, target: IsvcTarget, name: str) -> dict[str, Any] | None:
-        return self._get_or_none(
+    def _read(self, target: IsvcTarget, name: str) -> Mapping[str, Any] | None:
+        """The InferenceService: from the cache when there is one, else from the API server (and for
+        a copy the cache doubts: one its watch's latest listing did not show, maybe deleted since)."""
+        if self._cache is not None and not self._cache.doubtful(target.namespace, name):
+            return self._cache.get(target.namespace, name)
+        return self._fetch(target, name)
+
+    def _fetch(self, target: IsvcTarget, name: str) -> Mapping[str, Any] | None:
+        """The InferenceService from the API server (into the cache, if any)."""
+        read = self._get_or_none(
             f"InferenceService {target.namespace}/{name}",
             lambda: self._api.get_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL, name),
         )
+        if read is not None:
+            self._remember(read)
+        elif self._cache is not None:
+            self._cache.forget(target.namespace, name)  # gone, whatever the watch has said so far
+        return read
+
+    def _remember(self, written: Any) -> None:
+        """An InferenceService as the API server answered a read or a write, for the next read."""
+        if self._cache is not None and isinstance(written, Mapping) and "metadata" in written:
+            self._cache.observe(written)
 
     @staticmethod
     def _get_or_none(what: str, call: Callable[[], Any]) -> Any:
@@ -443,28 +488,37 @@ class KServePlatform:
         except HTTPError as err:
             raise KServeError(f"reading {what}: API server unreachable: {err}") from err
 
-    def _converge(self, target: IsvcTarget, current: dict[str, Any] | None, want: dict[str, Any]) -> None:
+    def _converge(self, target: IsvcTarget, current: Mapping[str, Any] | None, want: dict[str, Any]) -> None:
         """Create `want`, or patch `current` to it; no write at all when nothing differs."""
         name = want["metadata"]["name"]
         if current is None:
             log.info("creating InferenceService %s/%s", target.namespace, name)
-            self._api.create_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL, want)
+            self._remember(self._api.create_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL, want))
             return
         patch = merge_patch(current, want)
         if patch is None:
             return
         log.info("patching InferenceService %s/%s", target.namespace, name)
-        self._api.patch_namespaced_custom_object(
-            GROUP, VERSION, target.namespace, PLURAL, name, patch, _content_type=PATCH_CONTENT_TYPE
+        self._remember(
+            self._api.patch_namespaced_custom_object(
+                GROUP, VERSION, target.namespace, PLURAL, name, patch, _content_type=PATCH_CONTENT_TYPE
+            )
         )
 
     def _delete(self, target: IsvcTarget, name: str) -> None:
+        gone: Any = None
         try:
             log.info("deleting InferenceService %s/%s", target.namespace, name)
-            self._api.delete_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL, name)
+            gone = self._api.delete_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL, name)
         except ApiException as err:
             if err.status != 404:  # already gone is what we wanted
                 raise _error(err, f"deleting InferenceService {target.namespace}/{name}") from err
+        if self._cache is not None:
+            if isinstance(gone, Mapping) and (gone.get("metadata") or {}).get("deletionTimestamp"):
+                self._cache.observe(gone)  # finalizers hold it: it exists, being deleted, until the watch says gone
+            else:
+                version = (gone.get("metadata") or {}).get("resourceVersion") if isinstance(gone, Mapping) else None
+                self._cache.forget(target.namespace, name, version)
 
     def _strip_without_memory(self, target: IsvcTarget) -> None:
         """Teardown after a restart, with no stable URI known: remove the logger and the canary share.
@@ -486,8 +540,10 @@ class KServePlatform:
             return
         patch = {"spec": {"predictor": predictor}, "metadata": {"resourceVersion": primary["metadata"]["resourceVersion"]}}
         try:
-            self._api.patch_namespaced_custom_object(
-                GROUP, VERSION, target.namespace, PLURAL, target.name, patch, _content_type=PATCH_CONTENT_TYPE
+            self._remember(
+                self._api.patch_namespaced_custom_object(
+                    GROUP, VERSION, target.namespace, PLURAL, target.name, patch, _content_type=PATCH_CONTENT_TYPE
+                )
             )
         except ApiException as err:
             raise _error(err, f"tearing down InferenceService {_where(target)}") from err

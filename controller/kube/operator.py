@@ -1,11 +1,16 @@
 """The Kubernetes operator: kopf around the same `reconcile` the local runner calls.
 
 No second engine: each ModelRollout gets a kopf daemon that, every `tick` (or at once when its
-model's aliases change), reads the object fresh from the API server, parses spec and status, and
+model's aliases change, or one of its InferenceServices' status does), parses spec and status and
 calls `controller.reconcile.reconcile` with the KServe platform behind the `Platform` port. The
 whole rollout state is the CR's status, written before any action (with the resourceVersion read,
 so a decision taken on a stale status is refused and retaken), so an operator restarted or moved
 to another replica continues the same step. kopf peering keeps one replica acting.
+
+An idle rollout costs the API server nothing: ModelRollouts and InferenceServices are read from
+what kopf's watches keep in memory (`controller.kube.object_view`), a status that did not change
+is not written, and a routing already in place is not either. A status write refused because the
+copy read was behind (409) reads the object once from the API server and decides again.
 
 Shared by all rollouts: one MLflow registry poll per interval (`RegistryPoller`), woken early by
 verified MLflow webhooks; the KServe platform per namespace; the operator's own metrics.
@@ -21,7 +26,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -35,10 +40,14 @@ from canary.decision.engine import RecordEvent
 from canary.decision.metrics import PrometheusProvider, without_credentials
 from canary.decision.spec import Condition, RolloutStatus, SpecError
 from controller.kserve.comparator import ComparedKServePlatform
-from controller.kserve.documents import IsvcTarget
+from controller.kserve.documents import BASELINE_SUFFIX, CANARY_SUFFIX, IsvcTarget, shadow_name
+from controller.kserve.documents import GROUP as ISVC_GROUP
+from controller.kserve.documents import PLURAL as ISVC_PLURAL
+from controller.kserve.documents import VERSION as ISVC_VERSION
 from controller.kserve.platform import KServePlatform
 from controller.kube.commands import CommandRequest, clear_patch, read_command
 from controller.kube.crd import GROUP, PLURAL, VERSION
+from controller.kube.object_view import ObjectView
 from controller.kube.operator_http import HttpServer, create_app
 from controller.kube.operator_metrics import OperatorMetrics
 from controller.kube.rollout_resource import (
@@ -52,6 +61,7 @@ from controller.kube.rollout_resource import (
     read,
     set_condition,
     status_patch,
+    status_unchanged,
 )
 from controller.kube.series_catalog import SeriesCatalog
 from controller.reconcile import Ports, reconcile
@@ -67,6 +77,10 @@ ANNOTATION_PREFIX = "modelrollout.io"  # kopf's own bookkeeping annotations, ins
 WEBHOOK_SECRET_ENV = "MODELROLLOUT_WEBHOOK_SECRET"
 # Seconds a replica's peering record counts as alive without a keep-alive (kopf's default is 60).
 PEERING_LIFETIME_S = 20
+# The shortest time between two reconciles of one rollout that a wake can ask for: KServe writes an
+# InferenceService's status several times while a revision starts, and a burst of them is then one
+# reconcile, not one each; it also bounds a rollout and KServe answering each other's writes.
+WAKE_GAP_S = 0.1
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -114,6 +128,12 @@ class RolloutOperator:
         self.artifact_uris: dict[tuple[str, str], str] = {}
         self._platforms: dict[str, ComparedKServePlatform] = {}
         self._targets: dict[Key, IsvcTarget] = {}
+        self._owners: dict[Key, Key] = {}  # (namespace, InferenceService) -> the rollout that drives it
+        # What kopf's watches keep (build_registry's handlers feed them) and the writes' answers.
+        self.rollouts = ObjectView()
+        self.inference_services = ObjectView()
+        # Whether kopf watches InferenceServices (their CRD is served): else they are read per tick.
+        self.isvcs_watched = False
         self._models: dict[Key, str] = {}
         self._wakers: dict[Key, Callable[[], None]] = {}
         self._reported: dict[Key, str] = {}  # last invalid-spec/status problem reported as an Event
@@ -126,7 +146,10 @@ class RolloutOperator:
         with self._lock:
             if namespace not in self._platforms:
                 kserve = KServePlatform(
-                    self.api_client, lambda rollout: self._targets[(namespace, rollout)], self.config.comparator_url
+                    self.api_client,
+                    lambda rollout: self._targets[(namespace, rollout)],
+                    self.config.comparator_url,
+                    cache=self.inference_services if self.isvcs_watched else None,
                 )
                 self._platforms[namespace] = ComparedKServePlatform(
                     kserve, self.config.comparator_url, token=self.config.comparator_token
@@ -140,6 +163,41 @@ class RolloutOperator:
     def unregister_waker(self, key: Key) -> None:
         with self._lock:
             self._wakers.pop(key, None)
+
+    def inference_service_seen(self, body: Any) -> None:
+        """A watch event of an InferenceService: keep it, and wake its rollout when its status changed
+        (Ready, a new revision, a failure): the rollout acts on it now, not at its next tick.
+
+        The answer to the operator's own write is kept first, so the watch's echo of that write
+        changes no status and wakes nobody.
+        """
+        update = self.inference_services.observe(body)
+        if update.kept and (update.previous or {}).get("status") != body.get("status"):
+            self._wake_owner(body)
+
+    def inference_service_gone(self, body: Any) -> None:
+        meta = body.get("metadata") or {}
+        if self.inference_services.forget(meta.get("namespace") or "", meta.get("name") or "", meta.get("resourceVersion")):
+            self._wake_owner(body)
+
+    def _wake_owner(self, body: Any) -> None:
+        meta = body.get("metadata") or {}
+        with self._lock:
+            owner = self._owners.get((meta.get("namespace") or "", meta.get("name") or ""))
+        if owner is not None:
+            self.wake(owner)
+
+    def _set_target(self, key: Key, target: IsvcTarget) -> None:
+        with self._lock:
+            previous = self._targets.get(key)
+            if previous == target:
+                return
+            if previous is not None:
+                for name in _isvc_names(previous):
+                    self._owners.pop((previous.namespace, name), None)
+            self._targets[key] = target
+            for name in _isvc_names(target):
+                self._owners[(target.namespace, name)] = key
 
     def _model_changed(self, model: str) -> None:
         with self._lock:
@@ -170,7 +228,7 @@ class RolloutOperator:
         """One tick of one rollout; None when nothing could be decided (gone, invalid, conflict)."""
         key = (namespace, name)
         now = now or datetime.now(timezone.utc)
-        obj = self._get(namespace, name)
+        obj = self.rollouts.get(namespace, name) or self._read_rollout(namespace, name)
         if obj is None:
             return None
         try:
@@ -186,8 +244,8 @@ class RolloutOperator:
         self._reported.pop(key, None)
         if (previous := condition_of(obj.get("status"), SPEC_VALID)) is not None and previous.get("status") != "True":
             set_condition(status, Condition(type=SPEC_VALID, status="True", reason="Valid", last_transition_time=now))
+        self._set_target(key, target)
         with self._lock:
-            self._targets[key] = target
             self._models[key] = rollout.spec.model.name
         self.poller.watch(key, rollout.spec.model.name)
         snapshot, snapshot_error = self.poller.snapshot_for(rollout.spec.model.name)
@@ -213,8 +271,9 @@ class RolloutOperator:
         try:
             new_status = reconcile(rollout, status, snapshot, snapshot_error, commands, ports, now)
         except ApiException as err:
-            if err.status == 409:  # changed since read (a command, an edit): decide again next tick
+            if err.status == 409:  # changed since read (a command, an edit): read it, decide again
                 log.info("%s/%s changed while reconciling; reconciling again", namespace, name)
+                self._read_rollout(namespace, name)  # the watch may not have brought the change yet
                 self.wake(key)
                 return None
             raise
@@ -249,7 +308,9 @@ class RolloutOperator:
                 self.platform(namespace).teardown(name)
         finally:
             with self._lock:
-                self._targets.pop(key, None)
+                target = self._targets.pop(key, None)
+                for isvc in _isvc_names(target) if target is not None else ():
+                    self._owners.pop((namespace, isvc), None)
                 self._models.pop(key, None)
             self.poller.forget(key)
             self.metrics.rollout(key, None)
@@ -260,20 +321,26 @@ class RolloutOperator:
 
     # -- API calls --------------------------------------------------------------------------------
 
-    def _get(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _read_rollout(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ModelRollout from the API server (not in the view yet, or the view was behind)."""
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
+        self.rollouts.observe(obj)
+        return obj
 
-    def _save_status(self, obj: dict[str, Any], status: RolloutStatus) -> None:
+    def _save_status(self, obj: Mapping[str, Any], status: RolloutStatus) -> None:
+        if status_unchanged(obj.get("status"), status):
+            return  # no request: nothing to write, so nothing a stale copy could overwrite either
         meta = obj["metadata"]
-        self.custom.patch_namespaced_custom_object_status(
+        written = self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, meta["namespace"], PLURAL, meta["name"],
             status_patch(status, meta.get("resourceVersion")), _content_type=MERGE_PATCH,
         )  # fmt: skip
+        self.rollouts.observe(written)  # the next tick decides on what was written, not on the copy before
 
     def _post_event(self, obj: dict[str, Any], event: RecordEvent) -> None:
         meta = obj["metadata"]
@@ -286,8 +353,10 @@ class RolloutOperator:
 
     def _clear_command(self, namespace: str, name: str, request: CommandRequest) -> None:
         try:
-            self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, clear_patch(request.id), _content_type=JSON_PATCH
+            self.rollouts.observe(
+                self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, clear_patch(request.id), _content_type=JSON_PATCH
+                )
             )
         except ApiException as err:
             if err.status != 422:  # 422: a newer command replaced it; that one runs next tick
@@ -302,13 +371,34 @@ class RolloutOperator:
         current = condition_of(obj.get("status"), kind)
         if not (current and current.get("status") == "False" and current.get("message") == problem):
             condition = Condition(type=kind, status="False", reason=reason, message=problem, last_transition_time=now)
-            self.custom.patch_namespaced_custom_object_status(
+            written = self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, key[0], PLURAL, key[1], conditions_patch(obj.get("status"), condition),
                 _content_type=MERGE_PATCH,
             )  # fmt: skip
+            self.rollouts.observe(written)
         if self._reported.get(key) != problem:
             self._reported[key] = problem
             self._post_event(obj, RecordEvent("Warning", reason, problem))
+
+
+def _isvc_names(target: IsvcTarget) -> tuple[str, ...]:
+    """Every InferenceService a rollout may drive: the primary, the shadow, Standard mode's seconds."""
+    return (target.name, shadow_name(target.name), target.name + CANARY_SUFFIX, target.name + BASELINE_SUFFIX)
+
+
+def inference_services_served(api_client: k8s.ApiClient) -> bool:
+    """Whether the API server serves InferenceServices (KServe's CRD is installed) for kopf to watch.
+
+    kopf resolves the resources it watches once, at start-up (scanning is off): without the CRD then,
+    nothing feeds the view, and the KServe platform reads InferenceServices per tick as it always could.
+    """
+    try:
+        served = k8s.CustomObjectsApi(api_client).get_api_resources(ISVC_GROUP, ISVC_VERSION)
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return any(r.name == ISVC_PLURAL and {"list", "watch"} <= set(r.verbs or ()) for r in served.resources or ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +428,34 @@ def build_registry(operator: RolloutOperator) -> kopf.OperatorRegistry:
         settings.peering.lifetime = PEERING_LIFETIME_S
         # The CRD is ours and known: no cluster-wide CRD watch or namespace listing (least-privilege RBAC).
         settings.scanning.disabled = True
+        operator.isvcs_watched = inference_services_served(operator.api_client)
+        if not operator.isvcs_watched:
+            log.warning("the API server serves no %s/%s %s: they are read per tick", ISVC_GROUP, ISVC_VERSION, ISVC_PLURAL)
+
+    # The in-memory views. ModelRollouts: kopf calls event handlers before it spawns a daemon for the
+    # same event, so a daemon's first tick finds its object. InferenceServices: fed by an index
+    # handler, because kopf lists every indexed kind before it runs any other handler, daemons
+    # included: a first tick never takes an InferenceService that exists for one that does not.
+    # Nothing is stored in kopf's own index (the handler returns None). Async: no thread per event.
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def rollout_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        if type == "DELETED":
+            meta = body.get("metadata") or {}
+            operator.rollouts.forget(meta.get("namespace") or "", meta.get("name") or "", meta.get("resourceVersion"))
+        else:
+            operator.rollouts.observe(body)
+
+    @kopf.index(ISVC_GROUP, ISVC_VERSION, ISVC_PLURAL, registry=registry)
+    async def inference_services(body: kopf.Body, **_: Any) -> None:
+        operator.inference_service_seen(body)
+
+    @kopf.on.event(ISVC_GROUP, ISVC_VERSION, ISVC_PLURAL, registry=registry)
+    async def inference_service_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        # The index handler has kept every other event already (kopf drops deleted objects from it).
+        if type == "DELETED":
+            operator.inference_service_gone(body)
+        elif type is None:  # a listing: what it does not show may have been deleted unseen
+            operator.inference_services.listed(body)
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
     async def drive(namespace: str, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
@@ -348,11 +466,13 @@ def build_registry(operator: RolloutOperator) -> kopf.OperatorRegistry:
         try:
             while not stopped:
                 wake.clear()
+                began = loop.time()
                 await asyncio.to_thread(operator.reconcile_safely, namespace, name)
                 try:
                     await asyncio.wait_for(wake.wait(), timeout=tick)
                 except asyncio.TimeoutError:
                     pass
+                await asyncio.sleep(max(0.0, began + WAKE_GAP_S - loop.time()))
         finally:
             operator.unregister_waker(key)
 

@@ -105,6 +105,21 @@ def status_patch(status: RolloutStatus, resource_version: str | None = None) -> 
     return patch
 
 
+def status_unchanged(raw_status: Mapping[str, Any] | None, status: RolloutStatus) -> bool:
+    """Whether writing `status` over the object's `raw_status` would change nothing.
+
+    Both sides are compared as `status_patch` writes them, so a timestamp the API server keeps as
+    it was sent ("...T10:00:00Z") and the same instant parsed and written again ("+00:00", or
+    microseconds) count as equal, and keys the engine does not own (kopf's) are not compared: the
+    patch leaves them alone anyway. A status that does not parse is always rewritten.
+    """
+    try:
+        current = parse_status(raw_status)
+    except ResourceError:
+        return False
+    return status_patch(current)["status"] == status_patch(status)["status"]
+
+
 def conditions_patch(
     raw_status: Mapping[str, Any] | None, condition: Condition, resource_version: str | None = None
 ) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from tests.fixtures.operator import (
     PLURAL,
     SECRET,
     VERSION,
+    WATCHED_GETS,
     Stack,
     cluster_role_triples,
     rbac_check,
@@ -482,6 +483,7 @@ UNUSED_NAMESPACED = {
     **{("kopf.dev", "clusterkopfpeerings", verb): "cluster-wide peering (`--all-namespaces`): tests/reliability/test_operator_crash.py"
        for verb in ("get", "list", "watch", "patch")},
     ("kopf.dev", "kopfpeerings", "get"): PEERING_GET,
+    **WATCHED_GETS,
 }  # fmt: skip
 
 

@@ -124,6 +124,70 @@ def standard(kube_api: Any, kserve_crd: str, httproute_crd: str, kube_namespace:
     assert [w for w in kube_api.emulator.warnings if kube_namespace in w] == []
 
 
+def test_with_the_watchs_cache_reads_cost_nothing_and_a_stale_copy_is_refused_then_read_again(
+    kube_api: Any, kserve_crd: str, kube_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's platform reads InferenceServices from its watch's view (`ObjectView`, fed here
+    by the writes' answers only: no watch runs). A patch decided on a copy someone has written past
+    carries that copy's resourceVersion, is refused (409), and the retry reads from the API server."""
+    from controller.kube.object_view import ObjectView
+
+    def isvc_gets() -> int:
+        return sum(n for c, n in kube_api.call_counts().items() if c.rbac == ("serving.kserve.io", "inferenceservices", "get"))
+
+    with kube_api.api_client() as api_client:
+        cluster = Cluster(api_client, kube_namespace, "Knative")
+        cache = ObjectView()
+        platform = KServePlatform(api_client, {"iris": cluster.target}, COMPARATOR, cache=cache)
+        platform.apply("iris", stable(), URIS)  # created: the answer is the cache's copy
+        assert cache.get(kube_namespace, "iris") == cluster.get()
+        cluster.reconcile(rounds=3)  # KServe reports Ready; with no watch, the cache does not see it
+        before, gets = cluster.version(), isvc_gets()
+        platform.apply("iris", stable(), URIS)
+        assert platform.health("iris", "1") == VersionHealth(ready=False)  # what the cache says: not yet
+        assert isvc_gets() == gets, "the platform read the API server, not its cache"
+        assert cluster.version() == before, "nothing to change: no write"
+
+        cluster.custom.patch_namespaced_custom_object(
+            *ISVC, kube_namespace, "inferenceservices", "iris", {"metadata": {"labels": {"team": "ml"}}}
+        )
+        with caplog.at_level("INFO", logger="controller.kserve.platform"):
+            platform.apply("iris", shadow(), URIS)
+        assert "changed while applying; reading again" in caplog.text  # the stale copy's patch: 409
+        assert cluster.predictor()["logger"] == shadow_logger(COMPARATOR)
+        assert cluster.get()["metadata"]["labels"]["team"] == "ml"  # type: ignore[index] - the other write is kept
+        assert cache.get(kube_namespace, "iris") == cluster.get()
+        assert cache.get(kube_namespace, "iris-shadow") == cluster.get("iris-shadow")
+
+        platform.apply("iris", stable(), URIS)  # the shadow goes: deleted, and gone from the cache
+        assert cluster.get("iris-shadow") is None and cache.get(kube_namespace, "iris-shadow") is None
+
+        # A deletion the watch never reported: someone deletes the shadow while kopf's watch is down,
+        # and kopf lists again. The copy left behind is one the listing did not show, so it is read
+        # from the API server (404), forgotten, and the shadow is made anew.
+        def delete_shadow_unseen() -> None:
+            cluster.custom.delete_namespaced_custom_object(*ISVC, kube_namespace, "inferenceservices", "iris-shadow")
+
+        platform.apply("iris", shadow(), URIS)
+        delete_shadow_unseen()
+        cache.listed(cluster.get())  # the listing after the watch failed: the primary, not the shadow
+        assert cache.doubtful(kube_namespace, "iris-shadow") and not cache.doubtful(kube_namespace, "iris")
+        platform.apply("iris", shadow(), URIS)
+        assert cluster.predictor("iris-shadow")["model"]["storageUri"] == URIS["2"]
+        assert cache.get(kube_namespace, "iris-shadow") == cluster.get("iris-shadow")
+        assert not cache.doubtful(kube_namespace, "iris-shadow")
+
+        # And a copy of a deleted object that a write needs (no listing doubted it): 404, and the
+        # retry reads the API server.
+        delete_shadow_unseen()
+        third = Routing(model="iris", stable_version="1", candidate_version="3", candidate_role="shadow", shadow_percent=50)
+        with caplog.at_level("INFO", logger="controller.kserve.platform"):
+            platform.apply("iris", third, URIS)
+        assert "the watch showed is gone; reading again" in caplog.text
+        assert cluster.predictor("iris-shadow")["model"]["storageUri"] == URIS["3"]
+        assert cache.get(kube_namespace, "iris-shadow") == cluster.get("iris-shadow")
+
+
 def test_knative_rollout_shadow_canary_promote(knative: Cluster) -> None:
     platform = knative.platform
     assert isinstance(platform, Platform)

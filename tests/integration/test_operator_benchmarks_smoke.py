@@ -44,6 +44,16 @@ def test_operator_scale_quick_run_prints_both_sizes_and_their_ratios(
         assert positive(rss) > 50 and positive(rss_end) > 50  # MiB: a Python process with kopf and MLflow
         assert 0.9 < positive(end_over_start) < 1.1
 
+    # Rollouts and InferenceServices come from kopf's watches and nothing unchanged is written: an
+    # idle rollout makes no API request at all (before the watches' view: 4 per rollout per tick).
+    requests = table(out.split("API requests over")[1], "rollouts")
+    assert [int(r[0]) for r in requests] == sizes
+    for _n, count, ticks, per_tick, by_call in requests:
+        positive(ticks)
+        assert int(count) == 0 and float(per_tick) == 0, f"an idle rollout made API requests: {by_call}"
+    assert "target: idle API requests per rollout per tick <= 0: measured 0 (the most of 10 and 20 rollouts) — met" in out
+    assert f"(RSS with {operator_scale.TARGET_N} ModelRollouts < 500 MiB: not measured in this run" in out
+
     ratios = table(out.split("ratios against")[1], "rollouts")
     assert [int(r[0]) for r in ratios] == sizes[1:]
     for _n, times, *cells, per_extra in ratios:
@@ -78,3 +88,10 @@ def test_promotion_latency_quick_run_prints_both_paths_and_the_ratio(
     for cell in ratio_row[1:]:
         positive(cell)
     assert "every promotion, shadow s: poll: " in out and "machine: " in out
+
+    # Shadow Ready -> mirroring live, per promotion: the operator is woken by the InferenceService's
+    # change, so it is about a reconcile, not a tick (machine-dependent: the shape only).
+    (ready_row,) = table(out, "promotions")
+    assert ready_row[0] == "all" and len(ready_row[3].split(", ")) == 2 * promotion_latency.QUICK_REPEATS
+    assert float(ready_row[1]) <= float(ready_row[2])
+    assert "target: shadow InferenceService Ready -> mirroring live <= 1 s: measured " in out

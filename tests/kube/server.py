@@ -8,8 +8,9 @@ Python client and kopf all accept `server: http://127.0.0.1:PORT` with an empty 
 `EmulatorServer.calls` is every distinct kind of API call served this session, with who made it
 (`kubeconfig_for(user)` hands out a bearer token naming a user, as a ServiceAccount token names
 its account) and the RBAC verb and resource a real API server would authorise it as: what the
-RBAC tests compare with the operator's ClusterRole. It is kept apart from kmock's request log,
-which is trimmed (see `_trim_request_log`) and records bodies.
+RBAC tests compare with the operator's ClusterRole. `EmulatorServer.call_counts` is how many of
+each were served: what the operator-scale benchmark divides by rollouts and ticks. Both are kept
+apart from kmock's request log, which is trimmed (see `_trim_request_log`) and records bodies.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +139,7 @@ class CallRecorder:
 
     def __init__(self, limit: int = MAX_RECORDED_CALLS) -> None:
         self._calls: set[ApiCall] = set()
+        self._counts: Counter[ApiCall] = Counter()  # requests served of each call kept in `_calls`
         self._lock = threading.Lock()
         self._limit = limit
         self.dropped = 0  # distinct calls not kept once `limit` was reached
@@ -145,16 +148,20 @@ class CallRecorder:
     def record(self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]) -> None:
         call = describe_call(method, path, query, headers, self.users)
         with self._lock:
-            if call in self._calls:
-                return
-            if len(self._calls) >= self._limit:
-                self.dropped += 1
-                return
-            self._calls.add(call)
+            if call not in self._calls:
+                if len(self._calls) >= self._limit:
+                    self.dropped += 1
+                    return
+                self._calls.add(call)
+            self._counts[call] += 1
 
     def calls(self, user: str | None = None) -> frozenset[ApiCall]:
         with self._lock:
             return frozenset(c for c in self._calls if user is None or c.user == user)
+
+    def counts(self, user: str | None = None) -> dict[ApiCall, int]:
+        with self._lock:
+            return {c: n for c, n in self._counts.items() if user is None or c.user == user}
 
 
 class EmulatorServer:
@@ -274,6 +281,11 @@ class EmulatorServer:
     def calls(self, user: str | None = None) -> frozenset[ApiCall]:
         """The distinct calls served this session (all users', or `user`'s); see `ApiCall`."""
         return self.recorder.calls(user)
+
+    def call_counts(self, user: str | None = None) -> dict[ApiCall, int]:
+        """How many requests of each distinct call were served this session (a watch counts once,
+        when it is opened, however long it then streams)."""
+        return self.recorder.counts(user)
 
     @property
     def emulator(self) -> ApiServerEmulator:

@@ -68,6 +68,7 @@ from tests.fixtures.mlflow import fit_iris, log_sklearn_model
 from tests.fixtures.operator import (
     OPERATOR_USER,
     PEERING_GET,
+    WATCHED_GETS,
     OperatorProcess,
     Stack,
     cluster_role_triples,
@@ -338,6 +339,7 @@ UNUSED_CLUSTER_WIDE = {
     ("apps", "deployments", "get"): "Standard mode only (a promotion's rollout): tests/e2e/test_operator.py",
     **{("gateway.networking.k8s.io", "httproutes", verb): "Standard mode only (the route's weights): tests/e2e/test_operator.py"
        for verb in ("get", "patch")},
+    **WATCHED_GETS,
 }  # fmt: skip
 
 

@@ -68,7 +68,7 @@ EXPECTED_MONITORING = {("ServiceMonitor", "modelrollout"), ("PrometheusRule", "m
 OPERATOR_CALLS = {
     *{("modelrollout.io", "modelrollouts", v) for v in ("get", "list", "watch", "patch")},
     ("modelrollout.io", "modelrollouts/status", "patch"),
-    *{("serving.kserve.io", "inferenceservices", v) for v in ("get", "create", "patch", "delete")},
+    *{("serving.kserve.io", "inferenceservices", v) for v in ("get", "list", "watch", "create", "patch", "delete")},
     ("", "events", "create"),
     ("apps", "deployments", "get"),
     *{("gateway.networking.k8s.io", "httproutes", v) for v in ("get", "patch")},

@@ -25,6 +25,7 @@ from controller.kube.rollout_resource import (
     parse_status,
     read,
     status_patch,
+    status_unchanged,
 )
 from tests.kube.patches import json_patch as apply_json_patch
 from tests.kube.patches import merge_patch as apply_merge_patch
@@ -174,3 +175,16 @@ def test_clearing_removes_the_command_only_if_it_is_still_the_same() -> None:
     newer = {"metadata": {"annotations": {**annotations, COMMAND_ID_ANNOTATION: "c-2"}}}
     with pytest.raises(ValueError, match="test"):
         apply_json_patch(newer, clear_patch("c-1"))
+
+
+def test_status_unchanged_compares_what_the_patch_would_write() -> None:
+    status = RolloutStatus(phase=Phase.SUCCEEDED, stable_version="1", phase_started_at=T0)
+    written = status_patch(status)["status"]
+    assert status_unchanged(written, status)
+    # The same instant in another form, and keys the engine does not own (kopf's): no change.
+    assert status_unchanged({**written, "phaseStartedAt": "2026-11-28T12:00:00.000+00:00", "kopf": {"x": 1}}, status)
+    assert not status_unchanged({**written, "phaseStartedAt": "2026-11-28T12:00:01Z"}, status)
+    assert not status_unchanged({**written, "message": "something else"}, status)
+    assert not status_unchanged(None, status)
+    assert status_unchanged(None, RolloutStatus())  # nothing written yet, nothing to write
+    assert not status_unchanged({"phase": "NoSuchPhase"}, status)  # unreadable: rewritten

@@ -145,7 +145,8 @@ argument is "cluster" (a ClusterRole: every namespace, ClusterKopfPeering) or "n
 in one watched namespace, KopfPeering only).
 */}}
 {{- define "modelrollout.rules" -}}
-# Watch ModelRollouts; patch them for kopf's own annotations and to remove a handled command.
+# Watch ModelRollouts (each tick reads them from memory; get only after a refused status write);
+# patch them for kopf's own annotations and to remove a handled command.
 - apiGroups: ["modelrollout.io"]
   resources: ["modelrollouts"]
   verbs: ["get", "list", "watch", "patch"]
@@ -153,10 +154,12 @@ in one watched namespace, KopfPeering only).
 - apiGroups: ["modelrollout.io"]
   resources: ["modelrollouts/status"]
   verbs: ["patch"]
-# The primary, `<name>-shadow` and (Standard mode) `<name>-canary` / `<name>-baseline` InferenceServices.
+# The primary, `<name>-shadow` and (Standard mode) `<name>-canary` / `<name>-baseline` InferenceServices:
+# watched (list, watch) and read from memory, so an idle rollout costs no request; get only to read
+# again after a write was refused as stale (409).
 - apiGroups: ["serving.kserve.io"]
   resources: ["inferenceservices"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Standard mode: whether the primary's Deployment has rolled out a promotion (KServe's status cannot say).
 - apiGroups: ["apps"]
   resources: ["deployments"]
