@@ -43,7 +43,7 @@ test-fast: $(STAMP)
 
 # The benchmarks (benchmarks/README.md): each prints its figures as ratios measured in the same run.
 # All but the first start real processes on 127.0.0.1 (model servers, a router, an mlflow server,
-# Prometheus, the operator against the tests' API emulator); about 45 minutes in all, 31 of them
+# Prometheus, the operator against the tests' API emulator); about 50 minutes in all, 31 of them
 # the live decision runs (rollouts decided by the real parts, one after another).
 bench: $(STAMP) prometheus
 	$(BIN)/python -m benchmarks.decisions
