@@ -66,6 +66,7 @@ from canary.traffic.feedback import (
     apply_labels,
 )
 from canary.traffic.mirror import Mirror, MirrorJob, Target
+from canary.traffic.plain_answer import JSON, send_answer
 from canary.traffic.predictions import Protocol, instances_from_body
 from canary.traffic.serving_metrics import (
     DEFAULT_MAX_CLASSES,
@@ -318,15 +319,15 @@ def create_app(settings: ComparatorSettings | None = None) -> ComparatorApp:
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         event_id, kind = headers.get("ce-id"), headers.get("ce-type")
         if not event_id or kind not in (REQUEST_EVENT, RESPONSE_EVENT):
-            await _answer(send, 400, _NOT_AN_EVENT)
+            await send_answer(send, 400, _NOT_AN_EVENT, [JSON])
             return
         shadow = state.shadows.get((headers.get("ce-namespace", ""), headers.get("ce-inferenceservicename", "")))
         if shadow is None:
             state.ignored += 1
-            await _answer(send, 202, _NOT_SHADOWED)
+            await send_answer(send, 202, _NOT_SHADOWED, [JSON])
             return
         # The logger has its answer before the pairing, comparison and replay of the event start.
-        await _answer(send, 202, _ACCEPTED)
+        await send_answer(send, 202, _ACCEPTED, [JSON])
         _accept_half(shadow, event_id, kind, body, _event_time(headers.get("ce-time")), headers)
 
     def _accept_half(
@@ -485,12 +486,6 @@ class ComparatorApp:
             await self.event(scope, receive, send)
             return
         await self.rest(scope, receive, send)
-
-
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class AdminOnlyWithTheToken:

@@ -67,6 +67,7 @@ from canary.traffic.feedback import (
     apply_labels,
 )
 from canary.traffic.mirror import PASSED_HEADERS, Mirror, MirrorJob, Target
+from canary.traffic.plain_answer import send_answer, send_error
 from canary.traffic.predictions import Protocol, instances_from_body
 from canary.traffic.serving_metrics import (
     BASELINE,
@@ -436,17 +437,6 @@ def create_app(settings: RouterSettings) -> RouterApp:
     return RouterApp(state, app)
 
 
-async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", str(len(body)).encode()), *headers]})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _refuse(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006 - never mutated
-    # As Starlette's JSONResponse renders it (the admin API's errors look the same).
-    body = json.dumps({"error": message}, ensure_ascii=False, separators=(",", ":")).encode()
-    await _answer(send, status, body, [(b"content-type", b"application/json"), *headers])
-
-
 async def _forward(state: RouterState, scope: Scope, receive: Receive, send: Send, model: str, protocol: Protocol) -> None:
     """Serve one client request from the chosen version; mirror a copy when a shadow is set."""
     body = await read_body(scope, receive, send, state.settings.max_body_bytes)
@@ -463,17 +453,17 @@ async def _forward(state: RouterState, scope: Scope, receive: Receive, send: Sen
             passed[name] = raw_value.decode("latin-1")
     request_id = request_id or uuid.uuid4().hex
     if not _REQUEST_ID.fullmatch(request_id):
-        await _refuse(send, 400, "x-request-id must be 1 to 200 visible ASCII characters")
+        await send_error(send, 400, "x-request-id must be 1 to 200 visible ASCII characters")
         return
     id_header = (b"x-request-id", request_id.encode())
     applied = state.applied
     if applied is None:
-        await _refuse(send, 503, f"rollout {rollout!r}: no routing configured", [id_header])
+        await send_error(send, 503, f"rollout {rollout!r}: no routing configured", [id_header])
         return
     routing = applied.routing
     if model != routing.model:
         message = f"model {model!r} is not served by rollout {rollout!r} (it serves {routing.model!r})"
-        await _refuse(send, 404, message, [id_header])
+        await send_error(send, 404, message, [id_header])
         return
     target, role = applied.choose()
     ours = [id_header, (b"x-model-version", target.version.encode()), (b"x-model-role", role.encode())]
@@ -490,14 +480,14 @@ async def _forward(state: RouterState, scope: Scope, receive: Receive, send: Sen
     if answer is not None:
         status = answer.status
         passed_back = [(n.encode(), answer.headers[n].encode("latin-1")) for n in PASSED_HEADERS if n in answer.headers]
-        await _answer(send, status, answer.body, [*passed_back, *ours])
+        await send_answer(send, status, answer.body, [*passed_back, *ours])
     elif isinstance(failure, UpstreamTimeout):
         status = 504
-        await _refuse(send, status, f"version {target.version} ({role}) at {target.url} timed out: {type(failure).__name__}", ours)
+        await send_error(send, status, f"version {target.version} ({role}) at {target.url} timed out: {type(failure).__name__}", ours)
     else:
         status = 502
         reason = f"{type(failure).__name__}: {str(failure) or 'connection closed'}"
-        await _refuse(send, status, f"version {target.version} ({role}) at {target.url} unreachable: {reason}", ours)
+        await send_error(send, status, f"version {target.version} ({role}) at {target.url} unreachable: {reason}", ours)
     # The client has its answer: what it says is read now, off the client's path.
     stable_instances = None
     if answer is not None and 200 <= status < 300:
