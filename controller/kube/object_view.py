@@ -36,6 +36,10 @@ Key = tuple[str, str]  # (namespace, name)
 # Listing events further apart than this belong to two listings (kopf yields a listing's objects back
 # to back, and lists again only after a watch failed).
 LISTING_GAP_S = 5.0
+# How long a deletion is remembered. It only has to outlive watch events already on their way when the
+# object was deleted (seconds at most); without a limit the record would grow with every object ever
+# deleted, for the life of the operator.
+GONE_KEPT_S = 600.0
 
 
 def resource_version_order(a: str | None, b: str | None) -> int | None:
@@ -72,9 +76,10 @@ class ObjectView:
         self._touched: dict[Key, float] = {}  # when an event, a write or a read last showed each copy
         self._listing_began: float | None = None
         self._last_listed: float | None = None
-        # Deleted objects: the resourceVersion of the deletion. A copy from before it (a watch event
-        # still on its way) is not taken back; a newer one (the object made again) is.
-        self._gone: dict[Key, str | None] = {}
+        # Deleted objects: the resourceVersion of the deletion and when it was learnt, oldest first. A
+        # copy from before it (a watch event still on its way) is not taken back; a newer one (the
+        # object made again) is.
+        self._gone: dict[Key, tuple[str | None, float]] = {}
         self._lock = threading.Lock()
 
     def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
@@ -97,7 +102,7 @@ class ObjectView:
                 self._touched[key] = self._clock()  # a newer copy is held: it exists
                 return Update(False, held)
             if key in self._gone:
-                if resource_version_order(version, self._gone[key]) in (-1, 0):
+                if resource_version_order(version, self._gone[key][0]) in (-1, 0):
                     return Update(False, None)
                 del self._gone[key]
             self._objects[key] = plain
@@ -133,7 +138,11 @@ class ObjectView:
             held = self._objects.get(key)
             if held is not None and resource_version_order(_version(held), resource_version) == 1:
                 return None
-            self._gone[key] = resource_version if resource_version is not None else (_version(held) if held else None)
+            now = self._clock()
+            self._gone.pop(key, None)  # kept in the order learnt, so the oldest are always first
+            self._gone[key] = (resource_version if resource_version is not None else (_version(held) if held else None), now)
+            while (oldest := next(iter(self._gone))) != key and now - self._gone[oldest][1] > GONE_KEPT_S:
+                del self._gone[oldest]
             self._touched.pop(key, None)
             return self._objects.pop(key, None)
 

@@ -45,7 +45,7 @@ from controller.kserve.documents import GROUP as ISVC_GROUP
 from controller.kserve.documents import PLURAL as ISVC_PLURAL
 from controller.kserve.documents import VERSION as ISVC_VERSION
 from controller.kserve.platform import KServePlatform
-from controller.kube.commands import CommandRequest, clear_patch, read_command
+from controller.kube.commands import COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION, CommandRequest, clear_patch, read_command
 from controller.kube.crd import GROUP, PLURAL, VERSION
 from controller.kube.object_view import ObjectView
 from controller.kube.operator_http import HttpServer, create_app
@@ -163,6 +163,17 @@ class RolloutOperator:
     def unregister_waker(self, key: Key) -> None:
         with self._lock:
             self._wakers.pop(key, None)
+
+    def rollout_seen(self, body: Any) -> None:
+        """A watch event of a ModelRollout: keep it, and wake the rollout when what it was asked to do
+        changed (its spec, or a command from `kubectl modelrollout …`): acted on now, not next tick.
+
+        Status writes (the operator's own) and kopf's bookkeeping annotations wake nothing.
+        """
+        update = self.rollouts.observe(body)
+        if update.kept and update.previous is not None and _request_of(update.previous) != _request_of(body):
+            meta = body.get("metadata") or {}
+            self.wake((meta.get("namespace") or "", meta.get("name") or ""))
 
     def inference_service_seen(self, body: Any) -> None:
         """A watch event of an InferenceService: keep it, and wake its rollout when its status changed
@@ -359,7 +370,7 @@ class RolloutOperator:
                 )
             )
         except ApiException as err:
-            if err.status != 422:  # 422: a newer command replaced it; that one runs next tick
+            if err.status != 422:  # 422: a newer command replaced it; the wake below runs it
                 raise
         self.wake((namespace, name))
 
@@ -379,6 +390,12 @@ class RolloutOperator:
         if self._reported.get(key) != problem:
             self._reported[key] = problem
             self._post_event(obj, RecordEvent("Warning", reason, problem))
+
+
+def _request_of(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a user asks of a rollout: its spec and a pending command."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return obj.get("spec"), annotations.get(COMMAND_ANNOTATION), annotations.get(COMMAND_ID_ANNOTATION)
 
 
 def _isvc_names(target: IsvcTarget) -> tuple[str, ...]:
@@ -443,7 +460,7 @@ def build_registry(operator: RolloutOperator) -> kopf.OperatorRegistry:
             meta = body.get("metadata") or {}
             operator.rollouts.forget(meta.get("namespace") or "", meta.get("name") or "", meta.get("resourceVersion"))
         else:
-            operator.rollouts.observe(body)
+            operator.rollout_seen(body)
 
     @kopf.index(ISVC_GROUP, ISVC_VERSION, ISVC_PLURAL, registry=registry)
     async def inference_services(body: kopf.Body, **_: Any) -> None:

@@ -28,8 +28,8 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 
 from controller.kube.commands import command_patch
-from tests.argocd_health import health
 from registry.webhooks import sign
+from tests.argocd_health import health
 from tests.fixtures.kserve_stack import Comparator, LabelledClients
 from tests.fixtures.mlflow import log_sklearn_model
 from tests.fixtures.modelserver import fit_logistic, iris, save_sklearn, start_model_servers
@@ -439,7 +439,9 @@ def test_an_invalid_spec_is_reported_and_the_state_kept(stack: Stack, iris_model
 
 
 def test_kubectl_plugin_verbs_drive_the_operator(stack: Stack, iris_model_uri: str) -> None:
-    stack.start_operator()
+    # A tick longer than every wait below: a command, a spec edit, a new version and an InferenceService
+    # turning Ready each wake the rollout, so nothing here waits for a tick.
+    stack.start_operator(extra_args=("--tick", "5m"))
     v1, v2 = serving_v1(stack, iris_model_uri)
     stack.custom.patch_namespaced_custom_object(
         GROUP, VERSION, stack.namespace, PLURAL, "iris",

@@ -19,7 +19,8 @@ from kubernetes.client.exceptions import ApiException
 
 from canary.decision.spec import RolloutStatus
 from controller.kube import operator as operator_module
-from controller.kube.object_view import ObjectView, resource_version_order
+from controller.kube.commands import COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION
+from controller.kube.object_view import GONE_KEPT_S, ObjectView, resource_version_order
 from controller.kube.operator import OperatorConfig, RolloutOperator
 from tests.kube.patches import merge_patch as apply_merge_patch
 
@@ -85,6 +86,25 @@ def test_a_deleted_object_is_not_brought_back_by_an_event_from_before_the_deleti
     # Deleted with no version known: at the version held.
     assert view.forget(NS, "a") is not None
     assert not view.observe({"metadata": meta("a", 9)}).kept
+
+
+def test_deletions_are_remembered_for_a_while_not_for_ever() -> None:
+    """A long-lived operator sees objects deleted all the time: their records must not pile up."""
+    now = [0.0]
+    view = ObjectView(clock=lambda: now[0])
+    for i in range(1000):
+        view.observe({"metadata": meta(f"isvc-{i}", 10)})
+        view.forget(NS, f"isvc-{i}", "11")
+        now[0] += 1.0
+    assert len(view._gone) <= GONE_KEPT_S + 1, "every deletion ever seen is still held"
+    # Recent deletions still keep late events out; one deleted long ago may be made again.
+    assert not view.observe({"metadata": meta("isvc-999", 10)}).kept
+    assert view.observe({"metadata": meta("isvc-0", 10)}).kept
+    # Deleted again: it is the newest record, and the older ones are dropped behind it, never it.
+    view.forget(NS, "isvc-0", "12")
+    now[0] += GONE_KEPT_S + 1
+    view.forget(NS, "other", "1")
+    assert set(view._gone) == {(NS, "other")}
 
 
 def test_a_copy_the_latest_listing_did_not_show_is_doubtful() -> None:
@@ -272,3 +292,35 @@ def test_a_rollout_is_woken_when_one_of_its_inference_services_changes_status(
     operator.on_deleted(NS, NAME)
     assert torn_down == [NAME]
     assert not wakes(lambda: operator.inference_service_seen(isvc("iris", 36, ready=False)))
+
+
+def test_a_rollout_is_woken_when_its_spec_or_a_command_changes_not_by_its_own_writes(
+    operator: RolloutOperator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api: FakeApiServer = operator.custom  # type: ignore[assignment]
+    woken: list[int] = []
+    operator.register_waker((NS, NAME), lambda: woken.append(1))
+
+    def wakes(change: Callable[[dict[str, Any]], None] | None = None) -> bool:
+        """Someone's write (or none), then the watch's event of the object as the API server has it."""
+        if change is not None:
+            api.edit(change)
+        before = len(woken)
+        operator.rollout_seen(copy.deepcopy(api.obj))
+        return len(woken) > before
+
+    assert not wakes(), "first seen: its daemon is starting and decides on it anyway"
+    assert not wakes(), "the same copy again"
+    # The operator's own status write: its answer is kept first, so the watch's echo is no change.
+    monkeypatch.setattr(operator_module, "reconcile", saving(lambda: "decided"))
+    operator.reconcile_once(NS, NAME, now=T0)
+    assert not wakes()
+    assert not wakes(lambda obj: obj.setdefault("status", {}).update({"message": "someone else's"})), "status only"
+    kopfs_bookkeeping = {"modelrollout.io/last-handled-configuration": "{}"}
+    assert not wakes(lambda obj: obj["metadata"].setdefault("annotations", {}).update(kopfs_bookkeeping))
+    assert wakes(lambda obj: obj["spec"].update({"analysis": {"interval": "30s"}})), "the spec edited"
+    assert wakes(lambda obj: obj["metadata"]["annotations"].update({COMMAND_ANNOTATION: "promote", COMMAND_ID_ANNOTATION: "c1"}))
+    assert wakes(lambda obj: obj["metadata"]["annotations"].update({COMMAND_ID_ANNOTATION: "c2"})), "the same verb again"
+    before = len(woken)
+    operator.rollout_seen({**copy.deepcopy(api.obj), "metadata": {**api.obj["metadata"], "resourceVersion": "1"}})
+    assert len(woken) == before, "an event older than the copy held"
